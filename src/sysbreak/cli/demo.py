@@ -1,0 +1,14 @@
+"""`sysbreak demo` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from sysbreak.errors import SysbreakError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def command() -> None:
+        """Not built yet."""
+        raise SysbreakError("'sysbreak demo' is not built yet")

@@ -1,0 +1,14 @@
+"""`sysbreak diff` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from sysbreak.errors import SysbreakError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("diff")
+    def command() -> None:
+        """Not built yet."""
+        raise SysbreakError("'sysbreak diff' is not built yet")

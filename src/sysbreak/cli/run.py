@@ -1,0 +1,14 @@
+"""`sysbreak run` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from sysbreak.errors import SysbreakError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def command() -> None:
+        """Not built yet."""
+        raise SysbreakError("'sysbreak run' is not built yet")
