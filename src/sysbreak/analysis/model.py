@@ -1,0 +1,110 @@
+"""The one analysis result every reporter renders (text, json, html, collapsed) and ``diff`` compares.
+
+Contract between :mod:`sysbreak.analysis` (producer) and :mod:`sysbreak.report` (consumers): fields may be
+added, never renamed or removed without changing the JSON report's format version. Reporters never re-read the
+event log; everything they show is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One native frame, innermost first in a stack. Unknown parts are None."""
+
+    pc: int | None
+    module: str | None
+    offset: int | None
+    function: str | None
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class PyFrame:
+    """One CPython frame (innermost first)."""
+
+    file: str
+    line: int | None
+    function: str
+
+
+@dataclass
+class StackStats:
+    """What one call stack (or one group of stacks after folding/grouping) did during the capture."""
+
+    id: int
+    frames: tuple[Frame, ...]
+    python: tuple[PyFrame, ...] = ()
+    events: int = 0
+    by_syscall: dict[str, int] = field(default_factory=dict)
+    mapped_bytes: int = 0  # bytes its successful calls mapped (mmap length, mremap growth, brk growth)
+    unmapped_bytes: int = 0  # bytes of mappings it created that were unmapped later (by anyone)
+    live_bytes: int = 0  # bytes it created that are still mapped at the end of the log
+    rss_bytes: int = 0  # resident bytes (last snapshot) of the live bytes it owns, pro-rated by overlap
+    growth_bytes: int = 0  # growth (first -> last snapshot) of the regions it owns, attributed to it
+    growth_per_min: float = 0.0  # growth_bytes per minute of capture
+    first_t: float | None = None
+    last_t: float | None = None
+    label: str = ""  # a short human name: the first interesting frame, e.g. "leak_region (ucm_leak+0x1189)"
+
+
+@dataclass
+class RegionOwner:
+    stack_id: int
+    bytes: int  # bytes of this region covered by live mappings of that stack
+
+
+@dataclass
+class Region:
+    """One VMA of the last snapshot (or one that disappeared), annotated with the stacks that own it."""
+
+    start: int
+    end: int
+    perms: str
+    path: str  # as pmap shows the mapping: a file path, "[heap]", "[stack]", "[anon]" ...
+    size: int  # bytes in the last snapshot
+    rss: int | None = None  # bytes resident in the last snapshot (None when the snapshot had no Rss)
+    first_size: int = 0  # bytes covered in the first snapshot (0: the region is new)
+    first_rss: int | None = None
+    status: str = "same"  # "new", "grew", "shrank", "same", "gone"
+    owners: list[RegionOwner] = field(default_factory=list)
+    unexplained_bytes: int = 0  # bytes no captured event explains (mapped before the capture, or unwatched)
+
+    @property
+    def growth(self) -> int:
+        return self.size - self.first_size
+
+
+@dataclass
+class Sample:
+    """One point of the time series shown as a plot."""
+
+    t: float  # seconds since the start of the capture
+    rss_bytes: int | None  # process RSS from the snapshot at that time (None between snapshots)
+    live_bytes: int  # bytes mapped by captured events and still live at that time
+
+
+@dataclass
+class Analysis:
+    source: str  # what was analysed: a capture directory, an events log, pmap files
+    pid: int | None = None
+    exe: str | None = None
+    syscalls: list[str] = field(default_factory=list)
+    t0: float | None = None
+    t1: float | None = None
+    events: int = 0
+    by_syscall: dict[str, int] = field(default_factory=dict)
+    stacks: list[StackStats] = field(default_factory=list)  # sorted by importance, most important first
+    regions: list[Region] = field(default_factory=list)  # in address order
+    timeline: list[Sample] = field(default_factory=list)
+    snapshots: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        if self.t0 is None or self.t1 is None:
+            return 0.0
+        return max(0.0, self.t1 - self.t0)
