@@ -1,0 +1,392 @@
+"""Compare two analyses (say before and after ``UCX_MEM_MMAP_HOOK_MODE=none``) stack by stack.
+
+Stacks are matched by their *frame signature*, never by ids or pcs (both change from run to run): for every native
+frame its function and module base name (or, when the function is unknown, the module base name and the offset in
+it, which stays the same across runs of the same build), then every Python frame's function and file base name.
+Stacks of one analysis with the same signature (they differ only in lines or pcs) are added together.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sysbreak.analysis.model import Analysis, Frame, PyFrame, StackStats
+from sysbreak.report._common import (
+    human_bytes,
+    human_duration,
+    module_name,
+    plural,
+    region_growth,
+    rss_change,
+    stack_label,
+)
+
+FORMAT = "sysbreak-diff/1"
+FORMATS = ("text", "json")
+DEFAULT_TOP = 20
+
+Signature = tuple[tuple[Any, ...], ...]
+
+
+def signature(stack: StackStats) -> Signature:
+    """What identifies a stack across runs (see the module docstring)."""
+    parts: list[tuple[Any, ...]] = []
+    for frame in stack.frames:
+        if frame.function:
+            parts.append(("fn", frame.function, module_name(frame.module)))
+        else:
+            parts.append(("at", module_name(frame.module), frame.offset if frame.module else None))
+    for py in stack.python:
+        parts.append(("py", py.function, os.path.basename(py.file)))
+    return tuple(parts)
+
+
+@dataclass
+class Side:
+    """One analysis' numbers for one matched stack."""
+
+    ids: list[int] = field(default_factory=list)
+    live_bytes: int = 0
+    rss_bytes: int = 0
+    growth_bytes: int = 0
+    mapped_bytes: int = 0
+    events: int = 0
+
+    def add(self, stack: StackStats) -> None:
+        self.ids.append(stack.id)
+        self.live_bytes += stack.live_bytes
+        self.rss_bytes += stack.rss_bytes
+        self.growth_bytes += stack.growth_bytes
+        self.mapped_bytes += stack.mapped_bytes
+        self.events += stack.events
+
+
+@dataclass
+class StackChange:
+    signature: Signature
+    label: str
+    frames: tuple[Frame, ...]
+    python: tuple[PyFrame, ...]
+    a: Side | None = None
+    b: Side | None = None
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return "only_b"
+        if self.b is None:
+            return "only_a"
+        return "both"
+
+    def _delta(self, name: str) -> int:
+        after = getattr(self.b, name) if self.b is not None else 0
+        before = getattr(self.a, name) if self.a is not None else 0
+        return int(after - before)
+
+    @property
+    def live_delta(self) -> int:
+        return self._delta("live_bytes")
+
+    @property
+    def growth_delta(self) -> int:
+        return self._delta("growth_bytes")
+
+    @property
+    def events_delta(self) -> int:
+        return self._delta("events")
+
+    @property
+    def mapped_delta(self) -> int:
+        return self._delta("mapped_bytes")
+
+    @property
+    def rss_delta(self) -> int:
+        return self._delta("rss_bytes")
+
+
+@dataclass
+class Totals:
+    source: str
+    duration: float
+    events: int
+    by_syscall: dict[str, int]
+    stacks: int
+    live_bytes: int
+    mapped_bytes: int
+    growth_bytes: int  # bytes the regions that are new or grew gained
+    rss_growth_bytes: int | None  # process RSS, last snapshot minus first
+    unexplained_bytes: int
+
+    @staticmethod
+    def of(analysis: Analysis) -> Totals:
+        return Totals(
+            source=analysis.source,
+            duration=analysis.duration,
+            events=analysis.events,
+            by_syscall=dict(analysis.by_syscall),
+            stacks=len(analysis.stacks),
+            live_bytes=sum(s.live_bytes for s in analysis.stacks),
+            mapped_bytes=sum(s.mapped_bytes for s in analysis.stacks),
+            growth_bytes=region_growth(analysis),
+            rss_growth_bytes=rss_change(analysis),
+            unexplained_bytes=sum(r.unexplained_bytes for r in analysis.regions),
+        )
+
+
+@dataclass
+class AnalysisDiff:
+    a: Analysis
+    b: Analysis
+    a_totals: Totals
+    b_totals: Totals
+    stacks: list[StackChange]  # biggest change first
+
+    @property
+    def only_a(self) -> list[StackChange]:
+        return [c for c in self.stacks if c.status == "only_a"]
+
+    @property
+    def only_b(self) -> list[StackChange]:
+        return [c for c in self.stacks if c.status == "only_b"]
+
+    @property
+    def common(self) -> list[StackChange]:
+        return [c for c in self.stacks if c.status == "both"]
+
+
+def diff(a: Analysis, b: Analysis) -> AnalysisDiff:
+    """Match the stacks of ``a`` and ``b`` by signature and compute what changed from ``a`` to ``b``."""
+    changes: dict[Signature, StackChange] = {}
+    for side, analysis in (("a", a), ("b", b)):
+        for stack in analysis.stacks:
+            key = signature(stack)
+            change = changes.get(key)
+            if change is None:
+                change = changes[key] = StackChange(key, stack_label(stack), stack.frames, stack.python)
+            numbers = getattr(change, side)
+            if numbers is None:
+                numbers = Side()
+                setattr(change, side, numbers)
+            numbers.add(stack)
+    order = sorted(
+        changes.values(),
+        key=lambda c: (-abs(c.live_delta), -abs(c.growth_delta), -abs(c.events_delta), -abs(c.mapped_delta), c.label),
+    )
+    return AnalysisDiff(a=a, b=b, a_totals=Totals.of(a), b_totals=Totals.of(b), stacks=order)
+
+
+def _pct(before: float, after: float) -> str:
+    if before == 0:
+        return "new" if after else "no change"
+    return f"{100.0 * (after - before) / abs(before):+.0f}%"
+
+
+def diff_headline(d: AnalysisDiff) -> str:
+    """One sentence: how the growth changed from A to B, and the stack whose live bytes changed most."""
+    ta, tb = d.a_totals, d.b_totals
+    if ta.rss_growth_bytes is not None and tb.rss_growth_bytes is not None:
+        what, va, vb = "process RSS growth", float(ta.rss_growth_bytes), float(tb.rss_growth_bytes)
+    elif d.a.regions and d.b.regions:
+        what, va, vb = "region growth", float(ta.growth_bytes), float(tb.growth_bytes)
+    else:
+        what, va, vb = "live bytes of captured stacks", float(ta.live_bytes), float(tb.live_bytes)
+    rates = (
+        what != "live bytes of captured stacks"
+        and ta.duration > 0
+        and tb.duration > 0
+        and abs(ta.duration - tb.duration) > 0.1 * max(ta.duration, tb.duration)
+    )
+    if rates:  # captures of different lengths: compare per minute
+        va, vb = va * 60 / ta.duration, vb * 60 / tb.duration
+        text = f"{what.capitalize()} went from {human_bytes(va)}/min in A to {human_bytes(vb)}/min in B"
+        text += f" ({_pct(va, vb)})"
+    else:
+        span_a = f" in {human_duration(ta.duration)}" if ta.duration > 0 else ""
+        span_b = f" in {human_duration(tb.duration)}" if tb.duration > 0 else ""
+        text = f"{what.capitalize()} went from {human_bytes(va)}{span_a} in A to {human_bytes(vb)}{span_b} in B"
+        text += f" ({_pct(va, vb)})"
+    moved = [c for c in d.stacks if c.live_delta != 0]
+    if moved:
+        top = moved[0]
+        before = human_bytes(top.a.live_bytes) if top.a is not None else "absent"
+        after = human_bytes(top.b.live_bytes) if top.b is not None else "absent"
+        text += f"; biggest change: {top.label}, live {before} -> {after}"
+    text += f"; {plural(len(d.only_a), 'stack')} only in A, {len(d.only_b):,} only in B"
+    return text
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+
+
+def _side_dict(side: Side | None) -> dict[str, Any] | None:
+    if side is None:
+        return None
+    return {
+        "ids": side.ids,
+        "live_bytes": side.live_bytes,
+        "rss_bytes": side.rss_bytes,
+        "growth_bytes": side.growth_bytes,
+        "mapped_bytes": side.mapped_bytes,
+        "events": side.events,
+    }
+
+
+def _totals_dict(t: Totals, analysis: Analysis) -> dict[str, Any]:
+    return {
+        "source": t.source,
+        "pid": analysis.pid,
+        "exe": analysis.exe,
+        "duration_s": t.duration,
+        "events": t.events,
+        "by_syscall": t.by_syscall,
+        "stacks": t.stacks,
+        "live_bytes": t.live_bytes,
+        "mapped_bytes": t.mapped_bytes,
+        "growth_bytes": t.growth_bytes,
+        "rss_growth_bytes": t.rss_growth_bytes,
+        "unexplained_bytes": t.unexplained_bytes,
+    }
+
+
+def diff_to_dict(d: AnalysisDiff, *, top: int | None = None) -> dict[str, Any]:
+    ta, tb = d.a_totals, d.b_totals
+    changes = d.stacks if top is None else d.stacks[:top]
+    rss_delta = None
+    if ta.rss_growth_bytes is not None and tb.rss_growth_bytes is not None:
+        rss_delta = tb.rss_growth_bytes - ta.rss_growth_bytes
+    return {
+        "format": FORMAT,
+        "headline": diff_headline(d),
+        "a": _totals_dict(ta, d.a),
+        "b": _totals_dict(tb, d.b),
+        "delta": {
+            "events": tb.events - ta.events,
+            "live_bytes": tb.live_bytes - ta.live_bytes,
+            "mapped_bytes": tb.mapped_bytes - ta.mapped_bytes,
+            "growth_bytes": tb.growth_bytes - ta.growth_bytes,
+            "rss_growth_bytes": rss_delta,
+            "stacks_only_in_a": len(d.only_a),
+            "stacks_only_in_b": len(d.only_b),
+            "stacks_in_both": len(d.common),
+        },
+        "stacks": [
+            {
+                "status": c.status,
+                "label": c.label,
+                "frames": [{"function": f.function, "module": f.module, "offset": f.offset} for f in c.frames],
+                "python": [{"function": p.function, "file": p.file} for p in c.python],
+                "a": _side_dict(c.a),
+                "b": _side_dict(c.b),
+                "delta": {
+                    "live_bytes": c.live_delta,
+                    "rss_bytes": c.rss_delta,
+                    "growth_bytes": c.growth_delta,
+                    "mapped_bytes": c.mapped_delta,
+                    "events": c.events_delta,
+                },
+            }
+            for c in changes
+        ],
+    }
+
+
+_STATUS = {"only_a": "only A", "only_b": "only B", "both": ""}
+
+
+def _num(side: Side | None, name: str, *, is_bytes: bool = True) -> str:
+    if side is None:
+        return "-"
+    value = getattr(side, name)
+    return human_bytes(value) if is_bytes else f"{value:,}"
+
+
+def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = False, width: int | None = None) -> str:
+    top = DEFAULT_TOP if top is None else top
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=width or (100 if color else 200),
+        color_system="auto" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+        markup=False,
+    )
+    console.print(Text(diff_headline(d), style="bold"), soft_wrap=True)
+    console.print()
+    ta, tb = d.a_totals, d.b_totals
+    totals = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    totals.add_column("")
+    totals.add_column("A", overflow="fold")
+    totals.add_column("B", overflow="fold")
+    totals.add_column("change", justify="right")
+
+    def row(name: str, va: int | None, vb: int | None, *, is_bytes: bool = True) -> None:
+        fmt = human_bytes if is_bytes else (lambda v: f"{v:,}")
+        delta = ""
+        if va is not None and vb is not None:
+            delta = human_bytes(vb - va, signed=True) if is_bytes else f"{vb - va:+,}"
+        totals.add_row(name, "-" if va is None else fmt(va), "-" if vb is None else fmt(vb), delta)
+
+    totals.add_row("source", ta.source, tb.source, "")
+    totals.add_row("duration", human_duration(ta.duration), human_duration(tb.duration), "")
+    row("events", ta.events, tb.events, is_bytes=False)
+    row("stacks", ta.stacks, tb.stacks, is_bytes=False)
+    row("live bytes", ta.live_bytes, tb.live_bytes)
+    row("mapped bytes", ta.mapped_bytes, tb.mapped_bytes)
+    row("region growth", ta.growth_bytes, tb.growth_bytes)
+    row("process RSS growth", ta.rss_growth_bytes, tb.rss_growth_bytes)
+    row("unexplained", ta.unexplained_bytes, tb.unexplained_bytes)
+    for name in sorted(set(ta.by_syscall) | set(tb.by_syscall)):
+        row(f"  {name} calls", ta.by_syscall.get(name, 0), tb.by_syscall.get(name, 0), is_bytes=False)
+    console.print(totals)
+    console.print()
+
+    shown = d.stacks[:top]
+    console.print(
+        Text(
+            f"Stacks by size of change ({len(shown)} of {len(d.stacks)}; {len(d.common)} in both, "
+            f"{len(d.only_a)} only in A, {len(d.only_b)} only in B)",
+            style="bold underline",
+        )
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("", no_wrap=True)
+    table.add_column("stack", overflow="fold")
+    for name in ("live A", "live B", "live change", "growth change", "events A", "events B"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for change in shown:
+        table.add_row(
+            Text(_STATUS[change.status], style="bold"),
+            change.label,
+            _num(change.a, "live_bytes"),
+            _num(change.b, "live_bytes"),
+            human_bytes(change.live_delta, signed=True) if change.live_delta else "0",
+            human_bytes(change.growth_delta, signed=True) if change.growth_delta else "0",
+            _num(change.a, "events", is_bytes=False),
+            _num(change.b, "events", is_bytes=False),
+        )
+    console.print(table)
+    text = out.getvalue()
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def render_diff(
+    d: AnalysisDiff, fmt: str = "text", *, top: int | None = None, color: bool = False, width: int | None = None
+) -> str:
+    """The diff as ``text`` (a terminal table) or ``json`` (format ``sysbreak-diff/1``)."""
+    if fmt == "text":
+        return render_diff_text(d, top=top, color=color, width=width)
+    if fmt == "json":
+        return json.dumps(diff_to_dict(d, top=top), indent=2, ensure_ascii=False) + "\n"
+    raise ValueError(f"unknown diff format {fmt!r}; choose one of {', '.join(FORMATS)}")

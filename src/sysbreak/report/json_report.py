@@ -1,0 +1,203 @@
+"""The JSON report, format ``sysbreak-report/1`` (documented in docs/report-json.md), and reading it back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
+from sysbreak.errors import SysbreakError
+from sysbreak.report._common import headline, rss_change, stack_label
+
+FORMAT = "sysbreak-report/1"
+
+
+def _tool() -> str:
+    from sysbreak import __version__
+
+    return f"sysbreak {__version__}"
+
+
+def frame_dict(frame: Frame) -> dict[str, Any]:
+    return {
+        "function": frame.function,
+        "module": frame.module,
+        "offset": frame.offset,
+        "file": frame.file,
+        "line": frame.line,
+        "pc": frame.pc,
+    }
+
+
+def pyframe_dict(frame: PyFrame) -> dict[str, Any]:
+    return {"file": frame.file, "line": frame.line, "function": frame.function}
+
+
+def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
+    return {
+        "id": stack.id,
+        "rank": rank,
+        "label": stack_label(stack),
+        "events": stack.events,
+        "by_syscall": dict(stack.by_syscall),
+        "mapped_bytes": stack.mapped_bytes,
+        "unmapped_bytes": stack.unmapped_bytes,
+        "live_bytes": stack.live_bytes,
+        "rss_bytes": stack.rss_bytes,
+        "growth_bytes": stack.growth_bytes,
+        "growth_per_min": stack.growth_per_min,
+        "first_t": stack.first_t,
+        "last_t": stack.last_t,
+        "frames": [frame_dict(frame) for frame in stack.frames],
+        "python": [pyframe_dict(frame) for frame in stack.python],
+    }
+
+
+def region_dict(region: Region) -> dict[str, Any]:
+    rss_growth = None
+    if region.rss is not None:
+        rss_growth = region.rss - (region.first_rss or 0)
+    return {
+        "start": region.start,
+        "end": region.end,
+        "start_hex": f"{region.start:#x}",
+        "end_hex": f"{region.end:#x}",
+        "perms": region.perms,
+        "path": region.path,
+        "size": region.size,
+        "rss": region.rss,
+        "first_size": region.first_size,
+        "first_rss": region.first_rss,
+        "status": region.status,
+        "growth": region.growth,
+        "rss_growth": rss_growth,
+        "owners": [{"stack": owner.stack_id, "bytes": owner.bytes} for owner in region.owners],
+        "unexplained_bytes": region.unexplained_bytes,
+    }
+
+
+def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
+    """The report as plain JSON-able data. ``top`` keeps only the N most important stacks."""
+    stacks = analysis.stacks if top is None else analysis.stacks[:top]
+    regions = analysis.regions
+    return {
+        "format": FORMAT,
+        "tool": _tool(),
+        "headline": headline(analysis),
+        "source": analysis.source,
+        "pid": analysis.pid,
+        "exe": analysis.exe,
+        "syscalls": list(analysis.syscalls),
+        "t0": analysis.t0,
+        "t1": analysis.t1,
+        "duration_s": analysis.duration,
+        "snapshots": analysis.snapshots,
+        "totals": {
+            "events": analysis.events,
+            "by_syscall": dict(analysis.by_syscall),
+            "stacks": len(analysis.stacks),
+            "mapped_bytes": sum(stack.mapped_bytes for stack in analysis.stacks),
+            "live_bytes": sum(stack.live_bytes for stack in analysis.stacks),
+            "regions": len(regions),
+            "region_bytes": sum(region.size for region in regions),
+            "region_rss_bytes": sum(region.rss or 0 for region in regions),
+            "growth_bytes": sum(region.growth for region in regions if region.growth > 0),
+            "rss_growth_bytes": rss_change(analysis),
+            "unexplained_bytes": sum(region.unexplained_bytes for region in regions),
+        },
+        "stacks": [stack_dict(stack, rank) for rank, stack in enumerate(stacks, start=1)],
+        "regions": [region_dict(region) for region in regions],
+        "timeline": [
+            {"t": sample.t, "rss_bytes": sample.rss_bytes, "live_bytes": sample.live_bytes}
+            for sample in analysis.timeline
+        ],
+        "warnings": list(analysis.warnings),
+    }
+
+
+def render_json(analysis: Analysis, *, top: int | None = None) -> str:
+    return json.dumps(to_dict(analysis, top=top), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- reading a saved report back (for `sysbreak report saved.json --format html` and `sysbreak diff`) ----------
+
+
+def is_report(data: object) -> bool:
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("sysbreak-report/")
+
+
+def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
+    """Rebuild the :class:`Analysis` a ``sysbreak-report/1`` document was made from (as far as it holds it)."""
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise SysbreakError(f"{name} is a {fmt!r} report; this sysbreak reads {FORMAT!r}")
+    try:
+        stacks = [
+            StackStats(
+                id=int(s["id"]),
+                frames=tuple(
+                    Frame(
+                        pc=f.get("pc"),
+                        module=f.get("module"),
+                        offset=f.get("offset"),
+                        function=f.get("function"),
+                        file=f.get("file"),
+                        line=f.get("line"),
+                    )
+                    for f in s.get("frames", [])
+                ),
+                python=tuple(
+                    PyFrame(file=p["file"], line=p.get("line"), function=p["function"]) for p in s.get("python", [])
+                ),
+                events=int(s.get("events", 0)),
+                by_syscall={str(k): int(v) for k, v in s.get("by_syscall", {}).items()},
+                mapped_bytes=int(s.get("mapped_bytes", 0)),
+                unmapped_bytes=int(s.get("unmapped_bytes", 0)),
+                live_bytes=int(s.get("live_bytes", 0)),
+                rss_bytes=int(s.get("rss_bytes", 0)),
+                growth_bytes=int(s.get("growth_bytes", 0)),
+                growth_per_min=float(s.get("growth_per_min", 0.0)),
+                first_t=s.get("first_t"),
+                last_t=s.get("last_t"),
+                label=str(s.get("label", "")),
+            )
+            for s in data.get("stacks", [])
+        ]
+        regions = [
+            Region(
+                start=int(r["start"]),
+                end=int(r["end"]),
+                perms=str(r.get("perms", "")),
+                path=str(r.get("path", "")),
+                size=int(r.get("size", 0)),
+                rss=r.get("rss"),
+                first_size=int(r.get("first_size", 0)),
+                first_rss=r.get("first_rss"),
+                status=str(r.get("status", "same")),
+                owners=[RegionOwner(stack_id=int(o["stack"]), bytes=int(o["bytes"])) for o in r.get("owners", [])],
+                unexplained_bytes=int(r.get("unexplained_bytes", 0)),
+            )
+            for r in data.get("regions", [])
+        ]
+        timeline = [
+            Sample(t=float(p["t"]), rss_bytes=p.get("rss_bytes"), live_bytes=int(p.get("live_bytes", 0)))
+            for p in data.get("timeline", [])
+        ]
+        totals = data.get("totals", {})
+        return Analysis(
+            source=str(data.get("source", name)),
+            pid=data.get("pid"),
+            exe=data.get("exe"),
+            syscalls=list(data.get("syscalls", [])),
+            t0=data.get("t0"),
+            t1=data.get("t1"),
+            events=int(totals.get("events", 0)),
+            by_syscall={str(k): int(v) for k, v in totals.get("by_syscall", {}).items()},
+            stacks=stacks,
+            regions=regions,
+            timeline=timeline,
+            snapshots=int(data.get("snapshots", 0)),
+            warnings=[str(w) for w in data.get("warnings", [])],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SysbreakError(f"{name} is not a valid {FORMAT} report ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,238 @@
+"""The terminal report: headline, ranked stacks, the top stacks' frames, and an annotated ``pmap -x`` view."""
+
+from __future__ import annotations
+
+import io
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sysbreak.analysis.model import Analysis, Region, StackStats
+from sysbreak.report._common import (
+    headline,
+    human_bytes,
+    human_duration,
+    human_rate,
+    interesting,
+    module_offset,
+    plural,
+    pmap_mode,
+    py_location,
+    ranks,
+    source_location,
+    stack_label,
+)
+
+DEFAULT_TOP = 10
+FRAMES_OF = 3  # stacks whose frames are listed under the table
+MAX_FRAMES = 32  # frames listed per stack; the JSON and HTML reports hold them all
+
+_STATUS_STYLE = {"new": "bold red", "grew": "yellow", "shrank": "green", "gone": "dim", "same": ""}
+
+
+def by_syscall_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def change_text(region: Region) -> str:
+    growth = region.growth
+    if region.status == "new":
+        return f"new {human_bytes(region.size, signed=True)}"
+    if region.status == "gone":
+        return f"gone {human_bytes(-region.first_size, signed=True)}"
+    if growth:
+        return f"{region.status} {human_bytes(growth, signed=True)}"
+    return "" if region.status == "same" else region.status
+
+
+def _kb(value: int | None) -> str:
+    return "-" if value is None else str(value // 1024)
+
+
+def _stacks_table(analysis: Analysis, stacks: list[StackStats]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("stack", overflow="fold")
+    table.add_column("live", justify="right", no_wrap=True)
+    table.add_column("RSS", justify="right", no_wrap=True)
+    table.add_column("growth", justify="right", no_wrap=True)
+    table.add_column("growth/min", justify="right", no_wrap=True)
+    table.add_column("mapped", justify="right", no_wrap=True)
+    table.add_column("events", overflow="fold")
+    for rank, stack in enumerate(stacks, start=1):
+        table.add_row(
+            str(rank),
+            stack_label(stack),
+            human_bytes(stack.live_bytes),
+            human_bytes(stack.rss_bytes),
+            human_bytes(stack.growth_bytes, signed=True) if stack.growth_bytes else "-",
+            human_rate(stack.growth_per_min),
+            human_bytes(stack.mapped_bytes),
+            by_syscall_text(stack.by_syscall) or str(stack.events),
+        )
+    return table
+
+
+def _frames_table(stack: StackStats) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("n", justify="right", style="dim")
+    table.add_column("function", overflow="fold")
+    table.add_column("where", overflow="fold", style="cyan")
+    table.add_column("source", overflow="fold", style="dim")
+    for index, frame in enumerate(stack.frames[:MAX_FRAMES]):
+        function = frame.function or "??"
+        table.add_row(f"  {index}", function, module_offset(frame), source_location(frame.file, frame.line))
+    if len(stack.frames) > MAX_FRAMES:
+        more = len(stack.frames) - MAX_FRAMES
+        table.add_row("", Text(f"... {plural(more, 'more frame')} (all in --format json or html)", style="dim"), "", "")
+    if stack.python:
+        table.add_row("", Text("Python, innermost first:", style="bold"), "", "")
+        for index, pyframe in enumerate(stack.python[:MAX_FRAMES]):
+            table.add_row(f"py{index}", pyframe.function, py_location(pyframe), "")
+        if len(stack.python) > MAX_FRAMES:
+            more = len(stack.python) - MAX_FRAMES
+            table.add_row("", Text(f"... {plural(more, 'more Python frame')}", style="dim"), "", "")
+    return table
+
+
+def _owners_text(region: Region, analysis: Analysis, rank_of: dict[int, int]) -> Text:
+    by_id = {stack.id: stack for stack in analysis.stacks}
+    text = Text()
+    for owner in sorted(region.owners, key=lambda o: (-o.bytes, rank_of.get(o.stack_id, 1 << 30))):
+        if text:
+            text.append("\n")
+        stack = by_id.get(owner.stack_id)
+        rank = rank_of.get(owner.stack_id)
+        if stack is not None and rank is not None:
+            name = f"#{rank} {stack_label(stack)}"
+        else:
+            name = f"stack id {owner.stack_id}"
+        text.append(name, style="bold")
+        text.append(f" {human_bytes(owner.bytes)}")
+    if region.unexplained_bytes:
+        if text:
+            text.append("\n")
+        text.append(f"unexplained {human_bytes(region.unexplained_bytes)}", style="magenta")
+    return text
+
+
+def _regions_table(analysis: Analysis, regions: list[Region]) -> Table:
+    rank_of = ranks(analysis)
+    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 2, 0, 0))
+    table.add_column("Address", no_wrap=True)
+    table.add_column("Kbytes", justify="right", no_wrap=True)
+    table.add_column("RSS", justify="right", no_wrap=True)
+    table.add_column("Mode", no_wrap=True)
+    table.add_column("Mapping", overflow="fold")
+    table.add_column("Change", no_wrap=True)
+    table.add_column("Owned by", overflow="fold")
+    for region in regions:
+        style = _STATUS_STYLE.get(region.status, "")
+        table.add_row(
+            f"{region.start:016x}",
+            _kb(region.size if region.status != "gone" else region.first_size),
+            _kb(region.rss),
+            pmap_mode(region.perms),
+            region.path,
+            Text(change_text(region), style=style),
+            _owners_text(region, analysis, rank_of),
+        )
+    total = [r for r in analysis.regions if r.status != "gone"]
+    rss_known = any(r.rss is not None for r in total)
+    table.add_row(
+        "total kB",
+        str(sum(r.size for r in total) // 1024),
+        str(sum(r.rss or 0 for r in total) // 1024) if rss_known else "-",
+        "",
+        "",
+        "",
+        "",
+        style="bold",
+        end_section=False,
+    )
+    return table
+
+
+def render_text(
+    analysis: Analysis,
+    *,
+    top: int | None = None,
+    color: bool = False,
+    width: int | None = None,
+    all_regions: bool = False,
+) -> str:
+    """The terminal report as a string; ``color`` adds ANSI styles (only for a terminal)."""
+    top = DEFAULT_TOP if top is None else top
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=width or (100 if color else 200),
+        color_system="auto" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+        markup=False,
+        legacy_windows=False,
+    )
+    console.print(Text(headline(analysis), style="bold"), soft_wrap=True)
+    console.print()
+
+    where = analysis.source
+    who = [f"pid {analysis.pid}" if analysis.pid is not None else "", analysis.exe or ""]
+    if any(who):
+        where += f" ({', '.join(part for part in who if part)})"
+    console.print(Text("Source    ", style="bold") + Text(where), soft_wrap=True)
+    capture = [human_duration(analysis.duration) if analysis.duration > 0 else "", plural(analysis.events, "event")]
+    if analysis.by_syscall:
+        capture[-1] += f" ({by_syscall_text(analysis.by_syscall)})"
+    capture.append(plural(analysis.snapshots, "snapshot"))
+    rss = [sample.rss_bytes for sample in analysis.timeline if sample.rss_bytes is not None]
+    if len(rss) >= 2:
+        capture.append(f"RSS {human_bytes(rss[0])} -> {human_bytes(rss[-1])}")
+    console.print(Text("Capture   ", style="bold") + Text(", ".join(part for part in capture if part)), soft_wrap=True)
+    console.print()
+
+    shown = analysis.stacks[:top]
+    if shown:
+        console.print(
+            Text(f"Stacks, most important first ({len(shown)} of {len(analysis.stacks)})", style="bold underline")
+        )
+        console.print(_stacks_table(analysis, shown))
+        console.print()
+        for rank, stack in enumerate(shown[:FRAMES_OF], start=1):
+            head = Text(f"#{rank} {stack_label(stack)}", style="bold")
+            head.append(
+                f"  {human_bytes(stack.live_bytes)} live, {plural(stack.events, 'event')}, "
+                f"{plural(len(stack.frames), 'frame')} innermost first",
+                style="",
+            )
+            console.print(head, soft_wrap=True)
+            console.print(_frames_table(stack))
+            console.print()
+    elif analysis.events or analysis.syscalls:
+        console.print(Text("No call stack was captured.", style="bold"))
+        console.print()
+
+    if analysis.regions:
+        regions = analysis.regions if all_regions else [r for r in analysis.regions if interesting(r)]
+        title = "Regions, as pmap -x shows them"
+        if not all_regions:
+            title += (
+                f" ({len(regions)} of {len(analysis.regions)}: new, grown, shrunk, gone or holding captured mappings;"
+                " --all-regions lists every one)"
+            )
+        console.print(Text(title, style="bold underline"), soft_wrap=True)
+        console.print(_regions_table(analysis, regions))
+    else:
+        console.print(
+            Text("No memory map snapshots: capture with `sysbreak run`/`attach`, or pass --maps files, to see regions.")
+        )
+
+    for warning in analysis.warnings:
+        console.print(Text("warning: ", style="bold yellow") + Text(warning), soft_wrap=True)
+    text = out.getvalue()
+    # Table cells are padded to the column width; trailing blanks only get in the way of diff and grep.
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
