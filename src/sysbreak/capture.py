@@ -1,14 +1,24 @@
-"""The event log (``sysbreak-events/1``, see docs/event-log.md): the writer used inside GDB.
+"""The event log (``sysbreak-events/1``, see docs/event-log.md): the writer used inside GDB, and the readers.
 
 Plain Python, no ``gdb`` import: the in-GDB layer hands plain dicts and ints to :class:`EventLogWriter`.
 Every record is one line, written and flushed at once, so a crash of GDB loses at most the line in flight.
+
+Reading: :func:`read_events` streams typed records (dataclasses: :class:`HeaderRecord`, :class:`ModuleRecord`,
+:class:`StackRecord`, :class:`SyscallRecord`, :class:`NoteRecord`, :class:`EndRecord`) from a log, collecting
+the damaged lines it skips in ``reader.warnings``; :func:`open_capture` opens a capture directory (see
+docs/capture-dir.md) or a bare log and gives its meta, its event stream and its snapshot list.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
+
+from sysbreak.analysis.model import Frame, PyFrame
+from sysbreak.errors import SysbreakError
 
 FORMAT = "sysbreak-events/1"
 
@@ -62,3 +72,449 @@ class EventLogWriter:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+
+# --- the reader -----------------------------------------------------------------------------------------------------
+#
+# ``read_events(path)`` streams typed records (the dataclasses below) from a log; ``open_capture(path)`` opens a
+# capture directory (or a bare log) and gives its meta, its event stream and its snapshot list. Both tolerate
+# what a capture cut short leaves behind; see docs/event-log.md and docs/capture-dir.md.
+
+CAPTURE_FORMAT = "sysbreak-capture/1"
+MAX_WARNINGS = 50  # warnings kept word for word; the others are only counted
+
+# Syscall numbers, for a record that lost its ``name`` (``nr`` -> name), per architecture.
+SYSCALL_NAMES: dict[str, dict[int, str]] = {
+    "x86_64": {9: "mmap", 11: "munmap", 12: "brk", 25: "mremap"},
+    "aarch64": {222: "mmap", 215: "munmap", 214: "brk", 216: "mremap"},
+}
+
+
+@dataclass(slots=True)
+class HeaderRecord:
+    format: str
+    pid: int | None = None
+    arch: str | None = None
+    exe: str | None = None
+    syscalls: list[str] = field(default_factory=list)
+    mode: str | None = None
+    t0: float | None = None
+    wall0: str | None = None
+    tool: str | None = None
+    gdb: str | None = None
+
+
+@dataclass(slots=True)
+class ModuleRecord:
+    path: str
+    base: int | None = None
+    bias: int | None = None
+    build_id: str | None = None
+    sites: int | None = None
+    breakpoints: int | None = None
+
+
+@dataclass(slots=True)
+class StackRecord:
+    id: int
+    frames: tuple[Frame, ...]
+    python: tuple[PyFrame, ...] = ()
+
+
+@dataclass(slots=True)
+class SyscallRecord:
+    name: str  # "mmap", "munmap", "mremap", "brk", or another syscall's name
+    args: tuple[int, ...]  # six unsigned arguments in kernel order (padded with 0 when the log has fewer)
+    ret: int | None  # signed; None when the return was not seen
+    t: float | None = None
+    stack: int | None = None
+    seq: int | None = None
+    tid: int | None = None
+    nr: int | None = None
+    site: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The call did not succeed (``-errno``), or its return is unknown."""
+        return self.ret is None or -4095 <= self.ret < 0 or self.ret >= (1 << 64) - 4095
+
+
+@dataclass(slots=True)
+class NoteRecord:
+    message: str
+    t: float | None = None
+
+
+@dataclass(slots=True)
+class EndRecord:
+    t: float | None = None
+    events: int | None = None
+    reason: str | None = None
+
+
+Record = HeaderRecord | ModuleRecord | StackRecord | SyscallRecord | NoteRecord | EndRecord
+
+
+def _is_int(x: Any) -> bool:
+    return type(x) is int
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if type(x) in (int, float) else None
+
+
+def _opt_int(x: Any) -> int | None:
+    return x if type(x) is int else None
+
+
+def _opt_str(x: Any) -> str | None:
+    return x if isinstance(x, str) else None
+
+
+def _frame(d: Any) -> Frame:
+    if not isinstance(d, dict):
+        raise TypeError("frame")
+    return Frame(
+        pc=_opt_int(d.get("pc")),
+        module=_opt_str(d.get("module")),
+        offset=_opt_int(d.get("offset")),
+        function=_opt_str(d.get("function")),
+        file=_opt_str(d.get("file")),
+        line=_opt_int(d.get("line")),
+    )
+
+
+def _pyframe(d: Any) -> PyFrame:
+    if not isinstance(d, dict) or not isinstance(d.get("file"), str):
+        raise TypeError("python frame")
+    return PyFrame(file=d["file"], line=_opt_int(d.get("line")), function=_opt_str(d.get("function")) or "?")
+
+
+def _stack_frames(obj: dict[str, Any]) -> tuple[tuple[Frame, ...], tuple[PyFrame, ...]]:
+    frames, python = obj.get("frames"), obj.get("python") or []
+    if not isinstance(frames, list) or not isinstance(python, list):
+        raise TypeError("frames")
+    return tuple(_frame(f) for f in frames), tuple(_pyframe(f) for f in python)
+
+
+class EventReader:
+    """Streams the records of one event log, line by line (the file is never read whole).
+
+    Iterating yields :data:`Record` dataclasses: :class:`HeaderRecord`, :class:`ModuleRecord`,
+    :class:`StackRecord`, :class:`SyscallRecord`, :class:`NoteRecord`, :class:`EndRecord`. Unknown record
+    types and unknown keys are ignored. A line that is not valid JSON, or whose known keys have the wrong types
+    (a line damaged mid-write), is skipped and described in :attr:`warnings` (the first :data:`MAX_WARNINGS`;
+    :attr:`skipped` counts them all). A file that does not start with a ``sysbreak-events/1`` header raises
+    :class:`SysbreakError` when iteration starts (unless ``allow_empty`` and the file is empty).
+    After a full pass, :attr:`ended` says whether an ``end`` record was seen.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, allow_empty: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.allow_empty = allow_empty
+        self.warnings: list[str] = []
+        self.skipped = 0
+        self.header: HeaderRecord | None = None
+        self.ended = False
+        self.lines = 0
+
+    def warn(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message)
+        elif len(self.warnings) == MAX_WARNINGS:
+            self.warnings.append(f"{self.path}: more damaged lines follow (see the count of skipped lines)")
+
+    def raw(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line number, decoded object)`` for every line that is a JSON object, the header checked first.
+
+        The fast path the analysis uses; :meth:`__iter__` builds typed records on top of it.
+        """
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise SysbreakError(f"{self.path}: no such file") from None
+        except IsADirectoryError:
+            raise SysbreakError(f"{self.path}: is a directory (give a capture directory to 'open_capture')") from None
+        except OSError as e:
+            raise SysbreakError(f"{self.path}: cannot read it ({e.strerror})") from None
+        loads = json.loads
+        with fh:
+            first = fh.readline()
+            if not first:
+                if self.allow_empty:
+                    self.warnings.append(f"{self.path}: empty event log (the capture stopped before it began)")
+                    return
+                raise SysbreakError(f"{self.path}: empty file, not a sysbreak event log")
+            header = self._check_header(first)
+            self.lines = 1
+            if header is None:  # allow_empty and a cut-short header: nothing more can be trusted
+                return
+            yield 1, header
+            lineno = 1
+            for line in fh:
+                lineno += 1
+                try:
+                    obj = loads(line)
+                except ValueError:
+                    if line.endswith(b"\n"):
+                        self.warn(f"{self.path}, line {lineno}: damaged line skipped")
+                    else:
+                        self.warn(f"{self.path}, line {lineno}: the last line is cut short and was skipped")
+                    continue
+                except RecursionError:
+                    self.warn(f"{self.path}, line {lineno}: damaged line skipped")
+                    continue
+                if type(obj) is not dict:
+                    self.warn(f"{self.path}, line {lineno}: not a JSON object, skipped")
+                    continue
+                yield lineno, obj
+            self.lines = lineno
+
+    def _check_header(self, first: bytes) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(first)
+        except (ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict) or obj.get("type") != "header":
+            if self.allow_empty and not first.endswith(b"\n") and first.startswith(b'{"type":"header"'):
+                self.warnings.append(f"{self.path}: the header line is cut short; no events")
+                return None
+            raise SysbreakError(f"{self.path}: not a sysbreak event log (the first line is not a {FORMAT} header)")
+        fmt = obj.get("format")
+        if fmt != FORMAT:
+            raise SysbreakError(
+                f"{self.path}: event log format {fmt!r} is not supported (this sysbreak reads {FORMAT})"
+            )
+        return obj
+
+    def __iter__(self) -> Iterator[Record]:
+        for lineno, obj in self.raw():
+            try:
+                rec = self.record(obj)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                self.warn(
+                    f"{self.path}, line {lineno}: a {str(obj.get('type'))[:20]!r} record with bad fields, skipped"
+                )
+                continue
+            if rec is not None:
+                yield rec
+
+    def record(self, obj: dict[str, Any]) -> Record | None:
+        """The typed record for one decoded line (None for an unknown type); TypeError etc. when damaged."""
+        kind = obj.get("type")
+        if kind == "syscall":
+            return self.syscall(obj)
+        if kind == "stack":
+            sid = obj["id"]
+            if not _is_int(sid):
+                raise TypeError("id")
+            frames, python = _stack_frames(obj)
+            return StackRecord(id=sid, frames=frames, python=python)
+        if kind == "header":
+            h = HeaderRecord(
+                format=str(obj.get("format")),
+                pid=_opt_int(obj.get("pid")),
+                arch=_opt_str(obj.get("arch")),
+                exe=_opt_str(obj.get("exe")),
+                syscalls=[s for s in obj.get("syscalls") or [] if isinstance(s, str)],
+                mode=_opt_str(obj.get("mode")),
+                t0=_num(obj.get("t0")),
+                wall0=_opt_str(obj.get("wall0")),
+                tool=_opt_str(obj.get("tool")),
+                gdb=_opt_str(obj.get("gdb")),
+            )
+            if h.format != FORMAT:
+                raise ValueError("format")
+            if self.header is None:
+                self.header = h
+            return h
+        if kind == "module":
+            path = obj["path"]
+            if not isinstance(path, str):
+                raise TypeError("path")
+            return ModuleRecord(
+                path=path,
+                base=_opt_int(obj.get("base")),
+                bias=_opt_int(obj.get("bias")),
+                build_id=_opt_str(obj.get("build_id")),
+                sites=_opt_int(obj.get("sites")),
+                breakpoints=_opt_int(obj.get("breakpoints")),
+            )
+        if kind == "note":
+            return NoteRecord(message=str(obj.get("message", "")), t=_num(obj.get("t")))
+        if kind == "end":
+            self.ended = True
+            return EndRecord(
+                t=_num(obj.get("t")), events=_opt_int(obj.get("events")), reason=_opt_str(obj.get("reason"))
+            )
+        return None
+
+    def syscall(self, obj: dict[str, Any]) -> SyscallRecord:
+        args = obj["args"]
+        if type(args) is not list or len(args) > 6:
+            raise TypeError("args")
+        for a in args:
+            if type(a) is not int or not 0 <= a < 1 << 64:
+                raise TypeError("args")
+        if len(args) < 6:
+            args = args + [0] * (6 - len(args))
+        ret = obj.get("ret")
+        if ret is not None and type(ret) is not int:
+            raise TypeError("ret")
+        name = obj.get("name")
+        nr = _opt_int(obj.get("nr"))
+        if not isinstance(name, str):
+            arch = self.header.arch if self.header is not None else None
+            name = SYSCALL_NAMES.get(arch or "x86_64", {}).get(nr or -1)
+            if name is None:
+                raise TypeError("name")
+        stack = obj.get("stack")
+        if stack is not None and type(stack) is not int:
+            raise TypeError("stack")
+        site = obj.get("site")
+        return SyscallRecord(
+            name=name,
+            args=tuple(args),
+            ret=ret,
+            t=_num(obj.get("t")),
+            stack=stack,
+            seq=_opt_int(obj.get("seq")),
+            tid=_opt_int(obj.get("tid")),
+            nr=nr,
+            site=site if isinstance(site, dict) else None,
+        )
+
+
+def read_events(path: str | os.PathLike[str], *, allow_empty: bool = False) -> EventReader:
+    """An :class:`EventReader` over ``path``: iterate it for the records; its ``warnings`` fill as it goes."""
+    return EventReader(path, allow_empty=allow_empty)
+
+
+@dataclass(slots=True)
+class SnapshotRef:
+    """One line of ``snapshots/index.jsonl``: when a snapshot was taken and where its smaps text is."""
+
+    seq: int | None
+    t: float | None
+    path: str  # absolute path of the smaps file (it may be missing or half written)
+    rss_kb: int | None = None
+    wall: str | None = None
+
+
+class Capture:
+    """An opened capture directory (or a bare event log): meta, event stream, snapshot list.
+
+    ``meta`` is the decoded ``meta.json`` (``{}`` for a bare log or a missing/damaged meta); ``events()`` a fresh
+    :class:`EventReader` (call it once per pass); ``snapshots`` the :class:`SnapshotRef` list in time order,
+    only those whose file exists; ``warnings`` what was odd (cut short, missing files).
+    """
+
+    def __init__(self, path: str, events_path: str | None, meta: dict[str, Any], snapshots: list[SnapshotRef]):
+        self.path = path
+        self.events_path = events_path
+        self.meta = meta
+        self.snapshots = snapshots
+        self.warnings: list[str] = []
+        self.is_dir = os.path.isdir(path)
+
+    def events(self) -> EventReader:
+        if self.events_path is None:
+            raise SysbreakError(f"{self.path}: the capture has no event log")
+        return EventReader(self.events_path, allow_empty=self.is_dir)
+
+    @property
+    def cut_short(self) -> bool:
+        """meta.json has no end: the capture was not stopped cleanly."""
+        return self.is_dir and ("t1" not in self.meta or "end_reason" not in self.meta)
+
+
+def _read_meta(path: str, warnings: list[str]) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except FileNotFoundError:
+        warnings.append(f"{path}: missing (the capture was cut short at its start)")
+        return {}
+    except (OSError, ValueError, RecursionError):
+        warnings.append(f"{path}: unreadable or damaged, ignored")
+        return {}
+    if not isinstance(meta, dict):
+        warnings.append(f"{path}: not a JSON object, ignored")
+        return {}
+    fmt = meta.get("format")
+    if fmt is not None and fmt != CAPTURE_FORMAT:
+        raise SysbreakError(f"{path}: capture format {fmt!r} is not supported (this sysbreak reads {CAPTURE_FORMAT})")
+    return meta
+
+
+def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
+    index = os.path.join(snapdir, "index.jsonl")
+    refs: list[SnapshotRef] = []
+    try:
+        fh = open(index, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return refs
+    except OSError as e:
+        warnings.append(f"{index}: cannot read it ({e.strerror})")
+        return refs
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                obj = json.loads(line)
+                name = obj["file"]
+                if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+                    raise TypeError("file")
+                ref = SnapshotRef(
+                    seq=_opt_int(obj.get("seq")),
+                    t=_num(obj.get("t")),
+                    path=os.path.join(snapdir, name),
+                    rss_kb=_opt_int(obj.get("rss_kb")),
+                    wall=_opt_str(obj.get("wall")),
+                )
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                warnings.append(f"{index}, line {lineno}: damaged, skipped")
+                continue
+            if not os.path.isfile(ref.path):
+                warnings.append(f"{index}, line {lineno}: {name} is missing, skipped")
+                continue
+            refs.append(ref)
+    timed = [r for r in refs if r.t is not None]
+    if len(timed) != len(refs):
+        warnings.append(f"{index}: {len(refs) - len(timed)} snapshot(s) without a time, skipped")
+    timed.sort(key=lambda r: (r.t, r.seq or 0))
+    return timed
+
+
+def open_capture(path: str | os.PathLike[str]) -> Capture:
+    """Open a capture directory (``meta.json``, ``events.jsonl``, ``snapshots/``) or a bare event log.
+
+    Raises :class:`SysbreakError` for a path that is neither. A capture cut short is accepted: a missing
+    ``meta.json`` end, a missing ``end`` record, an index line naming a missing file (skipped, with a warning);
+    a half-written smaps file is left for the parser (:func:`sysbreak.procfs.parse_maps_file` drops a cut line).
+    """
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        warnings: list[str] = []
+        events_path: str | None = os.path.join(p, "events.jsonl")
+        has_meta = os.path.exists(os.path.join(p, "meta.json"))
+        assert events_path is not None
+        if not os.path.isfile(events_path):
+            if not has_meta and not os.path.isdir(os.path.join(p, "snapshots")):
+                raise SysbreakError(f"{p}: not a sysbreak capture directory (no meta.json, no events.jsonl)")
+            warnings.append(f"{events_path}: missing; only the snapshots can be analysed")
+            events_path = None
+        meta = _read_meta(os.path.join(p, "meta.json"), warnings)
+        snaps = _read_index(os.path.join(p, "snapshots"), warnings)
+        cap = Capture(p, events_path, meta, snaps)
+        cap.warnings.extend(warnings)
+        if meta and cap.cut_short:
+            cap.warnings.append(f"{p}: the capture was cut short (meta.json has no end)")
+        return cap
+    if not os.path.exists(p):
+        raise SysbreakError(f"{p}: no such file or directory")
+    cap = Capture(p, p, {}, [])
+    # Check now that it is an event log, so that a wrong file is reported before any work.
+    reader = EventReader(p)
+    next(iter(reader.raw()), None)
+    return cap

@@ -1,0 +1,227 @@
+"""The event-log reader and open_capture: round trips through EventLogWriter, and what a capture cut short leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sysbreak.analysis.model import Frame
+from sysbreak.capture import (
+    EndRecord,
+    EventLogWriter,
+    HeaderRecord,
+    ModuleRecord,
+    NoteRecord,
+    StackRecord,
+    SyscallRecord,
+    open_capture,
+    read_events,
+)
+from sysbreak.errors import SysbreakError
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "procfs"
+
+FRAMES = [
+    {"pc": 0x7F00001000, "module": "/usr/lib/libc.so.6", "offset": 0x1000, "function": "syscall", "file": None,
+     "line": None},
+    {"pc": 0x555500001189, "module": "/srv/app", "offset": 0x1189, "function": "leak_region", "file": "a.c",
+     "line": 12},
+]  # fmt: skip
+
+
+def write_log(path: Path, *, end: bool = True) -> None:
+    w = EventLogWriter(path, append=False)
+    w.header(arch="x86_64", pid=42, exe="/srv/app", syscalls=["mmap", "munmap"], mode="callsite", t0=100.0,
+             wall0="2026-11-23T10:00:00+00:00", tool="sysbreak 0.1.0", gdb="GNU gdb 13.1")  # fmt: skip
+    w.module(path="/usr/lib/libucm.so.0", base=1, bias=1, build_id="ab", sites=3, breakpoints=2)
+    sid = w.stack_id(("k",), FRAMES, [{"file": "w.py", "line": 3, "function": "f"}])
+    w.event(t=100.5, tid=43, nr=9, name="mmap", args=[0, 4096, 3, 34, 2**64 - 1, 0], ret=0x7F0000000000, stack=sid,
+            site={"pc": 1, "module": "m", "offset": 1, "kind": "call"})  # fmt: skip
+    w.event(t=100.6, tid=43, nr=11, name="munmap", args=[0x7F0000000000, 4096, 0, 0, 0, 0], ret=0, stack=sid)
+    w.note("armed", 100.7)
+    if end:
+        w.end("detach", 101.0)
+    w.close()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    log = tmp_path / "e.jsonl"
+    write_log(log)
+    reader = read_events(log)
+    recs = list(reader)
+    assert [type(r) for r in recs] == [
+        HeaderRecord,
+        ModuleRecord,
+        StackRecord,
+        SyscallRecord,
+        SyscallRecord,
+        NoteRecord,
+        EndRecord,
+    ]
+    h = recs[0]
+    assert isinstance(h, HeaderRecord) and h.pid == 42 and h.t0 == 100.0 and h.syscalls == ["mmap", "munmap"]
+    st = recs[2]
+    assert isinstance(st, StackRecord) and st.id == 1
+    assert st.frames[1] == Frame(0x555500001189, "/srv/app", 0x1189, "leak_region", "a.c", 12)
+    assert st.python[0].function == "f"
+    ev = recs[3]
+    assert isinstance(ev, SyscallRecord)
+    assert ev.name == "mmap" and ev.args[1] == 4096 and ev.ret == 0x7F0000000000 and ev.stack == 1 and ev.seq == 1
+    assert not ev.failed and ev.site is not None
+    assert reader.warnings == [] and reader.ended and reader.header is not None
+
+
+def test_truncated_last_line_and_damaged_lines_are_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "e.jsonl"
+    write_log(log, end=False)
+    lines = log.read_bytes().splitlines(keepends=True)
+    damaged = lines[:4] + [lines[4][:30] + b"\n", b"[1,2]\n", b"\xff\xfe\n"] + lines[4:]
+    damaged.append(b'{"type":"syscall","seq":9,"t":10')  # cut short, no newline
+    log.write_bytes(b"".join(damaged))
+    reader = read_events(log)
+    recs = list(reader)
+    assert sum(isinstance(r, SyscallRecord) for r in recs) == 2
+    assert reader.skipped == 4 and len(reader.warnings) == 4
+    assert "cut short" in reader.warnings[-1]
+    assert not reader.ended
+
+
+def test_unknown_types_and_keys_are_ignored(tmp_path: Path) -> None:
+    log = tmp_path / "e.jsonl"
+    write_log(log)
+    with log.open("a") as fh:
+        fh.write(json.dumps({"type": "future", "x": 1}) + "\n")
+        fh.write(json.dumps({"type": "syscall", "name": "mmap", "args": [0, 1, 2], "ret": -12, "new": [1]}) + "\n")
+    reader = read_events(log)
+    recs = [r for r in reader if isinstance(r, SyscallRecord)]
+    assert recs[-1].args == (0, 1, 2, 0, 0, 0) and recs[-1].failed and recs[-1].t is None
+    assert reader.warnings == []
+
+
+def test_bad_fields_are_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "e.jsonl"
+    write_log(log)
+    with log.open("a") as fh:
+        for rec in (
+            {"type": "syscall", "name": "mmap", "args": "x", "ret": 1},
+            {"type": "syscall", "name": "mmap", "args": [-1], "ret": 1},
+            {"type": "syscall", "name": "mmap", "args": [0], "ret": "1"},
+            {"type": "syscall", "args": [0], "ret": 1, "nr": 9999},
+            {"type": "stack", "id": "3", "frames": []},
+            {"type": "stack", "id": 3, "frames": [5]},
+            {"type": "module"},
+        ):
+            fh.write(json.dumps(rec) + "\n")
+        fh.write(json.dumps({"type": "syscall", "args": [0, 8192], "ret": 1, "nr": 9}) + "\n")
+    reader = read_events(log)
+    recs = list(reader)
+    assert reader.skipped == 7
+    last = recs[-1]
+    assert isinstance(last, SyscallRecord) and last.name == "mmap"  # from nr on x86_64
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"hello\n",
+        b'{"type":"note"}\n',
+        b'{"type":"header","format":"sysbreak-events/2"}\n',
+        b"\x89PNG\r\n\x1a\n",
+        b'{"type":"header","form',
+    ],
+)
+def test_not_an_event_log(tmp_path: Path, content: bytes) -> None:
+    log = tmp_path / "e.jsonl"
+    log.write_bytes(content)
+    with pytest.raises(SysbreakError) as e:
+        list(read_events(log))
+    assert "\n" not in str(e.value)
+    with pytest.raises(SysbreakError):
+        open_capture(log)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SysbreakError, match="no such file"):
+        list(read_events(tmp_path / "nope"))
+    with pytest.raises(SysbreakError, match="no such file"):
+        open_capture(tmp_path / "nope")
+    with pytest.raises(SysbreakError, match="not a sysbreak capture"):
+        open_capture(tmp_path)
+
+
+def make_capture(d: Path, *, cut: bool = False) -> None:
+    d.mkdir()
+    meta = {"format": "sysbreak-capture/1", "pid": 42, "t0": 100.0, "started": "2026-11-23T10:00:00+00:00"}
+    if not cut:
+        meta |= {"t1": 101.0, "ended": "2026-11-23T10:00:01+00:00", "end_reason": "exit"}
+    (d / "meta.json").write_text(json.dumps(meta))
+    write_log(d / "events.jsonl", end=not cut)
+    snaps = d / "snapshots"
+    snaps.mkdir()
+    smaps = (FIX / "ucm_leak.smaps").read_text()
+    (snaps / "smaps-000001.txt").write_text(smaps)
+    (snaps / "smaps-000003.txt").write_text(smaps[: len(smaps) // 3])  # half written
+    index = [
+        {"seq": 1, "t": 100.1, "wall": "w", "file": "smaps-000001.txt", "rss_kb": 3580},
+        {"seq": 2, "t": 100.5, "wall": "w", "file": "smaps-000002.txt", "rss_kb": 3600},  # file missing
+        {"seq": 3, "t": 100.9, "wall": "w", "file": "smaps-000003.txt", "rss_kb": 3700},
+    ]
+    with (snaps / "index.jsonl").open("w") as fh:
+        for i in index:
+            fh.write(json.dumps(i) + "\n")
+        if cut:
+            fh.write('{"seq": 4, "t": 10')
+
+
+def test_open_capture_directory(tmp_path: Path) -> None:
+    d = tmp_path / "cap"
+    make_capture(d)
+    cap = open_capture(d)
+    assert cap.meta["pid"] == 42 and not cap.cut_short
+    assert [s.seq for s in cap.snapshots] == [1, 3]
+    assert cap.snapshots[0].t == 100.1 and cap.snapshots[0].path.endswith("smaps-000001.txt")
+    assert any("smaps-000002.txt is missing" in w for w in cap.warnings)
+    assert sum(isinstance(r, SyscallRecord) for r in cap.events()) == 2
+
+
+def test_open_capture_cut_short(tmp_path: Path) -> None:
+    d = tmp_path / "cap"
+    make_capture(d, cut=True)
+    cap = open_capture(d)
+    assert cap.cut_short
+    assert any("cut short" in w for w in cap.warnings)
+    assert any("damaged" in w for w in cap.warnings)
+    reader = cap.events()
+    assert sum(isinstance(r, SyscallRecord) for r in reader) == 2 and not reader.ended
+
+
+def test_open_capture_empty_events_and_no_meta(tmp_path: Path) -> None:
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "events.jsonl").write_bytes(b"")
+    cap = open_capture(d)
+    assert cap.meta == {} and cap.snapshots == []
+    reader = cap.events()
+    assert list(reader) == [] and reader.warnings
+    (d / "events.jsonl").write_bytes(b'{"type":"header","format":"sysbr')
+    reader = cap.events()
+    assert list(reader) == [] and "cut short" in reader.warnings[0]
+
+
+def test_open_capture_refuses_other_format(tmp_path: Path) -> None:
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "meta.json").write_text(json.dumps({"format": "sysbreak-capture/9"}))
+    with pytest.raises(SysbreakError, match="not supported"):
+        open_capture(d)
+
+
+def test_open_bare_log(tmp_path: Path) -> None:
+    log = tmp_path / "e.jsonl"
+    write_log(log)
+    cap = open_capture(log)
+    assert cap.meta == {} and cap.snapshots == [] and not cap.is_dir
+    assert sum(1 for _ in cap.events()) == 7
