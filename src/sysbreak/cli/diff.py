@@ -1,14 +1,78 @@
-"""`sysbreak diff` (not built yet)."""
+"""`sysbreak diff`: compare two analyses (say before and after a fix) stack by stack."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from sysbreak.cli.report import check_output, emit, load_analysis
 from sysbreak.errors import SysbreakError
+
+FORMATS = ("text", "json")
+
+HELP = (
+    "Compare two captures stack by stack: what grew less, what went away, what is new.\n\n"
+    "A and B are each a capture directory, an events log, or a JSON report saved with `sysbreak report --format "
+    "json` (say A as it is and B with UCX_MEM_MMAP_HOOK_MODE=none). Stacks are matched by the function and module "
+    "of every frame, not by ids or addresses (which change from run to run). For each stack: the change in live "
+    "bytes, growth and events; then the stacks found only in A or only in B, the change in totals and in RSS "
+    "growth, and a one-sentence summary first."
+)
+
+EPILOG = (
+    "Examples:\n\n"
+    "  sysbreak diff sysbreak-capture-4242 sysbreak-capture-5150\n\n"
+    "  sysbreak diff before.json after.json --format json -o diff.json"
+)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("diff")
-    def command() -> None:
-        """Not built yet."""
-        raise SysbreakError("'sysbreak diff' is not built yet")
+    @app.command("diff", help=HELP, epilog=EPILOG)
+    def command(
+        a: Annotated[
+            Path,
+            typer.Argument(
+                metavar="A", show_default=False, help="The first (before) capture, events log or JSON report."
+            ),
+        ],
+        b: Annotated[Path, typer.Argument(metavar="B", help="The second (after) capture, events log or JSON report.")],
+        fmt: Annotated[str, typer.Option("--format", "-f", metavar="text|json", help="Output format.")] = "text",
+        output: Annotated[
+            Path | None,
+            typer.Option("--output", "-o", metavar="FILE", help="Write here instead of stdout.", show_default=False),
+        ] = None,
+        top: Annotated[
+            int | None,
+            typer.Option(
+                metavar="N", help="Show the N biggest changes (default: 20 in text, all in json).", show_default=False
+            ),
+        ] = None,
+        depth: Annotated[
+            int | None,
+            typer.Option(metavar="N", help="As for sysbreak report, applied to both.", show_default=False),
+        ] = None,
+        group_outside: Annotated[
+            str | None,
+            typer.Option(
+                "--group-outside", metavar="REGEX", help="As for sysbreak report, applied to both.", show_default=False
+            ),
+        ] = None,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise SysbreakError(f"--format {fmt!r}: sysbreak diff writes one of {', '.join(FORMATS)}")
+        if top is not None and top < 1:
+            raise SysbreakError(f"--top must be 1 or more, not {top}")
+        if output is not None and str(output) != "-":
+            check_output(output)
+        before = load_analysis(a, depth=depth, group_outside=group_outside)
+        after = load_analysis(b, depth=depth, group_outside=group_outside)
+
+        from sysbreak.cli.report import _color_terminal
+        from sysbreak.report import diff, render_diff
+
+        color, width = (False, None)
+        if fmt == "text" and (output is None or str(output) == "-"):
+            color, width = _color_terminal()
+        emit(render_diff(diff(before, after), fmt, top=top, color=color, width=width), output, f"{fmt} diff")

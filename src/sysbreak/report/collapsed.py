@@ -4,8 +4,8 @@ Each line is one stack, root first, frames separated by ``;``, then a space and 
 are written as their function name, or ``module+0xoffset`` when the function is unknown. CPython frames (when the
 capture recorded them) are written as ``function (file.py:line)`` and spliced in where the interpreter runs them:
 just after (leafward of) the innermost native frame of the interpreter's evaluation loop (``_PyEval_EvalFrame*``,
-``PyEval_EvalFrame*``), so the native code a Python function calls into sits above it in the flame graph. When no
-such frame is in the native stack, the Python frames go at the root.
+``PyEval_EvalFrame*``, ``PyEval_EvalCode*``, ``_PyEval_Vector``), so the native code a Python function calls into
+sits above it in the flame graph. When no such frame is in the native stack, the Python frames go at the root.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sysbreak.report._common import frame_name
 
 WEIGHTS = ("live", "mapped", "growth", "events")
 
-_EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame|^_PyEval_Vector$|^PyEval_EvalCode")
+_EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame|^_?PyEval_EvalCode|^_PyEval_Vector$")
 
 
 def _clean(name: str) -> str:

@@ -200,19 +200,20 @@ def diff_headline(d: AnalysisDiff) -> str:
     else:
         what, va, vb = "live bytes of captured stacks", float(ta.live_bytes), float(tb.live_bytes)
     rates = (
-        what != "live bytes of captured stacks"
+        not what.startswith("live")
         and ta.duration > 0
         and tb.duration > 0
         and abs(ta.duration - tb.duration) > 0.1 * max(ta.duration, tb.duration)
     )
+    what = what[0].upper() + what[1:]
     if rates:  # captures of different lengths: compare per minute
         va, vb = va * 60 / ta.duration, vb * 60 / tb.duration
-        text = f"{what.capitalize()} went from {human_bytes(va)}/min in A to {human_bytes(vb)}/min in B"
+        text = f"{what} went from {human_bytes(va)}/min in A to {human_bytes(vb)}/min in B"
         text += f" ({_pct(va, vb)})"
     else:
         span_a = f" in {human_duration(ta.duration)}" if ta.duration > 0 else ""
         span_b = f" in {human_duration(tb.duration)}" if tb.duration > 0 else ""
-        text = f"{what.capitalize()} went from {human_bytes(va)}{span_a} in A to {human_bytes(vb)}{span_b} in B"
+        text = f"{what} went from {human_bytes(va)}{span_a} in A to {human_bytes(vb)}{span_b} in B"
         text += f" ({_pct(va, vb)})"
     moved = [c for c in d.stacks if c.live_delta != 0]
     if moved:
@@ -335,7 +336,7 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
         fmt = human_bytes if is_bytes else (lambda v: f"{v:,}")
         delta = ""
         if va is not None and vb is not None:
-            delta = human_bytes(vb - va, signed=True) if is_bytes else f"{vb - va:+,}"
+            delta = human_bytes(vb - va, signed=True) if is_bytes else (f"{vb - va:+,}" if vb != va else "0")
         totals.add_row(name, "-" if va is None else fmt(va), "-" if vb is None else fmt(vb), delta)
 
     totals.add_row("source", ta.source, tb.source, "")
