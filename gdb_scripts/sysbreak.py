@@ -1,0 +1,62 @@
+"""sysbreak for GDB: `source /path/to/gdb_scripts/sysbreak.py` inside gdb or cuda-gdb, then `help sysbreak`.
+
+GDB's embedded Python is not your virtualenv's Python, so this file finds the sysbreak package and its
+dependencies (capstone, pyelftools) itself, in this order:
+  1. $SYSBREAK_PYTHONPATH (os.pathsep-separated directories, set by `sysbreak run`/`attach`),
+  2. this checkout's src/ and its .venv's site-packages (what `make setup` creates),
+  3. $VIRTUAL_ENV's site-packages,
+  4. whatever GDB's Python already has.
+If something is still missing it says exactly what and how to fix it, and registers nothing.
+"""
+
+import glob
+import os
+import sys
+
+
+def _candidates():
+    env = os.environ.get("SYSBREAK_PYTHONPATH")
+    if env:
+        yield from (p for p in env.split(os.pathsep) if p)
+    here = os.path.dirname(os.path.abspath(os.path.realpath(__file__)))
+    root = os.path.dirname(here)
+    yield os.path.join(root, "src")
+    pyver = "python%d.%d" % sys.version_info[:2]
+    for venv in (os.path.join(root, ".venv"), os.environ.get("VIRTUAL_ENV")):
+        if venv:
+            yield from sorted(glob.glob(os.path.join(venv, "lib", pyver, "site-packages")))
+            yield from sorted(glob.glob(os.path.join(venv, "lib", "python3*", "site-packages")))
+
+
+def _setup_path():
+    for path in reversed(list(_candidates())):
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _missing():
+    missing = []
+    for module, package in (("sysbreak", "sysbreak"), ("capstone", "capstone"), ("elftools", "pyelftools")):
+        try:
+            __import__(module)
+        except Exception as exc:  # noqa: BLE001 - report any import failure
+            missing.append(f"{package} ({type(exc).__name__}: {exc})")
+    return missing
+
+
+_setup_path()
+_problems = _missing()
+if _problems:
+    import gdb
+
+    gdb.write(
+        "sysbreak: cannot load, GDB's Python (%s, %s) cannot import: %s. Run `make setup` in the sysbreak "
+        "checkout, or set SYSBREAK_PYTHONPATH to the directories holding them (e.g. a venv's site-packages "
+        "built for Python %d.%d).\n"
+        % (sys.executable or "embedded", sys.version.split()[0], "; ".join(_problems), *sys.version_info[:2]),
+        gdb.STDERR,
+    )
+else:
+    import sysbreak.gdb
+
+    sysbreak.gdb.register()

@@ -1,0 +1,430 @@
+"""The tracer: arms probes in every loaded module (and in modules loaded later), turns hits into events.
+
+Data flows one way: ``sites.scan`` -> ``sites.plan`` -> ``tracing.breakpoints_for`` -> :class:`ProbeBreakpoint`
+-> hit -> :class:`~sysbreak.capture.EventLogWriter`. See :mod:`sysbreak.tracing` for why a wanted call costs
+exactly one stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import gdb  # type: ignore[import-not-found]
+
+from sysbreak import __version__, syscalls
+from sysbreak.capture import EventLogWriter
+from sysbreak.errors import SysbreakError
+from sysbreak.gdb.probes import ProbeBreakpoint, set_pending
+from sysbreak.gdb.stacks import ModuleMap, StackReader
+from sysbreak.tracing import (
+    GLIBC_SYSCALL_WRAPPER,
+    Breakpoint,
+    PendingCall,
+    PendingCalls,
+    ProbeSpec,
+    breakpoints_for,
+    describe_call,
+    to_signed,
+    to_unsigned,
+)
+
+
+@dataclass
+class Config:
+    syscalls: list[int]
+    lib: str | None = None
+    log: str | None = None
+    python_stacks: bool = False
+    exhaustive: bool = False
+    quiet: bool = False
+    max_events: int = 0
+    restore_file: str | None = None
+    max_depth: int = 64
+
+
+@dataclass
+class ArmedModule:
+    path: str
+    base: int
+    bias: int
+    build_id: str | None
+    sites: int
+    breakpoints: list[ProbeBreakpoint] = field(default_factory=list)
+
+
+def read_maps(pid: int) -> list[tuple[int, int, int, str, str]]:
+    """(start, end, file offset, perms, path) of every file-backed mapping of /proc/PID/maps."""
+    rows = []
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            parts = line.split(None, 5)
+            if len(parts) < 6:
+                continue
+            path = parts[5].rstrip("\n")
+            if not path.startswith("/"):
+                continue
+            lo, hi = parts[0].split("-")
+            rows.append((int(lo, 16), int(hi, 16), int(parts[2], 16), parts[1], path))
+    return rows
+
+
+class _TracerProbe(ProbeBreakpoint):
+    def __init__(self, tracer: Tracer, spec: Breakpoint) -> None:
+        self.tracer = tracer
+        self.spec = spec
+        super().__init__(spec.address, spec.condition)
+
+
+class ExitOnlyProbe(_TracerProbe):
+    """After a site with a wanted constant number: arguments, result and stack in one stop."""
+
+    def hit(self) -> bool:
+        return self.tracer.on_exit_only(self)
+
+
+class EntryProbe(_TracerProbe):
+    def hit(self) -> bool:
+        return self.tracer.on_entry(self)
+
+
+class ExitProbe(_TracerProbe):
+    def hit(self) -> bool:
+        return self.tracer.on_exit(self)
+
+
+_PROBE_CLASS = {"exit-only": ExitOnlyProbe, "entry": EntryProbe, "exit": ExitProbe}
+
+
+class Tracer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.wanted = frozenset(config.syscalls)
+        self.lib_re = re.compile(config.lib) if config.lib else None
+        self.modules = ModuleMap()
+        self.stacks = StackReader(self.modules, max_depth=config.max_depth, python=config.python_stacks)
+        self.armed: dict[str, ArmedModule] = {}
+        self.skipped: dict[str, str] = {}
+        self.pending = PendingCalls()
+        self.counts: dict[str, int] = {}
+        self.events = 0
+        self.limit_reached = False
+        self.active = True
+        self.pid = 0
+        self.wrapper_return: int | None = None
+        self.wrapper_pc: int | None = None
+        self.writer = EventLogWriter(config.log) if config.log else None
+        self._restore: IO[str] | None = (
+            open(config.restore_file, "a", encoding="utf-8") if config.restore_file else None  # noqa: SIM115
+        )
+        self._header_written = False
+
+    # ----------------------------------------------------------------------------------------------- arming
+    def _frame(self) -> Any:
+        return gdb.selected_frame()
+
+    def _write_header(self) -> None:
+        if self.writer is None or self._header_written:
+            return
+        inf = gdb.selected_inferior()
+        exe = None
+        try:
+            exe = os.readlink(f"/proc/{inf.pid}/exe")
+        except OSError:
+            exe = inf.progspace.filename if inf.progspace else None
+        self.writer.header(
+            arch="x86_64",
+            pid=inf.pid,
+            exe=exe,
+            syscalls=[syscalls.name(n) for n in self.config.syscalls],
+            mode="exhaustive" if self.config.exhaustive else "callsite",
+            t0=time.monotonic(),
+            wall0=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            tool=f"sysbreak {__version__}",
+            gdb=gdb.VERSION,
+        )
+        self._header_written = True
+
+    def arm_new_modules(self) -> list[str]:
+        """Scan and arm every mapped ELF file not armed yet. Returns the one-line notes to print."""
+        if not self.active:
+            return []
+        inf = gdb.selected_inferior()
+        if inf is None or inf.pid == 0:
+            return []
+        if inf.pid != self.pid:
+            self.pid = inf.pid
+        self._write_header()
+        try:
+            maps = read_maps(inf.pid)
+        except OSError as exc:
+            return [f"cannot read /proc/{inf.pid}/maps: {exc.strerror}"]
+        from sysbreak import sites
+
+        by_path: dict[str, list[tuple[int, int, int, str, str]]] = {}
+        for row in maps:
+            by_path.setdefault(row[4], []).append(row)
+        scans: dict[str, Any] = {}
+        biases: dict[str, int] = {}
+        for path, rows in by_path.items():
+            if not any("x" in r[3] for r in rows):
+                continue
+            base = min((r[0] for r in rows if r[2] == 0), default=rows[0][0])
+            try:
+                scan = sites.scan(path)
+            except SysbreakError:
+                continue
+            scans[path] = scan
+            biases[path] = scan.load_bias(base)
+        self.modules.update([(r[0], r[1], r[4]) for r in maps if r[4] in biases], biases)
+        self._find_wrapper(scans, biases)
+
+        notes = []
+        for path, scan in scans.items():
+            if path in self.armed or path in self.skipped:
+                continue
+            if self.lib_re is not None and not self.lib_re.search(path):
+                self.skipped[path] = "does not match --lib"
+                continue
+            notes.append(self._arm(path, scan, biases[path], by_path[path]))
+        return [n for n in notes if n]
+
+    def _find_wrapper(self, scans: dict[str, Any], biases: dict[str, int]) -> None:
+        """Find libc's syscall() and check it is glibc's, whose registers after return hold the kernel args."""
+        if self.wrapper_return is not None:
+            return
+        for path, scan in scans.items():
+            if "libc.so" not in os.path.basename(path) and "libc-" not in os.path.basename(path):
+                continue
+            for site in scan.sites:
+                if site.kind == "syscall" and site.generic and site.symbol == "syscall":
+                    start = site.vaddr - (site.symbol_offset or 0) + biases[path]
+                    try:
+                        code = bytes(gdb.selected_inferior().read_memory(start, len(GLIBC_SYSCALL_WRAPPER)))
+                    except gdb.MemoryError:
+                        continue
+                    if code == GLIBC_SYSCALL_WRAPPER:
+                        self.wrapper_return = site.next_vaddr + biases[path]
+                        self.wrapper_pc = site.vaddr + biases[path]
+                    return
+
+    def _arm(self, path: str, scan: Any, bias: int, rows: list[tuple[int, int, int, str, str]]) -> str:
+        from sysbreak import sites
+
+        probes = sites.plan(scan, self.wanted, exhaustive=self.config.exhaustive)
+        armed = ArmedModule(path, min(r[0] for r in rows), bias, scan.build_id, len(scan.sites))
+        self.armed[path] = armed
+        specs: list[Breakpoint] = []
+        need_wrapper_exit = False
+        for probe in probes:
+            spec = ProbeSpec(
+                kind=probe.site.kind,
+                entry=probe.entry,
+                exit=probe.exit,
+                nr=probe.site.nr,
+                nr_reg=probe.nr_reg,
+                arg_regs=probe.arg_regs,
+                condition_nrs=probe.condition_nrs,
+            )
+            specs.extend(breakpoints_for(spec, bias, wrapper_return=self.wrapper_return))
+            if probe.exit is None:
+                need_wrapper_exit = True
+        if need_wrapper_exit and self.wrapper_return is not None and not self._has_wrapper_exit():
+            specs.append(
+                Breakpoint(
+                    address=self.wrapper_return,
+                    role="exit",
+                    condition="$_sysbreak_pending > 0",
+                    arg_regs=(),
+                    nr=None,
+                    nr_reg=None,
+                    site_address=self.wrapper_pc or self.wrapper_return,
+                    site_kind="syscall",
+                )
+            )
+        for spec in specs:
+            self._place(armed, spec)
+        if self.writer is not None:
+            self.writer.module(
+                path=path,
+                base=armed.base,
+                bias=bias,
+                build_id=scan.build_id,
+                sites=len(scan.sites),
+                breakpoints=len(armed.breakpoints),
+            )
+        if armed.breakpoints:
+            return f"armed {len(armed.breakpoints)} breakpoint(s) in {os.path.basename(path)}"
+        return ""
+
+    def _has_wrapper_exit(self) -> bool:
+        return any(
+            bp.spec.address == self.wrapper_return and bp.spec.role == "exit"
+            for m in self.armed.values()
+            for bp in m.breakpoints
+            if isinstance(bp, _TracerProbe)
+        )
+
+    def _place(self, armed: ArmedModule, spec: Breakpoint) -> None:
+        if self._restore is not None:
+            try:
+                orig = bytes(gdb.selected_inferior().read_memory(spec.address, 1)).hex()
+                self._restore.write(json.dumps({"pid": self.pid, "addr": spec.address, "orig": orig}) + "\n")
+                self._restore.flush()
+            except gdb.MemoryError:
+                return
+        bp = _PROBE_CLASS[spec.role](self, spec)
+        armed.breakpoints.append(bp)
+
+    def breakpoint_count(self) -> int:
+        return sum(len(m.breakpoints) for m in self.armed.values())
+
+    # ----------------------------------------------------------------------------------------------- hits
+    def _site(self, spec: Breakpoint) -> dict[str, Any]:
+        module, offset = self.modules.lookup(spec.site_address)
+        return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
+
+    def _stack(self, spec: Breakpoint, exit_only: bool) -> int:
+        pcs, frames, python = self.stacks.capture()
+        if exit_only and frames:
+            if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
+                # call site: the stack as GDB shows it inside syscall(): libc's syscall first, then the caller
+                frames = [self.stacks.describe_pc(self.wrapper_pc, "syscall"), *frames]
+                pcs = (self.wrapper_pc, *pcs)
+            else:
+                # after a syscall instruction: frame 0 is the instruction that entered the kernel
+                first = dict(frames[0])
+                first["pc"] = spec.site_address
+                module, offset = self.modules.lookup(spec.site_address)
+                first["module"], first["offset"] = module, offset
+                frames = [first, *frames[1:]]
+                pcs = (spec.site_address, *pcs[1:])
+        key = (pcs, tuple((p["file"], p["line"], p["function"]) for p in python))
+        if self.writer is None:
+            return 0
+        sid = self.writer.known_stack(key)
+        if sid is None:
+            sid = self.writer.stack_id(key, frames, python)
+        return sid
+
+    def _regs(self, frame: Any, names: tuple[str, ...]) -> list[int]:
+        out = []
+        for reg in names:
+            if reg == "*sp":
+                sp = int(frame.read_register("rsp"))
+                raw = bytes(gdb.selected_inferior().read_memory(sp, 8))
+                out.append(int.from_bytes(raw, "little"))
+            else:
+                out.append(to_unsigned(int(frame.read_register(reg))))
+        return out
+
+    def on_exit_only(self, probe: _TracerProbe) -> bool:
+        if self.limit_reached:
+            return False
+        t = time.monotonic()
+        frame = gdb.newest_frame()
+        spec = probe.spec
+        args = self._regs(frame, spec.arg_regs)
+        ret = to_signed(int(frame.read_register("rax")))
+        tid = gdb.selected_thread().ptid[1]
+        sid = self._stack(spec, exit_only=True)
+        nr = spec.nr if spec.nr is not None else -1
+        return self._emit(t, tid, nr, args, ret, sid, self._site(spec))
+
+    def on_entry(self, probe: _TracerProbe) -> bool:
+        if self.limit_reached:
+            return False
+        t = time.monotonic()
+        frame = gdb.newest_frame()
+        spec = probe.spec
+        nr = spec.nr if spec.nr is not None else int(frame.read_register(spec.nr_reg or "rax"))
+        if nr not in self.wanted:
+            return False
+        args = self._regs(frame, spec.arg_regs)
+        sp = int(frame.read_register("rsp"))
+        tid = gdb.selected_thread().ptid[1]
+        sid = self._stack(spec, exit_only=False)
+        self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, self._site(spec)))
+        set_pending(len(self.pending))
+        return False
+
+    def on_exit(self, probe: _TracerProbe) -> bool:
+        frame = gdb.newest_frame()
+        tid = gdb.selected_thread().ptid[1]
+        call = self.pending.pop(tid, int(frame.read_register("rsp")))
+        if call is None:
+            return False
+        set_pending(len(self.pending))
+        ret = to_signed(int(frame.read_register("rax")))
+        return self._emit(call.t, tid, call.nr, call.args, ret, call.stack, call.site)
+
+    def _emit(
+        self, t: float, tid: int, nr: int, args: list[int], ret: int | None, sid: int, site: dict[str, Any]
+    ) -> bool:
+        name = syscalls.name(nr)
+        self.events += 1
+        self.counts[name] = self.counts.get(name, 0) + 1
+        if self.writer is not None:
+            self.writer.event(t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site)
+        if not self.config.quiet:
+            gdb.write(f"sysbreak: [{tid}] {describe_call(name, args, ret)}  {self._where(site)}\n")
+        if self.config.max_events and self.events >= self.config.max_events:
+            self.limit_reached = True
+            return True  # stop the inferior: the stop handler disarms (breakpoints can't change during a hit)
+        return False
+
+    def _where(self, site: dict[str, Any]) -> str:
+        module = site.get("module")
+        off = site.get("offset")
+        if module is None or off is None:
+            return f"at {site['pc']:#x}"
+        return f"at {os.path.basename(module)}+{off:#x}"
+
+    # ----------------------------------------------------------------------------------------------- ending
+    def flush_pending(self) -> None:
+        for call in self.pending.drain():
+            self._emit(call.t, call.tid, call.nr, call.args, None, call.stack, call.site)
+        set_pending(0)
+
+    def disarm(self, reason: str) -> int:
+        """Delete every breakpoint placed (restoring the original bytes) and close the log. Idempotent."""
+        if not self.active:
+            return 0
+        self.active = False
+        removed = 0
+        for armed in self.armed.values():
+            for bp in armed.breakpoints:
+                bp.remove()
+                removed += 1
+            armed.breakpoints.clear()
+        self.limit_reached = True
+        self.flush_pending()
+        if self.writer is not None:
+            self.writer.end(reason, time.monotonic())
+            self.writer.close()
+        if self._restore is not None:
+            self._restore.close()
+        return removed
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "pid": self.pid,
+            "syscalls": [syscalls.name(n) for n in self.config.syscalls],
+            "mode": "exhaustive" if self.config.exhaustive else "callsite",
+            "log": self.config.log,
+            "events": self.events,
+            "by_syscall": dict(self.counts),
+            "pending": len(self.pending),
+            "breakpoints": self.breakpoint_count(),
+            "modules": [
+                {"path": m.path, "base": m.base, "sites": m.sites, "breakpoints": len(m.breakpoints)}
+                for m in self.armed.values()
+            ],
+            "glibc_wrapper_verified": self.wrapper_return is not None,
+        }

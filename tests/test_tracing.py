@@ -1,0 +1,80 @@
+"""The plain-Python decisions of the tracer: breakpoints per probe, pending calls, console lines."""
+
+from __future__ import annotations
+
+from sysbreak.tracing import (
+    GLIBC_SYSCALL_WRAPPER,
+    KERNEL_ARG_REGS,
+    PendingCall,
+    PendingCalls,
+    ProbeSpec,
+    breakpoints_for,
+    describe_call,
+    to_signed,
+    to_unsigned,
+)
+
+CALL_ARGS = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
+
+
+def test_known_syscall_instruction_is_one_exit_only_breakpoint_validated_by_rcx() -> None:
+    p = ProbeSpec("syscall", entry=0x1000, exit=0x1002, nr=9, nr_reg="rax", arg_regs=KERNEL_ARG_REGS, condition_nrs=None)
+    [bp] = breakpoints_for(p, 0x7F0000000000, wrapper_return=None)
+    assert bp.role == "exit-only" and bp.address == 0x7F0000001002
+    assert bp.condition == f"$rcx == {0x7F0000001002}"
+    assert bp.arg_regs == KERNEL_ARG_REGS and bp.nr == 9 and bp.site_address == 0x7F0000001000
+    assert not bp.synthetic_wrapper_frame
+
+
+def test_known_call_site_uses_the_verified_glibc_wrapper() -> None:
+    p = ProbeSpec("call", entry=0x2000, exit=0x2005, nr=9, nr_reg="rdi", arg_regs=CALL_ARGS, condition_nrs=None)
+    [bp] = breakpoints_for(p, 0x1000, wrapper_return=0x5555)
+    assert bp.role == "exit-only" and bp.address == 0x3005
+    assert bp.condition == "$rcx == 21845 || $rax == -1"
+    assert bp.arg_regs == KERNEL_ARG_REGS and bp.synthetic_wrapper_frame
+
+
+def test_call_site_without_verified_wrapper_falls_back_to_entry_and_exit() -> None:
+    p = ProbeSpec("call", entry=0x2000, exit=0x2005, nr=9, nr_reg="rdi", arg_regs=CALL_ARGS, condition_nrs=None)
+    entry, exit_ = breakpoints_for(p, 0, wrapper_return=None)
+    assert (entry.role, entry.address, entry.condition, entry.arg_regs) == ("entry", 0x2000, None, CALL_ARGS)
+    assert (exit_.role, exit_.address, exit_.condition) == ("exit", 0x2005, "$_sysbreak_pending > 0")
+
+
+def test_unknown_number_is_filtered_natively_at_entry() -> None:
+    p = ProbeSpec("syscall", 0x10, 0x12, None, "rax", KERNEL_ARG_REGS, (9, 11))
+    entry, exit_ = breakpoints_for(p, 0x100, wrapper_return=0x999)
+    assert entry.condition == "$rax == 9 || $rax == 11" and entry.nr_reg == "rax"
+    assert exit_.address == 0x112
+
+
+def test_tail_call_has_entry_only() -> None:
+    p = ProbeSpec("call", 0x10, None, 9, "rdi", CALL_ARGS, None)
+    [bp] = breakpoints_for(p, 0, wrapper_return=0x999)
+    assert bp.role == "entry"
+
+
+def test_pending_calls_keyed_by_thread_and_stack_pointer() -> None:
+    pend = PendingCalls(limit=2)
+    call = PendingCall(1.0, 7, 9, [0] * 6, 1, {})
+    pend.push(7, 0x100, call)
+    assert pend.pop(8, 0x100) is None and pend.pop(7, 0x108) is None
+    assert pend.pop(7, 0x100) is call and len(pend) == 0
+    for sp in (1, 2, 3):
+        pend.push(7, sp, call)
+    assert len(pend) == 2 and pend.pop(7, 1) is None  # the oldest was dropped at the limit
+    assert len(pend.drain()) == 2 and len(pend) == 0
+
+
+def test_describe_call_reads_like_strace() -> None:
+    line = describe_call("mmap", [0, 65536, 3, 0x22, to_unsigned(-1), 0], 0x7F0000000000)
+    assert line == "mmap(NULL, 65536, READ|WRITE, PRIVATE|ANONYMOUS, -1, 0x0) = 0x7f0000000000"
+    assert describe_call("munmap", [0x1000, 4096], 0) == "munmap(0x1000, 4096) = 0"
+    assert describe_call("mmap", [0, 1 << 40, 3, 0x22, to_unsigned(-1), 0], to_unsigned(-12)).endswith("= -12")
+    assert describe_call("brk", [0], None) == "brk(NULL) = ?"
+    assert describe_call("mremap", [0x1000, 4096, 8192, 1], 0x2000) == "mremap(0x1000, 4096, 8192, 0x1) = 0x2000"
+
+
+def test_signed_unsigned_round_trip() -> None:
+    assert to_signed(to_unsigned(-12)) == -12 and to_unsigned(-1) == (1 << 64) - 1
+    assert len(GLIBC_SYSCALL_WRAPPER) == 25 and GLIBC_SYSCALL_WRAPPER.endswith(b"\x0f\x05")
