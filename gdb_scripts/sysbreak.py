@@ -21,7 +21,7 @@ def _candidates():
     here = os.path.dirname(os.path.abspath(os.path.realpath(__file__)))
     root = os.path.dirname(here)
     yield os.path.join(root, "src")
-    pyver = "python%d.%d" % sys.version_info[:2]
+    pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     for venv in (os.path.join(root, ".venv"), os.environ.get("VIRTUAL_ENV")):
         if venv:
             yield from sorted(glob.glob(os.path.join(venv, "lib", pyver, "site-packages")))
@@ -49,11 +49,11 @@ _problems = _missing()
 if _problems:
     import gdb
 
+    _ver = sys.version.split()[0]
     gdb.write(
-        "sysbreak: cannot load, GDB's Python (%s, %s) cannot import: %s. Run `make setup` in the sysbreak "
-        "checkout, or set SYSBREAK_PYTHONPATH to the directories holding them (e.g. a venv's site-packages "
-        "built for Python %d.%d).\n"
-        % (sys.executable or "embedded", sys.version.split()[0], "; ".join(_problems), *sys.version_info[:2]),
+        f"sysbreak: cannot load, GDB's Python ({_ver}) cannot import: {'; '.join(_problems)}. Run `make setup` "
+        "in the sysbreak checkout, or set SYSBREAK_PYTHONPATH to the directories holding them (e.g. a venv's "
+        f"site-packages built for Python {sys.version_info[0]}.{sys.version_info[1]}).\n",
         gdb.STDERR,
     )
 else:

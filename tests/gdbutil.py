@@ -33,9 +33,7 @@ def run_gdb(
     for c in commands:
         argv += ["-ex", c]
     argv += ["--args", *program]
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, env=gdb_env(), input=stdin or ""
-    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=gdb_env(), input=stdin or "")
 
 
 def read_log(path: Path) -> dict[str, Any]:
@@ -66,6 +64,4 @@ def functions(log: dict[str, Any], event: dict[str, Any]) -> list[str | None]:
 
 
 def events_through(log: dict[str, Any], function: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [
-        e for e in log["events"] if function in functions(log, e) and (name is None or e["name"] == name)
-    ]
+    return [e for e in log["events"] if function in functions(log, e) and (name is None or e["name"] == name)]

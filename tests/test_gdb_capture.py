@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from gdbutil import BUILD, ROOT, SCRIPT, build_fixtures, events_through, functions, gdb_env, read_log, run_gdb
 
 pytestmark = pytest.mark.gdb
@@ -135,14 +134,18 @@ def test_libucm_stack_runs_from_program_through_libucm_to_syscall(tmp_path: Path
 
 
 def test_sites_inside_gdb_lists_libucm_and_libc(tmp_path: Path) -> None:
-    res = run_gdb(["break leak_region", "run", "sysbreak sites mmap --lib 'libucm|libc'"], [str(BUILD / "ucm_leak"), "1"])
+    res = run_gdb(
+        ["break leak_region", "run", "sysbreak sites mmap --lib 'libucm|libc'"], [str(BUILD / "ucm_leak"), "1"]
+    )
     assert res.returncode == 0, res.stderr
     assert "libucm" in res.stdout and "libc.so" in res.stdout
     assert "ucm_orig_mmap_syscall" in res.stdout
 
 
 def test_help_and_bad_input() -> None:
-    res = run_gdb(["help sysbreak", "sysbreak break nosuchcall", "sysbreak break --lib '('", "sysbreak status"], ["true"])
+    res = run_gdb(
+        ["help sysbreak", "sysbreak break nosuchcall", "sysbreak break --lib '('", "sysbreak status"], ["true"]
+    )
     assert "sysbreak break [SYSCALL...]" in res.stdout
     assert "nosuchcall" in res.stderr
     assert "bad --lib regex" in res.stderr

@@ -18,7 +18,9 @@ CALL_ARGS = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
 
 
 def test_known_syscall_instruction_is_one_exit_only_breakpoint_validated_by_rcx() -> None:
-    p = ProbeSpec("syscall", entry=0x1000, exit=0x1002, nr=9, nr_reg="rax", arg_regs=KERNEL_ARG_REGS, condition_nrs=None)
+    p = ProbeSpec(
+        "syscall", entry=0x1000, exit=0x1002, nr=9, nr_reg="rax", arg_regs=KERNEL_ARG_REGS, condition_nrs=None
+    )
     [bp] = breakpoints_for(p, 0x7F0000000000, wrapper_return=None)
     assert bp.role == "exit-only" and bp.address == 0x7F0000001002
     assert bp.condition == f"$rcx == {0x7F0000001002}"

@@ -8,7 +8,7 @@ import os
 import re
 from typing import Any
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 from sysbreak import syscalls
 from sysbreak.errors import SysbreakError
@@ -39,7 +39,7 @@ def _parse(parser: argparse.ArgumentParser, arg: str) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------------- parameters
-class _Param(gdb.Parameter):  # type: ignore[misc]
+class _Param(gdb.Parameter):
     def __init__(self, name: str, kind: int, doc: str, default: Any) -> None:
         self.__doc__ = doc
         self.set_doc = doc
@@ -61,7 +61,7 @@ def param(name: str) -> Any:
     return _PARAMS[name].value
 
 
-class _Prefix(gdb.Command):  # type: ignore[misc]
+class _Prefix(gdb.Command):
     def __init__(self, name: str, cls: int, doc: str) -> None:
         self.__doc__ = doc
         super().__init__(name, cls, prefix=True)
@@ -71,7 +71,7 @@ def _register_params() -> None:
     _Prefix("set sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak (see `show sysbreak`).")
     _Prefix("show sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak.")
     spec = [
-        ("quiet", gdb.PARAM_BOOLEAN, "Whether sysbreak stays silent instead of printing a line per caught call.", False),
+        ("quiet", gdb.PARAM_BOOLEAN, "Whether sysbreak prints nothing per caught call.", False),
         ("max-depth", gdb.PARAM_ZUINTEGER, "Deepest native stack sysbreak records per call (frames).", 64),
         ("python-stacks", gdb.PARAM_BOOLEAN, "Whether sysbreak records CPython frames too.", False),
         ("exhaustive", gdb.PARAM_BOOLEAN, "Whether sysbreak conditions the generic syscall() wrapper too.", False),
@@ -88,24 +88,24 @@ def _register_params() -> None:
 
 
 # --------------------------------------------------------------------------------------------- commands
-class SysbreakPrefix(gdb.Command):  # type: ignore[misc]
+class SysbreakPrefix(gdb.Command):
     """Catch the system calls that map memory, with the full stack that made them, at the syscall instruction.
 
-sysbreak puts breakpoints on x86-64 `syscall` instructions and on the calls to libc's syscall() that can
-reach the system calls you name (default: mmap munmap mremap brk), including calls made through raw
-syscall() by libraries such as UCX's libucm that bypass every libc hook. Each call is recorded with its six
-arguments, its return value (the mapped address), thread, time and full native stack (and CPython frames with
---python-stacks), in a JSON Lines log that `sysbreak report` (the shell command) turns into a report.
+    sysbreak puts breakpoints on x86-64 `syscall` instructions and on the calls to libc's syscall() that can
+    reach the system calls you name (default: mmap munmap mremap brk), including calls made through raw
+    syscall() by libraries such as UCX's libucm that bypass every libc hook. Each call is recorded with its six
+    arguments, its return value (the mapped address), thread, time and full native stack (and CPython frames with
+    --python-stacks), in a JSON Lines log that `sysbreak report` (the shell command) turns into a report.
 
-Commands:
-  sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
-                 [--max-events N]        arm breakpoints in every module, now and as libraries load
-  sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]
-                                         list the syscall sites and what `break` would do with each
-  sysbreak status [--json]               what is armed and what was caught
-  sysbreak clear                         remove every sysbreak breakpoint and close the log
+    Commands:
+      sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
+                     [--max-events N]        arm breakpoints in every module, now and as libraries load
+      sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]
+                                             list the syscall sites and what `break` would do with each
+      sysbreak status [--json]               what is armed and what was caught
+      sysbreak clear                         remove every sysbreak breakpoint and close the log
 
-Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log."""
+    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log."""
 
     def __init__(self) -> None:
         super().__init__("sysbreak", gdb.COMMAND_BREAKPOINTS, prefix=True)
@@ -121,25 +121,25 @@ def _syscall_list(names: list[str]) -> list[int]:
         raise gdb.GdbError(str(err)) from None
 
 
-class BreakCommand(gdb.Command):  # type: ignore[misc]
+class BreakCommand(gdb.Command):
     """Arm sysbreak: catch SYSCALL... (default mmap munmap mremap brk) with full stacks.
 
-Usage: sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
-                      [--max-events N] [--restore-file FILE]
+    Usage: sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
+                          [--max-events N] [--restore-file FILE]
 
-  SYSCALL        names or numbers, space or comma separated (mmap, 9, SYS_mmap)
-  --lib REGEX    only place breakpoints in modules whose path matches REGEX (e.g. libucm)
-  --log FILE     append every caught call as JSON Lines (format sysbreak-events/1) to FILE
-  --python-stacks  also record CPython frames (needs CPython with debug info or a known layout)
-  --exhaustive   also condition libc's generic syscall() wrapper itself: catches callers that cannot be seen
-                 statically (function pointers, JIT) at the price of a stop for EVERY syscall() call
-  --quiet        no line per caught call on the console
-  --max-events N stop the inferior and remove the breakpoints after N calls
-  --restore-file FILE  append {"pid","addr","orig"} per breakpoint so bytes can be restored if GDB dies
+      SYSCALL        names or numbers, space or comma separated (mmap, 9, SYS_mmap)
+      --lib REGEX    only place breakpoints in modules whose path matches REGEX (e.g. libucm)
+      --log FILE     append every caught call as JSON Lines (format sysbreak-events/1) to FILE
+      --python-stacks  also record CPython frames (needs CPython with debug info or a known layout)
+      --exhaustive   also condition libc's generic syscall() wrapper itself: catches callers that cannot be seen
+                     statically (function pointers, JIT) at the price of a stop for EVERY syscall() call
+      --quiet        no line per caught call on the console
+      --max-events N stop the inferior and remove the breakpoints after N calls
+      --restore-file FILE  append {"pid","addr","orig"} per breakpoint so bytes can be restored if GDB dies
 
-Works before `run` (arms when the process starts), on a running process (`attach`, gdb -p) and for
-libraries loaded later (dlopen, Python imports of native modules). The inferior never stops for a caught
-call; a line per call is printed unless --quiet."""
+    Works before `run` (arms when the process starts), on a running process (`attach`, gdb -p) and for
+    libraries loaded later (dlopen, Python imports of native modules). The inferior never stops for a caught
+    call; a line per call is printed unless --quiet."""
 
     def __init__(self) -> None:
         super().__init__("sysbreak break", gdb.COMMAND_BREAKPOINTS)
@@ -156,7 +156,8 @@ call; a line per call is printed unless --quiet."""
 
     def invoke(self, arg: str, from_tty: bool) -> None:
         ns = _parse(self.parser, arg)
-        if tracer() is not None and tracer().active:  # type: ignore[union-attr]
+        current = tracer()
+        if current is not None and current.active:
             raise gdb.GdbError("sysbreak is already armed; `sysbreak clear` first")
         if ns.lib:
             try:
@@ -208,10 +209,10 @@ def _check_python() -> None:
         gdb.write(f"sysbreak: no Python frames: {why}\n", gdb.STDERR)
 
 
-class SitesCommand(gdb.Command):  # type: ignore[misc]
+class SitesCommand(gdb.Command):
     """List the syscall sites of the loaded modules and what `sysbreak break` would do with each.
 
-Usage: sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]"""
+    Usage: sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]"""
 
     def __init__(self) -> None:
         super().__init__("sysbreak sites", gdb.COMMAND_BREAKPOINTS)
@@ -259,7 +260,7 @@ Usage: sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]"""
         gdb.write(sites.sites_table(modules, wanted, exhaustive=ns.exhaustive, show_all=ns.all))
 
 
-class StatusCommand(gdb.Command):  # type: ignore[misc]
+class StatusCommand(gdb.Command):
     """Show what sysbreak has armed and caught.  Usage: sysbreak status [--json]"""
 
     def __init__(self) -> None:
@@ -286,7 +287,7 @@ class StatusCommand(gdb.Command):  # type: ignore[misc]
                 gdb.write(f"  {m['path']}: {m['breakpoints']} breakpoint(s), {m['sites']} site(s)\n")
 
 
-class ClearCommand(gdb.Command):  # type: ignore[misc]
+class ClearCommand(gdb.Command):
     """Remove every breakpoint sysbreak placed (the original bytes come back) and close the log."""
 
     def __init__(self) -> None:

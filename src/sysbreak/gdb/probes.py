@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 _REGISTRY: dict[int, ProbeBreakpoint] = {}
 _ERRORS: list[str] = []
 ERROR_PRINT_LIMIT = 3
 
 
-class _Dispatch(gdb.Function):  # type: ignore[misc]
+class _Dispatch(gdb.Function):
     """``$_sysbreak(ID)``: run probe ID's handler; evaluates to 1 only when the inferior must stop."""
 
     def __init__(self) -> None:
@@ -48,7 +48,7 @@ def errors() -> list[str]:
     return list(_ERRORS)
 
 
-class ProbeBreakpoint(gdb.Breakpoint):  # type: ignore[misc]
+class ProbeBreakpoint(gdb.Breakpoint):
     """An internal breakpoint at an address whose work happens in :meth:`hit`, behind a native pre-filter.
 
     ``native_condition`` is evaluated by GDB itself (no Python) and Python is entered only when it is true.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 from sysbreak import __version__, syscalls
 from sysbreak.capture import EventLogWriter
@@ -222,7 +222,7 @@ class Tracer:
         specs: list[Breakpoint] = []
         need_wrapper_exit = False
         for probe in probes:
-            spec = ProbeSpec(
+            probe_spec = ProbeSpec(
                 kind=probe.site.kind,
                 entry=probe.entry,
                 exit=probe.exit,
@@ -231,7 +231,7 @@ class Tracer:
                 arg_regs=probe.arg_regs,
                 condition_nrs=probe.condition_nrs,
             )
-            specs.extend(breakpoints_for(spec, bias, wrapper_return=self.wrapper_return))
+            specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
             if probe.exit is None:
                 need_wrapper_exit = True
         if need_wrapper_exit and self.wrapper_return is not None and not self._has_wrapper_exit():
@@ -247,8 +247,8 @@ class Tracer:
                     site_kind="syscall",
                 )
             )
-        for spec in specs:
-            self._place(armed, spec)
+        for bp_spec in specs:
+            self._place(armed, bp_spec)
         if self.writer is not None:
             self.writer.module(
                 path=path,
