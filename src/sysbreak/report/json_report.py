@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -12,6 +13,49 @@ from sysbreak.report._common import headline, rss_change, stack_label
 FORMAT = "sysbreak-report/1"
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-able copy of a value of a model field (dataclasses become objects, tuples lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _with_extras(obj: Any, known: frozenset[str], out: dict[str, Any]) -> dict[str, Any]:
+    """Add the fields the analysis gained after this reporter was written, under their own names.
+
+    The contract only ever grows (docs/report-json.md): a field added to the model shows up in the report without
+    a reporter change, unless its name is already taken by a documented key.
+    """
+    for f in dataclasses.fields(obj):
+        if f.name not in known and f.name not in out:
+            out[f.name] = _plain(getattr(obj, f.name))
+    return out
+
+
+_FRAME_FIELDS = frozenset({"pc", "module", "offset", "function", "file", "line"})
+_PYFRAME_FIELDS = frozenset({"file", "line", "function"})
+_STACK_FIELDS = frozenset(
+    {"id", "frames", "python", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes"}
+    | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label"}
+)
+_REGION_FIELDS = frozenset(
+    {"start", "end", "perms", "path", "size", "rss", "first_size", "first_rss", "status", "owners"}
+    | {"unexplained_bytes"}
+)
+_OWNER_FIELDS = frozenset({"stack_id", "bytes"})
+_SAMPLE_FIELDS = frozenset({"t", "rss_bytes", "live_bytes"})
+_ANALYSIS_FIELDS = frozenset(
+    {"source", "pid", "exe", "syscalls", "t0", "t1", "events", "by_syscall", "stacks", "regions", "timeline"}
+    | {"snapshots", "warnings"}
+)
+
+
 def _tool() -> str:
     from sysbreak import __version__
 
@@ -19,68 +63,83 @@ def _tool() -> str:
 
 
 def frame_dict(frame: Frame) -> dict[str, Any]:
-    return {
-        "function": frame.function,
-        "module": frame.module,
-        "offset": frame.offset,
-        "file": frame.file,
-        "line": frame.line,
-        "pc": frame.pc,
-    }
+    return _with_extras(
+        frame,
+        _FRAME_FIELDS,
+        {
+            "function": frame.function,
+            "module": frame.module,
+            "offset": frame.offset,
+            "file": frame.file,
+            "line": frame.line,
+            "pc": frame.pc,
+        },
+    )
 
 
 def pyframe_dict(frame: PyFrame) -> dict[str, Any]:
-    return {"file": frame.file, "line": frame.line, "function": frame.function}
+    return _with_extras(frame, _PYFRAME_FIELDS, {"file": frame.file, "line": frame.line, "function": frame.function})
 
 
 def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
-    return {
-        "id": stack.id,
-        "rank": rank,
-        "label": stack_label(stack),
-        "events": stack.events,
-        "by_syscall": dict(stack.by_syscall),
-        "mapped_bytes": stack.mapped_bytes,
-        "unmapped_bytes": stack.unmapped_bytes,
-        "live_bytes": stack.live_bytes,
-        "rss_bytes": stack.rss_bytes,
-        "growth_bytes": stack.growth_bytes,
-        "growth_per_min": stack.growth_per_min,
-        "first_t": stack.first_t,
-        "last_t": stack.last_t,
-        "frames": [frame_dict(frame) for frame in stack.frames],
-        "python": [pyframe_dict(frame) for frame in stack.python],
-    }
+    return _with_extras(
+        stack,
+        _STACK_FIELDS,
+        {
+            "id": stack.id,
+            "rank": rank,
+            "label": stack_label(stack),
+            "events": stack.events,
+            "by_syscall": dict(stack.by_syscall),
+            "mapped_bytes": stack.mapped_bytes,
+            "unmapped_bytes": stack.unmapped_bytes,
+            "live_bytes": stack.live_bytes,
+            "rss_bytes": stack.rss_bytes,
+            "growth_bytes": stack.growth_bytes,
+            "growth_per_min": stack.growth_per_min,
+            "first_t": stack.first_t,
+            "last_t": stack.last_t,
+            "frames": [frame_dict(frame) for frame in stack.frames],
+            "python": [pyframe_dict(frame) for frame in stack.python],
+        },
+    )
 
 
 def region_dict(region: Region) -> dict[str, Any]:
     rss_growth = None
     if region.rss is not None:
         rss_growth = region.rss - (region.first_rss or 0)
-    return {
-        "start": region.start,
-        "end": region.end,
-        "start_hex": f"{region.start:#x}",
-        "end_hex": f"{region.end:#x}",
-        "perms": region.perms,
-        "path": region.path,
-        "size": region.size,
-        "rss": region.rss,
-        "first_size": region.first_size,
-        "first_rss": region.first_rss,
-        "status": region.status,
-        "growth": region.growth,
-        "rss_growth": rss_growth,
-        "owners": [{"stack": owner.stack_id, "bytes": owner.bytes} for owner in region.owners],
-        "unexplained_bytes": region.unexplained_bytes,
-    }
+    return _with_extras(
+        region,
+        _REGION_FIELDS,
+        {
+            "start": region.start,
+            "end": region.end,
+            "start_hex": f"{region.start:#x}",
+            "end_hex": f"{region.end:#x}",
+            "perms": region.perms,
+            "path": region.path,
+            "size": region.size,
+            "rss": region.rss,
+            "first_size": region.first_size,
+            "first_rss": region.first_rss,
+            "status": region.status,
+            "growth": region.growth,
+            "rss_growth": rss_growth,
+            "owners": [
+                _with_extras(owner, _OWNER_FIELDS, {"stack": owner.stack_id, "bytes": owner.bytes})
+                for owner in region.owners
+            ],
+            "unexplained_bytes": region.unexplained_bytes,
+        },
+    )
 
 
 def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
     """The report as plain JSON-able data. ``top`` keeps only the N most important stacks."""
     stacks = analysis.stacks if top is None else analysis.stacks[:top]
     regions = analysis.regions
-    return {
+    doc = {
         "format": FORMAT,
         "tool": _tool(),
         "headline": headline(analysis),
@@ -108,11 +167,14 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
         "stacks": [stack_dict(stack, rank) for rank, stack in enumerate(stacks, start=1)],
         "regions": [region_dict(region) for region in regions],
         "timeline": [
-            {"t": sample.t, "rss_bytes": sample.rss_bytes, "live_bytes": sample.live_bytes}
+            _with_extras(
+                sample, _SAMPLE_FIELDS, {"t": sample.t, "rss_bytes": sample.rss_bytes, "live_bytes": sample.live_bytes}
+            )
             for sample in analysis.timeline
         ],
         "warnings": list(analysis.warnings),
     }
+    return _with_extras(analysis, _ANALYSIS_FIELDS, doc)
 
 
 def render_json(analysis: Analysis, *, top: int | None = None) -> str:
