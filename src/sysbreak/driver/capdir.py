@@ -1,0 +1,146 @@
+"""The capture directory (``sysbreak-capture/1``, docs/capture-dir.md): meta.json and the /proc snapshots.
+
+Everything here is incremental: meta.json is replaced atomically (write + fsync + rename), each snapshot file is
+complete before its line is appended to ``snapshots/index.jsonl``, so a capture cut short at any moment is
+readable.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sysbreak.driver.procfs import sum_rss_kb
+from sysbreak.errors import SysbreakError
+
+FORMAT = "sysbreak-capture/1"
+EVENTS = "events.jsonl"
+META = "meta.json"
+GDB_LOG = "gdb.log"
+GDB_MI = "gdb-mi.log"
+RESTORE = "restore.jsonl"
+SNAPSHOTS = "snapshots"
+
+
+def now_wall() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def default_name(pid: int) -> str:
+    return f"sysbreak-capture-{pid}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def create(path: str | os.PathLike[str]) -> Path:
+    """Make the capture directory (and ``snapshots/``); a one-line error when that is impossible."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise SysbreakError(f"cannot write the capture to '{out}': it exists and is not a directory", 2)
+    if out.is_dir() and any(out.iterdir()):
+        raise SysbreakError(f"'{out}' already exists and is not empty: give another directory with --output", 2)
+    try:
+        (out / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
+        probe = out / ".sysbreak-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = "choose another place with --output"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "choose a writable place with --output"
+        raise SysbreakError(f"cannot create the capture directory '{out}': {reason}; {hint}", 2) from None
+    return out
+
+
+class Meta:
+    """meta.json, kept in memory and rewritten atomically on every :meth:`update`."""
+
+    def __init__(self, directory: Path, **fields: Any) -> None:
+        self.path = directory / META
+        self.data: dict[str, Any] = {"format": FORMAT, **fields}
+        self._lock = threading.Lock()
+        self.write()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self.data.update(fields)
+        self.write()
+
+    def write(self) -> None:
+        with self._lock:
+            text = json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+            tmp = self.path.with_name(f".{META}.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+
+
+class Snapshotter:
+    """Copies /proc/PID/smaps into the capture every ``interval`` seconds from a thread (plus on demand)."""
+
+    def __init__(self, directory: Path, pid: int, interval: float) -> None:
+        self.dir = directory / SNAPSHOTS
+        self.pid = pid
+        self.interval = interval
+        self.seq = 0
+        self.first_rss_kb: int | None = None
+        self.last_rss_kb: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._index = open(self.dir / "index.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def take(self) -> int | None:
+        """One snapshot now; returns its RSS in kB, or None when the process is gone."""
+        try:
+            with open(f"/proc/{self.pid}/smaps", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        t = time.monotonic()
+        wall = now_wall()
+        if not raw:  # a process that is exiting has no mappings left
+            return None
+        text = raw.decode("utf-8", "replace")
+        rss = sum_rss_kb(text)
+        with self._lock:
+            if self._index.closed:
+                return None
+            self.seq += 1
+            name = f"smaps-{self.seq:06d}.txt"
+            with open(self.dir / name, "wb") as fh:
+                fh.write(raw)
+            line = {"seq": self.seq, "t": t, "wall": wall, "file": name, "rss_kb": rss}
+            self._index.write(json.dumps(line) + "\n")
+            self._index.flush()
+            if self.first_rss_kb is None:
+                self.first_rss_kb = rss
+            self.last_rss_kb = rss
+        return rss
+
+    def start(self) -> None:
+        if self.interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="sysbreak-snapshots", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.take()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        self.stop()
+        with self._lock:
+            self._index.close()

@@ -1,0 +1,780 @@
+"""One capture, from start to a clean end on every path: ``sysbreak run`` and ``sysbreak attach``.
+
+The sequence:
+
+1. check what can be checked before touching the target (gdb and its Python, the pid, the output directory);
+2. start GDB (:class:`~sysbreak.driver.mi.MiSession`), load the extension, ``set sysbreak detach-on-exit on``;
+3. attach. For ``run`` the program is started by sysbreak itself, held by a tiny helper before its ``exec``
+   until GDB is attached with ``catch exec``; GDB never forks it, so it never gets ``PTRACE_O_EXITKILL`` (the
+   kernel would kill a program GDB started if GDB died) and it stays sysbreak's child (its exit status is ours
+   to pass on, its standard streams are sysbreak's);
+4. ``sysbreak break ... --log events.jsonl --restore-file restore.jsonl``, a first smaps snapshot, continue;
+5. wait for a limit, a signal, the end of the program or of GDB, following the event log for the progress line;
+6. stop: interrupt, ``sysbreak clear``, detach, quit GDB. When any of that fails GDB's stdin is closed (the
+   extension detaches at exit), then GDB is killed and the bytes under the breakpoints are restored from the
+   restore file. Whatever happened, the target is then checked for a leftover ``int3`` at every restore address.
+
+SIGKILL of sysbreak itself: GDB reads end of file on its stdin, quits, and detach-on-exit detaches the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import sysbreak
+from sysbreak import syscalls as syscall_table
+from sysbreak.driver import capdir, gdbenv, procfs
+from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
+from sysbreak.driver.progress import EventTail
+from sysbreak.driver.restore import RestoreResult, int3_addresses, read_entries, restore
+from sysbreak.errors import SysbreakError
+
+EXIT_TARGET = 3
+EXIT_TOOL = 4
+
+#: how sysbreak's own signals end a capture
+SIGNAL_REASONS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+
+# The helper that holds a `run` program before its exec: in its own process group (a Ctrl-C on the terminal is
+# sysbreak's alone), it lets sysbreak and its children (GDB) trace it under Yama ptrace_scope 1, waits for one byte
+# on a pipe (sent once GDB is attached and has `catch exec`; end of file means sysbreak gave up: exit without
+# running anything), puts back the signals Python ignores, and execs the program.
+_HELPER = r"""
+import os, signal, sys
+fd = int(sys.argv[1])
+os.setpgid(0, 0)
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(0x59616d61, os.getppid(), 0, 0, 0)
+except Exception:
+    pass
+if not os.read(fd, 1):
+    os._exit(125)
+os.close(fd)
+for s in (signal.SIGPIPE, signal.SIGXFSZ):
+    signal.signal(s, signal.SIG_DFL)
+try:
+    os.execvp(sys.argv[3], sys.argv[3:])
+except OSError as e:
+    sys.stderr.write("sysbreak: cannot run %s: %s\n" % (sys.argv[3], e.strerror))
+    os._exit(127)
+"""
+
+
+@dataclass
+class CaptureOptions:
+    syscalls: list[str] = field(default_factory=list)
+    lib: str | None = None
+    duration: float | None = None
+    max_events: int | None = None
+    output: str | None = None
+    interval: float = 1.0
+    python_stacks: bool = False
+    exhaustive: bool = False
+    quiet: bool = False
+    gdb: str | None = None
+    non_stop: bool = False
+    wait: bool = True  # run: wait for the program to exit after the capture
+    program_stdout: int | None = None  # run: the program's stdout (subprocess.DEVNULL, a fd); None: sysbreak's
+
+
+@dataclass
+class Progress:
+    """What the progress line shows."""
+
+    pid: int
+    elapsed: float
+    events: int
+    counts: dict[str, int]
+    rss_kb: int | None
+    phase: str  # "attaching", "arming", "capturing", "stopping", "waiting"
+
+
+@dataclass
+class CaptureResult:
+    directory: Path
+    pid: int
+    end_reason: str
+    events: int
+    counts: dict[str, int]
+    elapsed: float
+    rss_first_kb: int | None
+    rss_last_kb: int | None
+    snapshots: int
+    target_alive: bool
+    exit_status: int | None = None  # run: the program's exit code (negative: killed by that signal)
+    restored: RestoreResult | None = None
+    warnings: list[str] = field(default_factory=list)
+    syscalls: list[str] = field(default_factory=list)
+
+
+def validate_syscalls(names: list[str]) -> list[str]:
+    """Names of the syscalls to catch (default mmap, munmap, mremap, brk); a one-line error for a bad name."""
+    return [syscall_table.name(nr) for nr in syscall_table.parse_list(names)]
+
+
+def _describe_exit(rec: Record) -> tuple[str, int | None]:
+    payload = rec.get("payload") or {}
+    reason = payload.get("reason", "")
+    if reason == "exited-normally":
+        return "exited with status 0", 0
+    if reason == "exited":
+        code = int(str(payload.get("exit-code", "0")), 8)  # GDB/MI prints the exit code in octal
+        return f"exited with status {code}", code
+    name = payload.get("signal-name", "?")
+    num = getattr(signal, name, None)
+    return f"was killed by {name}", (-int(num) if num is not None else None)
+
+
+class CaptureSession:
+    """Runs one capture. Create it, then :meth:`execute` in the main thread (it installs signal handlers)."""
+
+    def __init__(
+        self,
+        opts: CaptureOptions,
+        *,
+        pid: int | None = None,
+        argv: list[str] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        if (pid is None) == (argv is None):
+            raise ValueError("give exactly one of pid and argv")
+        self.opts = opts
+        self.pid = pid or 0
+        self.argv = argv
+        self.on_progress = on_progress
+        self.say = say or (lambda _msg: None)
+        self.syscalls = validate_syscalls(opts.syscalls)
+        self.gdb_path = ""
+        self.directory: Path | None = None
+        self.mi: MiSession | None = None
+        self.meta: capdir.Meta | None = None
+        self.snap: capdir.Snapshotter | None = None
+        self.tail: EventTail | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self._go_fd: int | None = None
+        self.stop_signal: int | None = None
+        self._stop = threading.Event()
+        self.t_start = 0.0
+        self.end_reason = ""
+        self.exit_status: int | None = None
+        self.exit_text = ""
+        self.target_gone = False
+        self.warnings: list[str] = []
+        self.restored: RestoreResult | None = None
+        self._phase = "attaching"
+        self.t_capture: float | None = None
+        self.probe: gdbenv.GdbProbe | None = None
+
+    # ------------------------------------------------------------------------------------------- public
+    def execute(self) -> CaptureResult:
+        self._check_inputs()
+        previous = self._install_signals()
+        try:
+            return self._execute()
+        finally:
+            self._restore_signals(previous)
+
+    def wait_for_program(self, forward: bool = True) -> int | None:
+        """``run`` after the capture: wait for the program, passing SIGINT/SIGTERM/SIGHUP on to it."""
+        if self.child is None:
+            return None
+        if self.child.poll() is not None:
+            return self.child.returncode
+        child = self.child
+
+        def forward_signal(signum: int, _frame: FrameType | None) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+        previous = {s: signal.signal(s, forward_signal) for s in SIGNAL_REASONS} if forward else {}
+        try:
+            while True:
+                try:
+                    return child.wait()
+                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                    continue
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    # ------------------------------------------------------------------------------------------- checks
+    def _check_inputs(self) -> None:
+        if self.opts.lib:
+            try:
+                re.compile(self.opts.lib)
+            except re.error as err:
+                raise SysbreakError(f"--lib {self.opts.lib!r} is not a valid regular expression: {err}", 2) from None
+        if self.opts.duration is not None and self.opts.duration <= 0:
+            raise SysbreakError("--duration must be more than 0 seconds", 2)
+        if self.opts.max_events is not None and self.opts.max_events <= 0:
+            raise SysbreakError("--max-events must be at least 1", 2)
+        if self.opts.interval < 0:
+            raise SysbreakError("--interval cannot be negative", 2)
+        if self.argv is not None:
+            if not self.argv:
+                raise SysbreakError("give the command to run after --, e.g. sysbreak run -- ./server --port 80", 2)
+            prog = self.argv[0]
+            found = shutil.which(prog) if os.sep not in prog else (prog if os.path.exists(prog) else None)
+            if found is None:
+                raise SysbreakError(f"command not found: {prog}", 2)
+            if os.path.isdir(found) or not os.access(found, os.X_OK):
+                raise SysbreakError(f"'{prog}' is not an executable program", 2)
+        self.gdb_path = gdbenv.find_gdb(self.opts.gdb)
+        if self.argv is None:
+            procfs.check_traceable(self.pid)
+        self.probe = gdbenv.check_gdb(self.gdb_path)
+
+    # ------------------------------------------------------------------------------------------- signals
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        self._stop.set()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in SIGNAL_REASONS}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------------------------------- main
+    def _execute(self) -> CaptureResult:
+        if self.argv is not None:
+            self._spawn_program()
+        try:
+            self.directory = capdir.create(self.opts.output or capdir.default_name(self.pid))
+        except SysbreakError:
+            self._abandon_program()
+            raise
+        d = self.directory
+        self.tail = EventTail(d / capdir.EVENTS)
+        self.t_start = time.monotonic()
+        self.meta = capdir.Meta(
+            d,
+            command="run" if self.argv is not None else "attach",
+            pid=self.pid,
+            cmdline=list(self.argv) if self.argv is not None else procfs.cmdline(self.pid),
+            exe=procfs.exe(self.pid),
+            started=capdir.now_wall(),
+            t0=self.t_start,
+            tool=f"sysbreak {sysbreak.__version__}",
+            gdb=self.probe.version if self.probe else None,
+            gdb_path=self.gdb_path,
+            gdb_python=self.probe.python if self.probe else None,
+            syscalls=self.syscalls,
+            mode="exhaustive" if self.opts.exhaustive else "callsite",
+            stop_mode="non-stop" if self.opts.non_stop else "all-stop",
+            lib=self.opts.lib,
+            duration=self.opts.duration,
+            max_events=self.opts.max_events,
+            interval=self.opts.interval,
+            python_stacks=self.opts.python_stacks,
+            modules=[],
+        )
+        self.snap = capdir.Snapshotter(d, self.pid, self.opts.interval)
+        try:
+            self._start_gdb()
+            self._attach()
+            if not self._stopping():
+                self._arm()
+            if not self._stopping():
+                self.snap.take()
+                self._continue()
+                self.snap.start()
+                self._loop()
+        except _EarlyEnd as end:
+            self.end_reason = end.reason
+        except SysbreakError:
+            self.end_reason = "error"
+            self._finish()
+            raise
+        except BaseException:
+            self.end_reason = "error"
+            self._finish()
+            raise
+        if not self.end_reason:
+            self.end_reason = SIGNAL_REASONS.get(self.stop_signal or 0, "interrupted")
+        self._finish()
+        return self._result()
+
+    # ------------------------------------------------------------------------------------------- run
+    def _spawn_program(self) -> None:
+        """Start the helper that will exec the program once GDB is attached; its pid is the program's pid."""
+        assert self.argv is not None
+        r, w = os.pipe()
+        try:
+            self.child = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HELPER, str(r), *self.argv],
+                pass_fds=(r,),
+                stdout=self.opts.program_stdout,
+            )
+        finally:
+            os.close(r)
+        self._go_fd = w
+        self.pid = self.child.pid
+
+    def _release_program(self) -> None:
+        assert self._go_fd is not None
+        os.write(self._go_fd, b"g")
+        os.close(self._go_fd)
+        self._go_fd = None
+
+    def _abandon_program(self) -> None:
+        """The capture ended before the program was released: it never runs (the helper is killed)."""
+        if self._go_fd is None or self.child is None:
+            return
+        os.close(self._go_fd)
+        self._go_fd = None
+        with contextlib.suppress(ProcessLookupError):
+            self.child.kill()
+        self.child.wait()
+        self.target_gone = True
+        self.warnings.append(f"the capture ended before {self.argv[0] if self.argv else 'the program'} was started")
+
+    # ------------------------------------------------------------------------------------------- gdb
+    def _start_gdb(self) -> None:
+        assert self.directory is not None
+        self.mi = MiSession(
+            gdbenv.gdb_argv(self.gdb_path),
+            mi_path=str(self.directory / capdir.GDB_MI),
+            log_path=str(self.directory / capdir.GDB_LOG),
+            env=gdbenv.gdb_env(),
+        )
+        mi = self.mi
+        mi.command("-gdb-set mi-async on")
+        if self.opts.non_stop:
+            mi.command("-gdb-set non-stop on")
+        for setting in ("pagination off", "confirm off", "width 0", "height 0", "print thread-events off"):
+            mi.console(f"set {setting}")
+        # Signals go to the program untouched, never stop it (SIGINT stays GDB's: -exec-interrupt uses it).
+        mi.console("handle all nostop noprint pass")
+        for cmd in gdbenv.load_commands():
+            try:
+                out = mi.console_output(cmd, timeout=60)
+            except MiError as err:
+                raise SysbreakError(
+                    f"GDB could not load sysbreak's extension: {err.message} (see {self.directory / capdir.GDB_LOG})",
+                    EXIT_TOOL,
+                ) from None
+        try:
+            mi.console("set sysbreak detach-on-exit on")
+        except MiError:
+            tail = (out or "").strip().splitlines()
+            why = tail[-1] if tail else "no 'sysbreak' command after loading it"
+            raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", EXIT_TOOL) from None
+
+    def _attach(self) -> None:
+        assert self.mi is not None
+        mi = self.mi
+        self._phase = "attaching"
+        self._progress()
+        if self.argv is not None:
+            self.say(f"starting {' '.join(self.argv)} (pid {self.pid}) under GDB")
+        else:
+            self.say(f"attaching to pid {self.pid} ({' '.join(procfs.cmdline(self.pid)) or '?'})")
+        try:
+            mi.command(f"-target-attach {self.pid}", timeout=60)
+        except MiError as err:
+            raise SysbreakError(self._attach_error(err.message), EXIT_TARGET) from None
+        self._wait_stopped_all(timeout=30)
+        if self.argv is not None:
+            mi.console("catch exec")
+            self._resume()
+            self._release_program()
+            while True:
+                rec = mi.wait_async(lambda r: r.get("message") in ("stopped", "thread-group-exited"), timeout=0.2)
+                if rec is not None:
+                    if rec.get("message") == "thread-group-exited" or str(
+                        (rec.get("payload") or {}).get("reason", "")
+                    ).startswith("exited"):
+                        self.target_gone = True
+                        self.exit_text, self.exit_status = _describe_exit(rec)
+                        raise _EarlyEnd("exited")
+                    if (rec.get("payload") or {}).get("reason") == "exec":
+                        break
+                    continue
+                if not mi.alive():
+                    raise _EarlyEnd("gdb-died")
+                if self._stopping():
+                    return
+            if self.opts.non_stop:
+                self._wait_stopped_all(timeout=10)
+            mi.console("delete")
+            assert self.meta is not None
+            self.meta.update(exe=procfs.exe(self.pid), cmdline=procfs.cmdline(self.pid) or list(self.argv))
+
+    def _attach_error(self, message: str) -> str:
+        pid = self.pid
+        if self.argv is None and not procfs.alive(pid):
+            try:
+                os.stat(f"/proc/{pid}")
+                return f"process {pid} exited before sysbreak could attach"
+            except FileNotFoundError:
+                return f"process {pid} exited before sysbreak could attach (no process with pid {pid} exists now)"
+        if "Operation not permitted" in message or "EPERM" in message:
+            try:
+                procfs.check_traceable(pid)
+            except SysbreakError as err:
+                return str(err)
+            return f"the kernel did not let GDB trace process {pid} (ptrace: Operation not permitted): " + (
+                procfs.ptrace_hint(pid)
+            )
+        if "No such process" in message:
+            return f"no process with pid {pid} exists"
+        return f"GDB could not attach to process {pid}: {message}"
+
+    def _arm(self) -> None:
+        assert self.mi is not None and self.directory is not None and self.tail is not None
+        self._phase = "arming"
+        self._progress()
+        d = self.directory
+        args = [*self.syscalls, "--log", str(d / capdir.EVENTS), "--restore-file", str(d / capdir.RESTORE)]
+        if self.opts.lib:
+            args += ["--lib", self.opts.lib]
+        if self.opts.python_stacks:
+            args.append("--python-stacks")
+        if self.opts.exhaustive:
+            args.append("--exhaustive")
+        args.append("--quiet")  # a console line per call would only fill gdb.log: events.jsonl has them all
+        if self.opts.max_events:
+            args += ["--max-events", str(self.opts.max_events)]
+        cmd = "sysbreak break " + " ".join(_gdb_quote(a) for a in args)
+        try:
+            out = self.mi.console_output(cmd, timeout=300)
+        except MiError as err:
+            raise SysbreakError(f"sysbreak could not arm its breakpoints: {err.message}", 2) from None
+        self.tail.poll()
+        self._update_modules()
+        summary = [ln for ln in out.splitlines() if ln.startswith("sysbreak: catching")]
+        if summary:
+            self.say(summary[-1].removeprefix("sysbreak: "))
+
+    def _update_modules(self) -> None:
+        assert self.tail is not None and self.meta is not None
+        keep = ("path", "base", "bias", "build_id", "sites", "breakpoints")
+        mods = [{k: m.get(k) for k in keep if k in m} for m in self.tail.modules]
+        if mods != self.meta.data.get("modules"):
+            self.meta.update(modules=mods)
+
+    def _resume(self) -> None:
+        assert self.mi is not None
+        self.mi.command("-exec-continue --all" if self.opts.non_stop else "-exec-continue")
+
+    def _continue(self) -> None:
+        self._resume()
+        self._phase = "capturing"
+        self.t_capture = time.monotonic()
+
+    # ------------------------------------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        assert self.mi is not None and self.tail is not None
+        mi = self.mi
+        start = self.t_capture or time.monotonic()
+        deadline = start + self.opts.duration if self.opts.duration else None
+        n_modules = len(self.tail.modules)
+        last_progress = 0.0
+        while True:
+            if self._stopping():
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.end_reason = "duration"
+                return
+            self.tail.poll()
+            if len(self.tail.modules) != n_modules:
+                n_modules = len(self.tail.modules)
+                self._update_modules()
+            if self.tail.end is not None:
+                self.end_reason = str(self.tail.end.get("reason") or "max-events")
+                if self.end_reason == "exited":
+                    self._wait_exit_record(2.0)
+                return
+            for rec in mi.pop_async():
+                if self._handle_async(rec):
+                    return
+            if not mi.alive():
+                self.end_reason = "gdb-died"
+                return
+            if self.argv is None and not procfs.alive(self.pid):
+                self._wait_exit_record(2.0)
+                self.end_reason = "exited"
+                self.target_gone = True
+                return
+            if now - last_progress >= 0.2:
+                last_progress = now
+                self._progress()
+            self._stop.wait(0.05)
+
+    def _wait_exit_record(self, timeout: float) -> None:
+        assert self.mi is not None
+        rec = self.mi.wait_async(
+            lambda r: (
+                r.get("message") == "stopped" and str((r.get("payload") or {}).get("reason", "")).startswith("exited")
+            ),
+            timeout,
+        )
+        self.target_gone = True
+        if rec is not None:
+            self.exit_text, self.exit_status = _describe_exit(rec)
+
+    def _handle_async(self, rec: Record) -> bool:
+        """React to one async record during the capture; True when the capture is over."""
+        assert self.mi is not None
+        msg = rec.get("message")
+        payload = rec.get("payload") or {}
+        if msg == "thread-group-exited":
+            self.target_gone = True
+            if "exit-code" in payload:
+                code = int(str(payload["exit-code"]), 8)
+                self.exit_status, self.exit_text = code, f"exited with status {code}"
+            self.end_reason = "exited"
+            return True
+        if msg != "stopped":
+            return False
+        reason = str(payload.get("reason", ""))
+        if reason.startswith("exited"):
+            self.target_gone = True
+            self.exit_text, self.exit_status = _describe_exit(rec)
+            self.end_reason = "exited"
+            return True
+        # A stop we did not ask for: the extension's --max-events stop, or a SIGINT someone sent the program.
+        status = self._extension_status()
+        if status is not None and not status.get("active", True):
+            self.end_reason = "max-events"
+            return True
+        thread = payload.get("thread-id")
+        sig = payload.get("signal-name") if reason == "signal-received" else None
+        try:
+            if sig:
+                prefix = f"--thread {thread} " if thread and self.opts.non_stop else ""
+                self.mi.command(f"-interpreter-exec {prefix}console {mi_quote('signal ' + sig)}")
+            elif self.opts.non_stop and thread:
+                self.mi.command(f"-exec-continue --thread {thread}")
+            else:
+                self._resume()
+        except MiError as err:
+            self.mi.write_log(f"(sysbreak) could not resume after an unexpected stop: {err.message}")
+        return False
+
+    def _extension_status(self) -> dict[str, Any] | None:
+        import json
+
+        assert self.mi is not None
+        try:
+            out = self.mi.console_output("sysbreak status --json", timeout=10)
+        except (MiError, MiTimeout):
+            return None
+        for line in reversed(out.splitlines()):
+            if line.startswith("{"):
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    return None
+                return data if isinstance(data, dict) else None
+        return None
+
+    def _progress(self) -> None:
+        if self.on_progress is None:
+            return
+        tail = self.tail
+        self.on_progress(
+            Progress(
+                pid=self.pid,
+                elapsed=time.monotonic() - (self.t_capture or self.t_start),
+                events=tail.events if tail else 0,
+                counts=dict(tail.counts) if tail else {},
+                rss_kb=procfs.rss_kb(self.pid) if self.pid else None,
+                phase=self._phase,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------- ending
+    def _finish(self) -> None:
+        """Leave the target running, untouched: every path of a capture ends here exactly once."""
+        self._phase = "stopping"
+        mi = self.mi
+        if self.snap is not None:
+            self.snap.stop()
+        self._abandon_program()  # `run` ended before the program was released: it never runs
+        if mi is not None:
+            if mi.alive():
+                self._stop_gdb(mi)
+            else:
+                self.end_reason = self.end_reason or "gdb-died"
+            mi.close()
+        target_alive = self.pid > 0 and procfs.alive(self.pid) and not self.target_gone
+        if target_alive and self.directory is not None:
+            self._check_leftover_int3()
+        if self.snap is not None:
+            if target_alive:
+                self.snap.take()
+            self.snap.close()
+        if self.tail is not None:
+            self.tail.poll()
+        if self.meta is not None:
+            if self.tail is not None:
+                self._update_modules()
+            fields: dict[str, Any] = {
+                "ended": capdir.now_wall(),
+                "t1": time.monotonic(),
+                "end_reason": self.end_reason or "error",
+                "events": self.tail.events if self.tail else 0,
+                "target_alive": target_alive,
+            }
+            if self.exit_text:
+                fields["target_exit"] = self.exit_text
+            if self.restored is not None:
+                fields["restored"] = {"checked": self.restored.checked, "restored": self.restored.restored}
+            if self.warnings:
+                fields["warnings"] = self.warnings
+            self.meta.update(**fields)
+
+    def _stop_gdb(self, mi: MiSession) -> None:
+        clean = False
+        try:
+            if not self.target_gone:
+                self._interrupt(mi)
+            try:
+                mi.console("sysbreak clear", timeout=30)
+            except MiError as err:
+                mi.write_log(f"(sysbreak) sysbreak clear: {err.message}")
+            if not self.target_gone:
+                try:
+                    mi.command("-target-detach", timeout=30)
+                except MiError as err:
+                    if "not being run" not in err.message:
+                        raise
+            with contextlib.suppress(GdbGone):
+                mi.command("-gdb-exit", timeout=10)
+            clean = mi.wait(10) is not None
+        except (MiError, MiTimeout, GdbGone) as exc:
+            mi.write_log(f"(sysbreak) clean stop failed: {exc}; closing GDB's input so it detaches on exit")
+            self.warnings.append(f"the clean stop failed ({exc}); GDB was left to detach on exit")
+        if not clean:
+            mi.close_stdin()  # detach-on-exit: the extension clears and detaches when GDB reads end of file
+            if mi.wait(15) is None:
+                self.warnings.append("GDB did not exit; it was killed and the breakpoint bytes restored")
+                mi.kill()
+                if self.end_reason not in ("gdb-died",):
+                    self.end_reason = self.end_reason or "error"
+
+    def _interrupt(self, mi: MiSession) -> None:
+        if self.opts.non_stop:
+            mi.command("-exec-interrupt --all", timeout=10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self._all_stopped(mi):
+                    return
+                time.sleep(0.02)
+            raise MiTimeout("the program's threads did not all stop within 10 s")
+        if self._all_stopped(mi):
+            return
+        mi.pop_async()
+        try:
+            mi.command("-exec-interrupt", timeout=10)
+        except MiError:
+            if self._all_stopped(mi):
+                return
+            raise
+        rec = mi.wait_async(lambda r: r.get("message") in ("stopped", "thread-group-exited"), timeout=10)
+        if rec is None:
+            raise MiTimeout("the program did not stop within 10 s of -exec-interrupt")
+        payload = rec.get("payload") or {}
+        if rec.get("message") == "thread-group-exited" or str(payload.get("reason", "")).startswith("exited"):
+            self.target_gone = True
+            self.exit_text, self.exit_status = _describe_exit(rec)
+
+    def _wait_stopped_all(self, timeout: float) -> None:
+        assert self.mi is not None
+        deadline = time.monotonic() + timeout
+        while not self._all_stopped(self.mi):
+            if time.monotonic() > deadline:
+                raise MiTimeout(f"process {self.pid} did not stop within {timeout:g} s of being attached")
+            time.sleep(0.01)
+        self.mi.pop_async()
+
+    def _all_stopped(self, mi: MiSession) -> bool:
+        rec = mi.command("-thread-info", timeout=10)
+        threads = (rec.get("payload") or {}).get("threads") or []
+        if not threads:
+            self.target_gone = True
+            return True
+        return all(t.get("state") == "stopped" for t in threads)
+
+    def _check_leftover_int3(self) -> None:
+        assert self.directory is not None
+        path = self.directory / capdir.RESTORE
+        entries = read_entries(path, self.pid)
+        if not entries:
+            if self.end_reason == "gdb-died" or self.mi is None:
+                # A dead tracer can leave threads stopped: SIGCONT is harmless to a running process.
+                self.restored = restore(self.pid, path)
+            return
+        try:
+            left = int3_addresses(self.pid, entries)
+        except OSError as exc:
+            self.warnings.append(f"could not check the program's code for leftover breakpoints: {exc.strerror}")
+            return
+        if left or self.end_reason == "gdb-died":
+            self.restored = restore(self.pid, path)
+            if self.restored.restored:
+                self.warnings.append(
+                    f"restored the original bytes at {self.restored.restored} breakpoint address(es) GDB left behind"
+                )
+            for err in self.restored.errors:
+                self.warnings.append(f"restore: {err}")
+
+    def _result(self) -> CaptureResult:
+        assert self.directory is not None
+        tail = self.tail
+        target_alive = bool(self.meta and self.meta.data.get("target_alive"))
+        return CaptureResult(
+            directory=self.directory,
+            pid=self.pid,
+            end_reason=self.end_reason,
+            events=tail.events if tail else 0,
+            counts=dict(tail.counts) if tail else {},
+            elapsed=time.monotonic() - (self.t_capture or self.t_start),
+            rss_first_kb=self.snap.first_rss_kb if self.snap else None,
+            rss_last_kb=self.snap.last_rss_kb if self.snap else None,
+            snapshots=self.snap.seq if self.snap else 0,
+            target_alive=target_alive,
+            exit_status=self.exit_status,
+            restored=self.restored,
+            warnings=list(self.warnings),
+            syscalls=self.syscalls,
+        )
+
+
+class _EarlyEnd(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _gdb_quote(arg: str) -> str:
+    """Quote one argument for gdb.string_to_argv (GDB's CLI argument splitting)."""
+    if arg and not any(c in arg for c in " \t\n'\"\\"):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,125 @@
+"""Shared test fixtures: the C fixtures built once per session, and long-running fixture processes that are always
+killed at the end of the test that started them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class FixturePaths:
+    """Where ``make -C fixtures`` put the fixture programs."""
+
+    build: Path
+    mapper: Path
+    mapper_mt: Path
+    dlopener: Path
+    libsbstripped: Path
+    ucm_leak: Path
+    leaky_server: Path
+
+
+@pytest.fixture(scope="session")
+def fixture_paths() -> FixturePaths:
+    """Build the C fixtures (``make -C fixtures``) once per test session."""
+    res = subprocess.run(["make", "-s", "-C", str(ROOT / "fixtures")], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.fail(f"make -C fixtures failed:\n{res.stdout}\n{res.stderr}")
+    b = ROOT / "fixtures" / "build"
+    return FixturePaths(
+        build=b,
+        mapper=b / "mapper",
+        mapper_mt=b / "mapper_mt",
+        dlopener=b / "dlopener",
+        libsbstripped=b / "libsbstripped.so",
+        ucm_leak=b / "ucm_leak",
+        leaky_server=b / "leaky_server",
+    )
+
+
+@dataclass
+class Proc:
+    """A started fixture process whose stdout lines are collected by a thread."""
+
+    popen: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def count(self, prefix: str = "heartbeat") -> int:
+        with self._lock:
+            return sum(1 for ln in self.lines if ln.startswith(prefix))
+
+    def wait_lines(self, n: int, prefix: str = "heartbeat", timeout: float = 10.0) -> None:
+        """Wait until at least ``n`` lines starting with ``prefix`` were printed (fails the test otherwise)."""
+        deadline = time.monotonic() + timeout
+        while self.count(prefix) < n:
+            if self.popen.poll() is not None:
+                pytest.fail(f"pid {self.pid} exited with {self.popen.returncode} before printing {n} {prefix!r} lines")
+            if time.monotonic() > deadline:
+                pytest.fail(f"pid {self.pid} printed {self.count(prefix)} {prefix!r} lines in {timeout} s, not {n}")
+            time.sleep(0.02)
+
+    def assert_alive_and_beating(self, more: int = 2, timeout: float = 10.0) -> None:
+        """The process is alive and prints ``more`` further heartbeats."""
+        assert self.popen.poll() is None, f"pid {self.pid} died: status {self.popen.returncode}"
+        self.wait_lines(self.count() + more, timeout=timeout)
+        assert self.popen.poll() is None
+
+
+@pytest.fixture
+def spawn() -> Iterator[object]:
+    """``spawn(argv, **popen_kwargs) -> Proc``: start a process; every one is killed when the test ends."""
+    started: list[Proc] = []
+
+    def _spawn(argv: list[str], **kwargs: object) -> Proc:
+        popen = subprocess.Popen(
+            [str(a) for a in argv],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        proc = Proc(popen)
+        threading.Thread(target=proc._read, daemon=True).start()
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        if proc.popen.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.popen.kill()
+        proc.popen.wait(timeout=10)
+
+
+def sysbreak_argv() -> list[str]:
+    """How to run the ``sysbreak`` command of this checkout."""
+    script = Path(sys.executable).with_name("sysbreak")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from sysbreak.cli import main; main()"]
