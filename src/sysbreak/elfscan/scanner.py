@@ -1,0 +1,331 @@
+"""Static discovery of the places where a module enters the kernel: ``syscall`` instructions, and calls (and tail
+jumps) to the C library's generic ``syscall()`` function.
+
+How it stays fast (a libc in a few tens of milliseconds, where ``objdump -d`` takes 0.4 s):
+
+* Candidates are found by byte search, never by disassembling whole segments: ``0f 05`` for ``syscall``; for
+  calls, one regular expression per 64 KiB of code that matches the opcode (``e8``/``e9``/``0f 8x``/``ff 15``/
+  ``ff 25``) followed by a 32-bit displacement whose upper half is the one a branch from that stretch to the
+  wanted target must have. Each match is then checked exactly.
+* Each candidate is then confirmed to be a real instruction (not two bytes inside another one) by decoding
+  with capstone from the nearest earlier *synchronisation point*: a function start from ``.symtab``/``.dynsym``,
+  an FDE start from ``.eh_frame_hdr`` (every compiled function has one, stripped or not), or a section start.
+  Decoding from there is exactly what ``objdump -d`` does, but only over the few hundred bytes that matter;
+  candidates that share a synchronisation point share one decode.
+* The same decode gives the basic block before the site, from which the syscall number is read
+  (:func:`sysbreak.elfscan.x86.last_write`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import struct
+from dataclasses import dataclass
+
+from sysbreak.elfscan import x86
+from sysbreak.elfscan.elf import SHT_DYNSYM, SHT_SYMTAB, ElfFile
+
+#: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
+SCANNER_VERSION = 3
+
+_CHUNK = 1 << 16
+_ENDBR64 = b"\xf3\x0f\x1e\xfa"
+# Decode at most this many bytes before a candidate; beyond it, synchronise by agreement (see _sync_start).
+_MAX_SYNC_GAP = 4096
+
+
+@dataclass(frozen=True)
+class RawSite:
+    vaddr: int
+    size: int
+    kind: str
+    nr: int | None
+    symbol: str | None
+    symbol_offset: int | None
+    tail: bool
+    generic: bool
+
+
+@dataclass(frozen=True)
+class RawScan:
+    build_id: str | None
+    first_load_vaddr: int
+    sites: list[RawSite]
+
+
+@dataclass
+class _Cand:
+    pos: int  # vaddr of the matched opcode byte(s)
+    length: int  # bytes from pos to the end of the instruction
+    kind: str  # "syscall" | "call"
+    tail: bool
+
+
+class _Region:
+    __slots__ = ("vaddr", "code", "name", "end")
+
+    def __init__(self, vaddr: int, code: bytes, name: str) -> None:
+        self.vaddr = vaddr
+        self.code = code
+        self.name = name
+        self.end = vaddr + len(code)
+
+
+def scan_file(path: str) -> RawScan:
+    """Everything :func:`sysbreak.sites.scan` reports, for the ELF file at ``path`` (raises SysbreakError)."""
+    with ElfFile(path) as elf:
+        build_id = elf.build_id()
+        first = elf.first_load_vaddr()
+        regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
+        symtab = elf.functions(SHT_SYMTAB)
+        dynsym = elf.functions(SHT_DYNSYM)
+        got = set(elf.got_slots("syscall")) if elf.sections else set()
+        fdes = elf.fde_starts()
+    if not regions:
+        return RawScan(build_id, first, [])
+
+    local: set[int] = set()
+    local_ranges: list[tuple[int, int]] = []
+    for index in (symtab, dynsym):
+        if index is not None:
+            for start, size in index.named("syscall"):
+                local.add(start)
+                local_ranges.append((start, start + max(size, 1)))
+
+    stubs = _plt_stubs(regions, got)
+    direct = local | stubs
+
+    cands: list[_Cand] = []
+    for r in regions:
+        code = r.code
+        pos = code.find(b"\x0f\x05")
+        while pos >= 0:
+            cands.append(_Cand(r.vaddr + pos, 2, "syscall", False))
+            pos = code.find(b"\x0f\x05", pos + 1)
+    if direct or got:
+        for r in regions:
+            if r.name.startswith(".plt"):
+                continue  # stubs, not call sites
+            cands.extend(_branches_to(r, direct, got))
+
+    if not cands:
+        return RawScan(build_id, first, [])
+
+    sync = set(fdes)
+    for index in (symtab, dynsym):
+        if index is not None:
+            sync.update(index.starts)
+    sync.update(r.vaddr for r in regions)
+    sync_points = sorted(sync)
+
+    found = _confirm(regions, cands, sync_points)
+
+    sites = []
+    for cand, insn_addr, insn_size, value in found:
+        symbol = None
+        offset = None
+        hit = symtab.lookup(insn_addr) if symtab is not None else None
+        if hit is None and dynsym is not None:
+            hit = dynsym.lookup(insn_addr)
+        if hit is not None:
+            symbol, start = hit
+            offset = insn_addr - start
+        in_wrapper = any(lo <= insn_addr < hi for lo, hi in local_ranges)
+        if cand.kind == "syscall":
+            generic = in_wrapper or symbol == "syscall"
+        else:
+            generic = False
+            if in_wrapper:
+                continue  # the wrapper's own internal branches, if any, are not call sites
+        nr = value if isinstance(value, int) else None
+        sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic))
+    sites.sort(key=lambda s: s.vaddr)
+    return RawScan(build_id, first, sites)
+
+
+def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
+    """Entry addresses of the PLT stubs (``.plt``, ``.plt.sec``, ``.plt.got``) that jump through ``syscall``'s
+    GOT slot. A stub is entered at its ``endbr64`` when it has one, else at its (``bnd``) ``jmp``."""
+    out: set[int] = set()
+    if not got:
+        return out
+    for r in regions:
+        if not r.name.startswith(".plt"):
+            continue
+        code = r.code
+        pos = code.find(b"\xff\x25")
+        while pos >= 0:
+            if pos + 6 <= len(code):
+                (disp,) = struct.unpack_from("<i", code, pos + 2)
+                if r.vaddr + pos + 6 + disp in got:
+                    start = pos
+                    if start >= 1 and code[start - 1] == 0xF2:
+                        start -= 1
+                    out.add(r.vaddr + start)
+                    if start >= 4 and code[start - 4 : start] == _ENDBR64:
+                        out.add(r.vaddr + start - 4)
+            pos = code.find(b"\xff\x25", pos + 1)
+    return out
+
+
+# Branch encodings with a 32-bit displacement: (regex for the opcode, opcode length, is a call, through memory).
+_REL32_FORMS = (
+    (rb"\xe8", 1, True, False),  # call rel32
+    (rb"\xe9", 1, False, False),  # jmp rel32 (a tail call)
+    (rb"\x0f[\x80-\x8f]", 2, False, False),  # jcc rel32 (a conditional tail call)
+    (rb"\xff[\x15\x25]", 2, True, True),  # call/jmp [rip + disp32] (through a GOT slot: -fno-plt code)
+)
+
+
+def _branches_to(r: _Region, direct: set[int], got: set[int]) -> list[_Cand]:
+    """Candidate branches in region ``r`` whose target is in ``direct`` (``call``/``jmp``/``jcc`` rel32) or that
+    go through a GOT slot in ``got`` (``call``/``jmp [rip + disp32]``), plus short jumps to ``direct``.
+
+    For each 64 KiB stretch of code, a branch from there to a given target has a displacement whose upper 16
+    bits take at most two values; one regular expression per stretch and encoding, starting with the literal
+    opcode byte (which keeps ``re``'s search in C at memchr speed), finds the few branches that can match, and
+    each is checked exactly.
+    """
+    code = r.code
+    base = r.vaddr
+    n = len(code)
+    out: list[_Cand] = []
+    for opcode, oplen, is_call, indirect in _REL32_FORMS:
+        targets = got if indirect else direct
+        if not targets:
+            continue
+        length = oplen + 4
+        for lo in range(0, n, _CHUNK):
+            hi = min(n, lo + _CHUNK)
+            halves = set()
+            for target in targets:
+                halves.add(((target - (base + lo + length)) & 0xFFFFFFFF) >> 16)
+                halves.add(((target - (base + hi - 1 + length)) & 0xFFFFFFFF) >> 16)
+            rx = re.compile(
+                opcode + b".." + b"(?:" + b"|".join(re.escape(struct.pack("<H", h)) for h in sorted(halves)) + b")",
+                re.DOTALL,
+            )
+            end = min(n, hi + length)
+            for m in rx.finditer(code, lo, end):
+                p = m.start()
+                if p >= hi:
+                    break
+                for q in range(p, m.end()):
+                    # finditer does not return overlapping matches: re-check every start inside this match.
+                    if q != p and not rx.match(code, q, end):
+                        continue
+                    (disp,) = struct.unpack_from("<i", code, q + oplen)
+                    if base + q + length + disp in targets:
+                        tail = not is_call or (indirect and code[q + 1] == 0x25)
+                        out.append(_Cand(base + q, length, "call", tail))
+    # Short jumps (jmp rel8, jcc rel8) can only reach a target within 128 bytes.
+    for target in direct:
+        if not base <= target < r.end:
+            continue
+        for p in range(max(0, target - base - 129), min(n - 1, target - base + 127)):
+            op = code[p]
+            if op == 0xEB or 0x70 <= op <= 0x7F:
+                disp = code[p + 1] - 256 if code[p + 1] > 127 else code[p + 1]
+                if base + p + 2 + disp == target:
+                    out.append(_Cand(base + p, 2, "call", True))
+    return out
+
+
+def _confirm(
+    regions: list[_Region], cands: list[_Cand], sync_points: list[int]
+) -> list[tuple[_Cand, int, int, int | str]]:
+    """Decode from synchronisation points to keep the candidates that are real instructions.
+
+    Returns ``(candidate, instruction address, instruction size, inferred number)`` for each one kept; the number
+    is an int or one of :data:`x86.UNKNOWN` / :data:`x86.FROM_RDI`.
+    """
+    cands.sort(key=lambda c: c.pos)
+    region_starts = [r.vaddr for r in regions]
+    # Group the candidates by the decode start they need.
+    groups: dict[tuple[int, int], list[_Cand]] = {}
+    for c in cands:
+        ri = bisect.bisect_right(region_starts, c.pos) - 1
+        r = regions[ri]
+        lowest = c.pos - 1  # a call may carry one prefix byte (bnd)
+        si = bisect.bisect_right(sync_points, lowest) - 1
+        start = sync_points[si] if si >= 0 else r.vaddr
+        if start < r.vaddr:
+            start = r.vaddr
+        groups.setdefault((ri, start), []).append(c)
+
+    out: list[tuple[_Cand, int, int, int | str]] = []
+    for (ri, start), group in groups.items():
+        r = regions[ri]
+        last = group[-1].pos + group[-1].length
+        if group[0].pos - start > _MAX_SYNC_GAP:
+            # Far from any known boundary (hand-written code without CFI): decode each candidate from a start
+            # where several trial decodes agree.
+            for c in group:
+                s = _sync_start(r, c.pos)
+                out.extend(_decode_group(r, s, [c], c.pos + c.length))
+            continue
+        out.extend(_decode_group(r, start, group, last))
+    return out
+
+
+def _sync_start(r: _Region, pos: int) -> int:
+    """A decode start for a candidate at ``pos`` far from any known function start (hand-written code without
+    CFI). x86 decoding re-synchronises within a few instructions, so decodes begun at several points 64 to 128
+    bytes back nearly always agree on whether ``pos`` is an instruction boundary; a start that sides with the
+    majority is returned."""
+    if pos - r.vaddr <= 256:
+        return r.vaddr
+    votes: list[tuple[bool, int]] = []
+    for back in (128, 111, 96, 81, 64):
+        s = pos - back
+        hit = False
+        for addr, size, _first in x86.decode(r.code[s - r.vaddr : pos + 16 - r.vaddr], s).rows:
+            if addr == pos:
+                hit = True
+            if addr + size > pos:
+                break
+        votes.append((hit, s))
+    majority = sum(1 for hit, _s in votes if hit) * 2 > len(votes)
+    return next(s for hit, s in votes if hit == majority)
+
+
+def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list[tuple[_Cand, int, int, int | str]]:
+    """Decode ``[start, last)`` once and check every candidate of ``group`` (all inside it) against it."""
+    out: list[tuple[_Cand, int, int, int | str]] = []
+    w = x86.decode(r.code[start - r.vaddr : min(r.end, last + 16) - r.vaddr], start)
+    rows = w.rows
+    index = {row[0]: k for k, row in enumerate(rows)}
+    targets: set[int] | None = None
+    for c in group:
+        k = index.get(c.pos)
+        if k is None and c.kind == "call":
+            k = index.get(c.pos - 1)  # a prefixed branch: bnd call / bnd jmp
+        if k is None:
+            continue
+        addr, size, _first = rows[k]
+        if addr + size != c.pos + c.length:
+            continue
+        mnemonic = x86.base_mnemonic(w.mnemonic(k))
+        if c.kind == "syscall":
+            if mnemonic != "syscall":
+                continue
+        elif not (mnemonic == "call" or mnemonic[0] == "j"):
+            continue
+        if targets is None:
+            targets = set()
+            for j, row in enumerate(rows):
+                if row[2] == 0x6A or (row[2] in _BRANCH_FIRST and w.is_control_flow(j)):
+                    target = x86.direct_target(w.op_str(j))
+                    if target is not None:
+                        targets.add(target)
+        # The basic block before the site: back to the previous branch, or to a known branch target.
+        j = k
+        while j > 0 and rows[j][0] not in targets and not w.is_control_flow(j - 1):
+            j -= 1
+        family = x86.RAX if c.kind == "syscall" else x86.RDI
+        out.append((c, addr, size, x86.last_write([w.text(i) for i in range(j, k)], family)))
+    return out
+
+
+_BRANCH_FIRST = frozenset(b"bnl")  # bnd jmp, notrack jmp, loop

@@ -1,0 +1,291 @@
+"""x86-64 decoding for site discovery: a lazily created capstone handle, and the little data-flow analysis that
+recovers a syscall number from the instructions before a ``syscall`` (or before a call to ``syscall()``).
+
+capstone is imported only when a module really has to be decoded (a cache miss): its import costs tens of
+milliseconds that a warm look-up must not pay.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+_CS_ARCH_X86 = 3
+_CS_MODE_64 = 1 << 3
+_CS_OPT_SYNTAX = 1
+_CS_OPT_SYNTAX_INTEL = 1
+# struct cs_insn of capstone 5: id, address, size, bytes[24], mnemonic[32], op_str[160], detail -- 248 bytes.
+_CS_INSN_SIZE = 248
+_MNEMONIC_AT = 42
+_OP_STR_AT = 74
+# Per instruction only the address, the size and the first letter of the mnemonic are unpacked up front: the
+# full strings are read from the raw records only for the few instructions that are looked at closely.
+_ROW = struct.Struct("<8xQH24xB205x")
+_SELF_TEST = (bytes.fromhex("b8090000000f05"), 0x1000, [(0x1000, 5, "mov", "eax, 9"), (0x1005, 2, "syscall", "")])
+
+Row = tuple[int, int, int]  # address, size, first character of the mnemonic (as an int)
+
+
+def cstr(raw: bytes) -> str:
+    """A C string field as text (cut at its NUL)."""
+    end = raw.find(0)
+    return (raw if end < 0 else raw[:end]).decode("ascii", "replace")
+
+
+class Window:
+    """The instructions decoded from one stretch of code: ``rows`` of ``(address, size, first letter)`` and the
+    mnemonic and operands (Intel syntax, as capstone prints them) of each, read on demand."""
+
+    __slots__ = ("rows", "_raw", "_text")
+
+    def __init__(self, rows: list[Row], raw: bytes | None, text: list[tuple[str, str]] | None) -> None:
+        self.rows = rows
+        self._raw = raw
+        self._text = text
+
+    def mnemonic(self, k: int) -> str:
+        if self._text is not None:
+            return self._text[k][0]
+        assert self._raw is not None
+        at = k * _CS_INSN_SIZE + _MNEMONIC_AT
+        return cstr(self._raw[at : at + 32])
+
+    def op_str(self, k: int) -> str:
+        if self._text is not None:
+            return self._text[k][1]
+        assert self._raw is not None
+        at = k * _CS_INSN_SIZE + _OP_STR_AT
+        return cstr(self._raw[at : at + 160])
+
+    def text(self, k: int) -> tuple[str, str]:
+        return self.mnemonic(k), self.op_str(k)
+
+    def is_control_flow(self, k: int) -> bool:
+        """True when instruction ``k`` ends a basic block (see :func:`is_control_flow`)."""
+        first = self.rows[k][2]
+        if first == 0x6A:  # "j..."
+            return True
+        if first not in _CF_FIRST:
+            return False
+        return is_control_flow(self.mnemonic(k))
+
+
+class _DirectCapstone:
+    """capstone 5's C library called through ctypes, skipping the Python binding: importing the binding costs
+    ~50 ms, and reading each instruction's attributes through it ~1.5 us; here a whole window is decoded by one
+    cs_disasm call and its cs_insn array unpacked by one struct.iter_unpack."""
+
+    def __init__(self) -> None:
+        spec = importlib.util.find_spec("capstone")
+        if spec is None or not spec.origin:
+            raise OSError("capstone is not installed")
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(spec.origin), "lib", "libcapstone.so"))
+        major = ctypes.c_int()
+        minor = ctypes.c_int()
+        lib.cs_version(ctypes.byref(major), ctypes.byref(minor))
+        if major.value != 5:
+            raise OSError(f"capstone {major.value}.{minor.value}: the direct path knows only capstone 5")
+        self._handle = ctypes.c_size_t()
+        lib.cs_open.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
+        lib.cs_option.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_size_t]
+        lib.cs_disasm.argtypes = [
+            ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_void_p),
+        ]  # fmt: skip
+        lib.cs_disasm.restype = ctypes.c_size_t
+        lib.cs_free.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        if lib.cs_open(_CS_ARCH_X86, _CS_MODE_64, ctypes.byref(self._handle)) != 0:
+            raise OSError("cs_open failed")
+        lib.cs_option(self._handle.value, _CS_OPT_SYNTAX, _CS_OPT_SYNTAX_INTEL)
+        self._lib = lib
+        code, address, expected = _SELF_TEST
+        rows, raw = self.disasm(code, address)
+        w = Window(rows, raw, None)
+        got = [(a, n, w.mnemonic(k), w.op_str(k)) for k, (a, n, _c) in enumerate(rows)]
+        if got != expected:
+            raise OSError(f"capstone's cs_insn layout is not the expected one ({got!r})")
+
+    def disasm(self, code: bytes, address: int) -> tuple[list[Row], bytes]:
+        out = ctypes.c_void_p()
+        count = self._lib.cs_disasm(self._handle.value, code, len(code), address, 0, ctypes.byref(out))
+        if not count:
+            return [], b""
+        try:
+            raw = ctypes.string_at(out.value, count * _CS_INSN_SIZE)  # type: ignore[arg-type]
+        finally:
+            self._lib.cs_free(out, count)
+        return list(_ROW.iter_unpack(raw)), raw
+
+
+class _BindingCapstone:
+    """The capstone Python binding: the fallback when the direct path does not fit the installed capstone."""
+
+    def __init__(self) -> None:
+        import capstone
+
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        md.syntax = capstone.CS_OPT_SYNTAX_INTEL
+        self._md = md
+
+    def disasm(self, code: bytes, address: int) -> tuple[list[Row], list[tuple[str, str]]]:
+        rows: list[Row] = []
+        text: list[tuple[str, str]] = []
+        for a, n, m, o in self._md.disasm_lite(code, address):
+            rows.append((a, n, ord(m[0])))
+            text.append((m, o))
+        return rows, text
+
+
+_engine: _DirectCapstone | _BindingCapstone | None = None
+
+
+def engine() -> _DirectCapstone | _BindingCapstone:
+    """The decoder, created on first use."""
+    global _engine
+    if _engine is None:
+        try:
+            _engine = _DirectCapstone()
+        except (OSError, AttributeError, ValueError):
+            _engine = _BindingCapstone()
+    return _engine
+
+
+def decode(code: bytes, address: int) -> Window:
+    """Decode ``code`` (placed at ``address``) linearly, like ``objdump -d``: where capstone meets bytes that are
+    not an instruction it stops; decoding then resumes one byte further on (objdump prints ``(bad)`` there)."""
+    eng = engine()
+    rows: list[Row] = []
+    raws: list[Any] = []
+    pos = 0
+    end = len(code)
+    while pos < end:
+        got_rows, got_raw = eng.disasm(code[pos:] if pos else code, address + pos)
+        rows.extend(got_rows)
+        raws.append(got_raw)
+        nxt = got_rows[-1][0] - address + got_rows[-1][1] if got_rows else pos
+        if nxt >= end - 15:
+            break  # the end, or an instruction cut short by the end of the window
+        pos = nxt + 1
+    if isinstance(eng, _DirectCapstone):
+        return Window(rows, raws[0] if len(raws) == 1 else b"".join(raws), None)
+    return Window(rows, None, [t for part in raws for t in part])
+
+
+# Register families: the names capstone prints for each size of the register.
+RAX = frozenset({"rax", "eax", "ax", "al", "ah"})
+RDI = frozenset({"rdi", "edi", "di", "dil"})
+_WIDE = frozenset({"rax", "eax", "rdi", "edi"})
+
+# Instructions that write rax (or a part of it) without naming it as their first operand.
+_IMPLICIT_RAX = frozenset(
+    {
+        "cbw", "cwde", "cdqe", "mul", "div", "idiv", "cmpxchg", "cmpxchg8b", "cmpxchg16b", "lodsb", "lodsw", "lodsd",
+        "lodsq", "rdtsc", "rdtscp", "rdpmc", "rdmsr", "cpuid", "xgetbv", "syscall", "sysenter", "lahf", "xlatb", "in",
+        "insb", "insw", "insd", "rdpkru", "enclu", "encls", "vmcall", "int", "int3",
+    }
+)  # fmt: skip
+# Instructions that write rdi without naming it as their first operand (the string instructions).
+_IMPLICIT_RDI = frozenset(
+    {
+        "stosb", "stosw", "stosd", "stosq", "movsb", "movsw", "movsq", "scasb", "scasw", "scasd", "scasq", "cmpsb",
+        "cmpsw", "cmpsd", "cmpsq", "insb", "insw", "insd", "syscall", "sysenter", "int", "int3",
+    }
+)  # fmt: skip
+# Instructions whose first operand is only read.
+_READS_FIRST = frozenset({"cmp", "test", "bt", "push", "ptest", "out", "outsb", "outsw", "outsd", "nop", "prefetcht0"})
+_EXCHANGES = frozenset({"xchg", "xadd", "cmpxchg"})
+_ZEROING = frozenset({"xor", "sub"})
+_PREFIXES = frozenset({"rep", "repe", "repne", "repz", "repnz", "lock", "bnd", "notrack", "data16", "addr32", "rex64"})
+_BRANCH_OTHER = frozenset({"call", "ret", "retf", "iret", "iretq", "loop", "loope", "loopne", "ud2", "hlt", "ljmp"})
+
+
+def base_mnemonic(mnemonic: str) -> str:
+    """``"bnd jmp"`` -> ``"jmp"``, ``"rep stosq"`` -> ``"stosq"``."""
+    if " " not in mnemonic:
+        return mnemonic
+    parts = [p for p in mnemonic.split() if p not in _PREFIXES]
+    return parts[-1] if parts else mnemonic.split()[-1]
+
+
+def is_control_flow(mnemonic: str) -> bool:
+    """True for an instruction that ends a basic block: any jump, call, return, loop, trap."""
+    m = base_mnemonic(mnemonic)
+    return m[0] == "j" or m in _BRANCH_OTHER
+
+
+# First letters of the control-flow mnemonics (prefixed ones start with b(nd), n(otrack), r(ep)).
+_CF_FIRST = frozenset(b"jcrlubhni")
+
+
+def direct_target(op_str: str) -> int | None:
+    """The target of a direct branch (``jmp 0x1234``), or None for indirect ones."""
+    if op_str.startswith("0x"):
+        try:
+            return int(op_str, 16) & 0xFFFFFFFFFFFFFFFF
+        except ValueError:
+            return None
+    return None
+
+
+UNKNOWN = "unknown"
+FROM_RDI = "rdi"
+
+
+def last_write(block: Sequence[tuple[str, str]], family: frozenset[str]) -> int | str:
+    """Walk ``block`` (the instructions of one basic block before the site, in address order) backwards to the
+    last one that writes the register ``family`` (:data:`RAX` or :data:`RDI`).
+
+    Returns the constant it loads (``mov eax, 9`` -> 9; ``xor eax, eax`` -> 0), :data:`FROM_RDI` for
+    ``mov rax, rdi`` / ``mov eax, edi``, or :data:`UNKNOWN` for any other write, and when the block holds no
+    write at all (the value comes from an earlier block, which this analysis does not follow).
+    Any instruction it cannot prove harmless is taken as a write, so a wrong constant is never returned.
+    """
+    implicit = _IMPLICIT_RAX if family is RAX else _IMPLICIT_RDI
+    for mnemonic, op_str in reversed(block):
+        m = base_mnemonic(mnemonic)
+        if m in implicit or (m == "imul" and family is RAX and "," not in op_str):
+            return UNKNOWN
+        if m.startswith(("stos", "movs", "scas", "cmps", "lods")) and "[" in op_str and family is RDI:
+            return UNKNOWN  # string forms with explicit operands, e.g. "stosq qword ptr [rdi], rax"
+        if not op_str:
+            continue
+        ops = op_str.split(", ")
+        first = ops[0]
+        if m in _EXCHANGES:
+            if any(o in family for o in ops):
+                return UNKNOWN
+            continue
+        if first not in family:
+            continue
+        if m in _READS_FIRST:
+            continue
+        if first not in _WIDE:
+            return UNKNOWN  # a partial write (mov al, 1): the rest of the register is unknown
+        if len(ops) == 2:
+            src = ops[1]
+            if m in ("mov", "movabs"):
+                value = _immediate(src)
+                if value is not None:
+                    if first in ("eax", "edi"):
+                        return value & 0xFFFFFFFF
+                    return value if 0 <= value < 1 << 32 else UNKNOWN
+                if family is RAX and src in ("rdi", "edi"):
+                    return FROM_RDI
+                return UNKNOWN
+            if m in _ZEROING and src == first:
+                return 0
+        return UNKNOWN
+    return UNKNOWN
+
+
+def _immediate(text: str) -> int | None:
+    if not text or not (text[0].isdigit() or text[0] == "-"):
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None

@@ -1,0 +1,475 @@
+"""Where a module can enter the kernel, found statically (plain Python, no GDB), and what to break on there.
+
+:func:`scan` lists a module's *sites*: every ``syscall`` instruction (exactly the ones ``objdump -d`` shows), and
+every call or tail jump to the C library's generic ``syscall()`` function (through the PLT, through a GOT slot in
+``-fno-plt`` code, or directly in libc itself and in static binaries), each with the syscall number read from the
+instructions before it when it is a constant. :func:`plan` turns the sites into breakpoint *probes* for the
+syscalls wanted; :func:`sites_table` and :func:`sites_json` render both for ``sysbreak sites`` (the CLI verb and
+the GDB command).
+
+Scans are cached on disk, one JSON file per build-id, under ``$SYSBREAK_CACHE_DIR``, else
+``$XDG_CACHE_HOME/sysbreak/sites``, else ``~/.cache/sysbreak/sites``; a small index keyed by the file's
+device, inode, size and mtime lets a warm look-up skip even opening the ELF file. A cache that cannot be written
+is not an error, and a damaged cache file is ignored and written again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sysbreak import syscalls
+from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, scan_file
+
+__all__ = [
+    "ModuleScan",
+    "Probe",
+    "Site",
+    "cache_dir",
+    "plan",
+    "scan",
+    "sites_json",
+    "sites_table",
+]
+
+CACHE_FORMAT = "sysbreak-sitescache/1"
+SITES_FORMAT = "sysbreak-sites/1"
+
+SYSCALL_ARG_REGS: tuple[str, ...] = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
+TAIL_CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place where the module can enter the kernel.
+
+    ``kind`` is ``"syscall"`` (a ``syscall`` instruction) or ``"call"`` (a call, or with ``tail`` a jump, to
+    libc's ``syscall()``). ``nr`` is the syscall number when the instructions before the site load a constant
+    into ``eax``/``rax`` (``edi``/``rdi`` for a call), else None. ``generic`` marks the ``syscall`` instruction
+    inside libc's ``syscall()`` wrapper itself, whose number comes from its caller (whose call is a site too).
+    """
+
+    vaddr: int  # ELF virtual address of the instruction, as objdump shows it
+    size: int  # instruction length in bytes
+    kind: str  # "syscall" or "call"
+    nr: int | None  # statically inferred syscall number; None when unknown
+    symbol: str | None  # enclosing function from .symtab, else .dynsym; None when stripped and unnamed
+    symbol_offset: int | None  # vaddr - symbol start
+    tail: bool = False  # kind "call" through a tail jump (jmp syscall@plt): no return address here
+    generic: bool = False  # the syscall instruction of the generic syscall() wrapper (number from the caller)
+
+    @property
+    def next_vaddr(self) -> int:
+        return self.vaddr + self.size
+
+
+@dataclass(frozen=True)
+class ModuleScan:
+    """The sites of one ELF file."""
+
+    path: str
+    build_id: str | None
+    first_load_vaddr: int  # lowest PT_LOAD p_vaddr rounded down to the page size
+    sites: tuple[Site, ...]  # sorted by vaddr
+
+    def load_bias(self, mapped_base: int) -> int:
+        """The load bias (runtime address = vaddr + bias), from ``mapped_base``: the start address of the
+        module's mapping with file offset 0 in ``/proc/PID/maps``."""
+        return mapped_base - self.first_load_vaddr
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A breakpoint to place for one site.
+
+    ``entry`` is where the arguments are read (the site itself) and ``exit`` where the return value is in
+    ``rax`` (the instruction after the site; None for a tail jump, which never comes back here: catch the
+    return at the caller's return address instead). For a ``call`` site the value there is what ``syscall()``
+    returns: -1 with ``errno`` set on failure, not ``-errno``.
+
+    ``nr_reg`` holds the syscall number at ``entry``. ``arg_regs`` name the six syscall arguments in kernel
+    order; an item ``"*sp"`` means the 8 bytes at ``$rsp`` (the 7th C argument of ``syscall()``, read at the
+    call instruction) and ``"*sp+8"`` the 8 bytes at ``$rsp + 8`` (the same argument at a tail jump, where
+    ``$rsp`` points at the return address). ``condition_nrs`` is None when the breakpoint is unconditional (the
+    site's constant number is wanted); otherwise the breakpoint must test ``nr_reg`` against these numbers.
+    """
+
+    site: Site
+    entry: int
+    exit: int | None
+    nr_reg: str
+    arg_regs: tuple[str, ...]
+    condition_nrs: tuple[int, ...] | None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scanning and the cache
+
+
+def cache_dir() -> Path:
+    """Where scans are cached: ``$SYSBREAK_CACHE_DIR``, else ``$XDG_CACHE_HOME/sysbreak/sites``, else
+    ``~/.cache/sysbreak/sites``."""
+    env = os.environ.get("SYSBREAK_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "sysbreak" / "sites"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        home = Path(tempfile.gettempdir())
+    return home / ".cache" / "sysbreak" / "sites"
+
+
+# (dev, inode, size, mtime_ns) -> scan, for repeated look-ups in one process
+_memo: dict[tuple[int, int, int, int], ModuleScan] = {}
+
+
+def scan(path: str, *, cache: bool = True) -> ModuleScan:
+    """The sites of the ELF file at ``path`` (an x86-64 executable, shared library or static binary).
+
+    With ``cache`` (the default), a file scanned before, here or by an earlier process, is not parsed again.
+    Raises :class:`sysbreak.errors.SysbreakError` (one line) when the file does not exist, cannot be read, is
+    not an ELF file, or is not x86-64.
+    """
+    path = os.fspath(path)
+    if not cache:
+        return _from_raw(path, scan_file(path))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _from_raw(path, scan_file(path))  # raises the right one-line error
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _memo.get(key)
+    if hit is None:
+        root = cache_dir() / f"v{SCANNER_VERSION}"
+        stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
+        hit = _load_indexed(root, stat_name, path)
+        if hit is None:
+            raw = scan_file(path)
+            hit = _from_raw(path, raw)
+            _store(root, stat_name, hit)
+        _memo[key] = hit
+    if hit.path != path:
+        hit = dataclasses.replace(hit, path=path)
+    return hit
+
+
+def _from_raw(path: str, raw: RawScan) -> ModuleScan:
+    sites = tuple(Site(s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic) for s in raw.sites)
+    return ModuleScan(path, raw.build_id, raw.first_load_vaddr, sites)
+
+
+def _data_name(scan_: ModuleScan, stat_name: str) -> str:
+    if scan_.build_id and all(c in "0123456789abcdef" for c in scan_.build_id):
+        return f"{scan_.build_id}.json"
+    return f"nobid-{stat_name}.json"
+
+
+def _load_indexed(root: Path, stat_name: str, path: str) -> ModuleScan | None:
+    """The cached scan the stat index points at, or None (missing, unreadable or damaged: rescan)."""
+    try:
+        data_name = (root / "by-stat" / stat_name).read_text(encoding="ascii").strip()
+        if not data_name or "/" in data_name or data_name.startswith("."):
+            return None
+        doc = json.loads((root / data_name).read_text(encoding="utf-8"))
+        return _decode(doc, path)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeError):
+        return None
+
+
+def _decode(doc: Any, path: str) -> ModuleScan:
+    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or doc.get("scanner") != SCANNER_VERSION:
+        raise ValueError("not a cache file of this scanner")
+    build_id = doc["build_id"]
+    first = doc["first_load_vaddr"]
+    if not (build_id is None or isinstance(build_id, str)) or not isinstance(first, int):
+        raise ValueError("bad header")
+    sites = []
+    for vaddr, size, kind, nr, symbol, symbol_offset, tail, generic in doc["sites"]:
+        if not (isinstance(vaddr, int) and isinstance(size, int) and kind in ("syscall", "call")):
+            raise ValueError("bad site")
+        if not (nr is None or isinstance(nr, int)) or not (symbol is None or isinstance(symbol, str)):
+            raise ValueError("bad site")
+        sites.append(Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic)))
+    return ModuleScan(path, build_id, first, tuple(sites))
+
+
+def _encode(scan_: ModuleScan) -> dict[str, Any]:
+    return {
+        "format": CACHE_FORMAT,
+        "scanner": SCANNER_VERSION,
+        "build_id": scan_.build_id,
+        "first_load_vaddr": scan_.first_load_vaddr,
+        "sites": [[s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic] for s in scan_.sites],
+    }
+
+
+def _store(root: Path, stat_name: str, scan_: ModuleScan) -> None:
+    """Write the scan and its index entry; silently do nothing where the cache cannot be written."""
+    try:
+        (root / "by-stat").mkdir(parents=True, exist_ok=True)
+        data_name = _data_name(scan_, stat_name)
+        _write_atomic(root / data_name, json.dumps(_encode(scan_), separators=(",", ":")))
+        _write_atomic(root / "by-stat" / stat_name, data_name + "\n")
+    except OSError:
+        pass
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=str(target.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planning
+
+
+def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False) -> list[Probe]:
+    """The breakpoints that catch the syscalls ``wanted`` (numbers) made from ``scan``'s module.
+
+    * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
+      none otherwise; with an unknown number, a probe conditioned on ``rax`` in ``wanted``.
+    * The generic ``syscall()`` wrapper's own instruction is probed (conditioned) only when ``exhaustive``: by
+      default its callers are probed instead.
+    * A call to ``syscall()`` with a known number: an unconditional probe when wanted, none otherwise (so a hot
+      ``syscall(SYS_getppid)`` costs nothing); with an unknown number, a probe conditioned on ``rdi``.
+    * ``exhaustive`` drops every call probe: the conditioned wrapper (in libc, which must be planned too)
+      catches those calls, and keeping both would count each call twice.
+    """
+    want = tuple(sorted(set(wanted)))
+    if not want:
+        return []
+    wanted_set = set(want)
+    probes = []
+    for site in scan.sites:
+        action = _action(site, wanted_set, exhaustive)
+        if action is None:
+            continue
+        conditioned = action == "cond"
+        if site.kind == "syscall":
+            probes.append(
+                Probe(site, site.vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, want if conditioned else None)
+            )
+        else:
+            probes.append(
+                Probe(
+                    site,
+                    site.vaddr,
+                    None if site.tail else site.next_vaddr,
+                    "rdi",
+                    TAIL_CALL_ARG_REGS if site.tail else CALL_ARG_REGS,
+                    want if conditioned else None,
+                )
+            )
+    return probes
+
+
+def _action(site: Site, wanted: set[int], exhaustive: bool) -> str | None:
+    """``"break"`` (unconditional), ``"cond"`` (conditioned on the number register) or None (no probe)."""
+    if site.kind == "syscall":
+        if site.generic:
+            return "cond" if exhaustive else None
+        if site.nr is not None:
+            return "break" if site.nr in wanted else None
+        return "cond"
+    if exhaustive:
+        return None
+    if site.nr is not None:
+        return "break" if site.nr in wanted else None
+    return "cond"
+
+
+def _skip_reason(site: Site, exhaustive: bool) -> str:
+    if site.kind == "syscall" and site.generic:
+        return "generic; --exhaustive"
+    if site.kind == "call" and exhaustive:
+        return "caught in syscall(); --exhaustive"
+    if site.nr is not None:
+        return syscalls.name(site.nr)
+    return "nothing wanted"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _describe(site: Site, wanted: set[int], exhaustive: bool) -> dict[str, Any]:
+    action = _action(site, wanted, exhaustive)
+    reg = "rax" if site.kind == "syscall" else "rdi"
+    if action == "break":
+        text = "break"
+    elif action == "cond":
+        text = f"break if {reg} in {{{','.join(str(n) for n in sorted(wanted))}}}"
+    else:
+        text = f"skip ({_skip_reason(site, exhaustive)})"
+    return {"action": action, "text": text, "reg": reg}
+
+
+def _module_label(path: str) -> str:
+    return os.path.basename(path) or path
+
+
+def _nr_text(site: Site) -> str:
+    if site.generic:
+        return "? (from caller)"
+    if site.nr is None:
+        return "?"
+    return f"{site.nr} {syscalls.name(site.nr)}"
+
+
+def sites_table(
+    modules: Sequence[tuple[ModuleScan, int | None]],
+    wanted: Collection[int],
+    *,
+    exhaustive: bool = False,
+    show_skipped: bool = True,
+) -> str:
+    """A plain-text table (no markup, GDB prints it) of each module's sites and what :func:`plan` does with them.
+
+    ``modules`` pairs each scan with its load bias (None when not loaded: addresses are then the ELF virtual
+    addresses). Per module: a heading (path, build-id, bias, counts), then one line per site: address,
+    module+offset, function+offset, kind, inferred number, action (``break``, ``break if rax in {9,11}``,
+    ``skip (getppid)``, ``skip (generic; --exhaustive)``...). With ``show_skipped`` false, the sites that get no
+    probe are summed up in one line instead of listed.
+    """
+    wanted_set = set(wanted)
+    lines: list[str] = []
+    for scan_, bias in modules:
+        probes = plan(scan_, wanted_set, exhaustive=exhaustive)
+        head = scan_.path
+        head += f"  build-id {scan_.build_id}" if scan_.build_id else "  (no build-id)"
+        if bias is not None:
+            head += f"  bias {bias:#x}"
+        head += f"  {len(scan_.sites)} site{'s' if len(scan_.sites) != 1 else ''}, {len(probes)} probe"
+        head += "s" if len(probes) != 1 else ""
+        lines.append(head)
+        label = _module_label(scan_.path)
+        rows: list[tuple[str, ...]] = []
+        skipped: dict[str, int] = {}
+        for site in scan_.sites:
+            d = _describe(site, wanted_set, exhaustive)
+            if d["action"] is None and not show_skipped:
+                reason = _skip_reason(site, exhaustive)
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            addr = site.vaddr + bias if bias is not None else site.vaddr
+            func = f"{site.symbol}+{site.symbol_offset:#x}" if site.symbol else "-"
+            kind = "tailjmp" if site.kind == "call" and site.tail else site.kind
+            rows.append((f"{addr:#x}", f"{label}+{site.vaddr:#x}", func, kind, _nr_text(site), d["text"]))
+        if rows:
+            widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            for r in rows:
+                cells = [r[i].ljust(widths[i]) for i in range(5)]
+                lines.append("  " + "  ".join(cells) + "  " + r[5])
+        if skipped:
+            total = sum(skipped.values())
+            parts = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  ({total} more site{'s' if total != 1 else ''} skipped: {parts})")
+        if not scan_.sites:
+            lines.append("  (no syscall instructions and no calls to syscall())")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def sites_json(
+    modules: Sequence[tuple[ModuleScan, int | None]], wanted: Collection[int], *, exhaustive: bool = False
+) -> dict[str, Any]:
+    """The same as :func:`sites_table`, as a JSON-able dict (every site, skipped ones included)::
+
+        {"format": "sysbreak-sites/1",
+         "syscalls": [{"nr": 9, "name": "mmap"}, ...],          # the wanted ones
+         "exhaustive": false,
+         "modules": [
+           {"path": "/usr/lib/x86_64-linux-gnu/libc.so.6", "build_id": "93ac..." | null,
+            "first_load_vaddr": 0, "bias": 139637976727552 | null,
+            "site_count": 526, "probe_count": 5,
+            "sites": [
+              {"vaddr": 1055153, "address": 139637977782705 | null,   # vaddr + bias
+               "size": 2, "kind": "syscall" | "call", "tail": false, "generic": false,
+               "nr": 9 | null, "name": "mmap" | null,
+               "symbol": "mmap" | null, "symbol_offset": 17 | null,
+               "action": "break" | "break-if" | "skip",
+               "reason": null | "getppid" | "generic" | "exhaustive" | "nothing wanted",   # why skipped
+               "probe": null | {"entry": vaddr, "exit": vaddr | null, "nr_reg": "rax" | "rdi",
+                                "arg_regs": ["rdi", ...], "condition_nrs": [9, 11] | null}}]}]}
+
+    Integers are plain JSON integers; addresses are unsigned.
+    """
+    wanted_set = set(wanted)
+    out_modules = []
+    for scan_, bias in modules:
+        probes = {p.site.vaddr: p for p in plan(scan_, wanted_set, exhaustive=exhaustive)}
+        sites = []
+        for site in scan_.sites:
+            action = _action(site, wanted_set, exhaustive)
+            probe = probes.get(site.vaddr) if action is not None else None
+            if action is None:
+                if site.kind == "syscall" and site.generic:
+                    reason: str | None = "generic"
+                elif site.kind == "call" and exhaustive:
+                    reason = "exhaustive"
+                elif site.nr is not None:
+                    reason = syscalls.name(site.nr)
+                else:
+                    reason = "nothing wanted"
+            else:
+                reason = None
+            sites.append(
+                {
+                    "vaddr": site.vaddr,
+                    "address": site.vaddr + bias if bias is not None else None,
+                    "size": site.size,
+                    "kind": site.kind,
+                    "tail": site.tail,
+                    "generic": site.generic,
+                    "nr": site.nr,
+                    "name": syscalls.name(site.nr) if site.nr is not None else None,
+                    "symbol": site.symbol,
+                    "symbol_offset": site.symbol_offset,
+                    "action": {"break": "break", "cond": "break-if", None: "skip"}[action],
+                    "reason": reason,
+                    "probe": None
+                    if probe is None
+                    else {
+                        "entry": probe.entry,
+                        "exit": probe.exit,
+                        "nr_reg": probe.nr_reg,
+                        "arg_regs": list(probe.arg_regs),
+                        "condition_nrs": list(probe.condition_nrs) if probe.condition_nrs is not None else None,
+                    },
+                }
+            )
+        out_modules.append(
+            {
+                "path": scan_.path,
+                "build_id": scan_.build_id,
+                "first_load_vaddr": scan_.first_load_vaddr,
+                "bias": bias,
+                "site_count": len(scan_.sites),
+                "probe_count": len(probes),
+                "sites": sites,
+            }
+        )
+    return {
+        "format": SITES_FORMAT,
+        "syscalls": [{"nr": nr, "name": syscalls.name(nr)} for nr in sorted(wanted_set)],
+        "exhaustive": exhaustive,
+        "modules": out_modules,
+    }
