@@ -1,0 +1,4 @@
+# floor for the non-stop variants
+set non-stop on
+starti
+continue

@@ -1,0 +1,8 @@
+# g) catch syscall getppid with a commands block (silent, continue)
+starti
+catch syscall getppid
+commands
+silent
+continue
+end
+continue
