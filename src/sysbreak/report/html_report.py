@@ -244,6 +244,7 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
                 for frame in stack.frames
             ],
             "python": [{"function": f.function, "where": py_location(f)} for f in stack.python],
+            "merged": [int(i) for i in getattr(stack, "stack_ids", ()) or ()],
         }
         for rank, stack in enumerate(analysis.stacks[:top], start=1)
     ]

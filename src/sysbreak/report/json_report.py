@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -26,15 +27,20 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@functools.cache
+def _extra_fields(cls: type, known: frozenset[str]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in known)
+
+
 def _with_extras(obj: Any, known: frozenset[str], out: dict[str, Any]) -> dict[str, Any]:
     """Add the fields the analysis gained after this reporter was written, under their own names.
 
     The contract only ever grows (docs/report-json.md): a field added to the model shows up in the report without
     a reporter change, unless its name is already taken by a documented key.
     """
-    for f in dataclasses.fields(obj):
-        if f.name not in known and f.name not in out:
-            out[f.name] = _plain(getattr(obj, f.name))
+    for name in _extra_fields(type(obj), known):
+        if name not in out:
+            out[name] = _plain(getattr(obj, name))
     return out
 
 
@@ -177,8 +183,24 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
     return _with_extras(analysis, _ANALYSIS_FIELDS, doc)
 
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """The document with its top-level keys one per line and each stack, region and sample on a line of its own:
+    readable, friendly to grep and diff, and fast to write for captures with many thousands of stacks."""
+    parts = []
+    for key, value in doc.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = ",\n    ".join(_compact(item) for item in value)
+            parts.append(f"  {_compact(key)}: [\n    {items}\n  ]")
+        else:
+            parts.append(f"  {_compact(key)}: {_compact(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def render_json(analysis: Analysis, *, top: int | None = None) -> str:
-    return json.dumps(to_dict(analysis, top=top), indent=2, ensure_ascii=False) + "\n"
+    return dumps(to_dict(analysis, top=top))
 
 
 # -- reading a saved report back (for `sysbreak report saved.json --format html` and `sysbreak diff`) ----------
@@ -186,6 +208,19 @@ def render_json(analysis: Analysis, *, top: int | None = None) -> str:
 
 def is_report(data: object) -> bool:
     return isinstance(data, dict) and str(data.get("format", "")).startswith("sysbreak-report/")
+
+
+def _extra_kwargs(cls: type, known: frozenset[str], data: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments for the fields the model gained since this reader was written (plain values)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in known or f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, list) and str(f.type).startswith("tuple"):
+            value = tuple(value)
+        out[f.name] = value
+    return out
 
 
 def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
@@ -222,6 +257,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
                 first_t=s.get("first_t"),
                 last_t=s.get("last_t"),
                 label=str(s.get("label", "")),
+                **_extra_kwargs(StackStats, _STACK_FIELDS, s),
             )
             for s in data.get("stacks", [])
         ]

@@ -97,62 +97,88 @@ def _frames_table(stack: StackStats) -> Table:
     return table
 
 
-def _owners_text(region: Region, analysis: Analysis, rank_of: dict[int, int]) -> Text:
-    by_id = {stack.id: stack for stack in analysis.stacks}
-    text = Text()
+def _owner_lines(region: Region, by_id: dict[int, StackStats], rank_of: dict[int, int]) -> list[tuple[str, str]]:
+    """(text, style) lines of the "Owned by" cell: the owning stacks, biggest first, then the unexplained bytes."""
+    out: list[tuple[str, str]] = []
     for owner in sorted(region.owners, key=lambda o: (-o.bytes, rank_of.get(o.stack_id, 1 << 30))):
-        if text:
-            text.append("\n")
         stack = by_id.get(owner.stack_id)
         rank = rank_of.get(owner.stack_id)
         if stack is not None and rank is not None:
             name = f"#{rank} {stack_label(stack)}"
         else:
             name = f"stack id {owner.stack_id}"
-        text.append(name, style="bold")
-        text.append(f" {human_bytes(owner.bytes)}")
+        out.append((f"{name} {human_bytes(owner.bytes)}", "bold"))
     if region.unexplained_bytes:
-        if text:
-            text.append("\n")
-        text.append(f"unexplained {human_bytes(region.unexplained_bytes)}", style="magenta")
-    return text
+        out.append((f"unexplained {human_bytes(region.unexplained_bytes)}", "magenta"))
+    return out
 
 
-def _regions_table(analysis: Analysis, regions: list[Region]) -> Table:
+MAPPING_WIDTH = 48  # a longer mapping name pushes the rest of its own line only
+
+
+def _regions_view(analysis: Analysis, regions: list[Region]) -> list[tuple[str, str]]:
+    """The regions as ``pmap -x`` prints them, plus Change and Owned by columns, as (text, style) segments.
+
+    Aligned by hand rather than with a rich Table: a process can have tens of thousands of regions.
+    """
     rank_of = ranks(analysis)
-    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 2, 0, 0))
-    table.add_column("Address", no_wrap=True)
-    table.add_column("Kbytes", justify="right", no_wrap=True)
-    table.add_column("RSS", justify="right", no_wrap=True)
-    table.add_column("Mode", no_wrap=True)
-    table.add_column("Mapping", overflow="fold")
-    table.add_column("Change", no_wrap=True)
-    table.add_column("Owned by", overflow="fold")
+    by_id = {stack.id: stack for stack in analysis.stacks}
+    head = ("Address", "Kbytes", "RSS", "Mode", "Mapping", "Change")
+    rows = []
     for region in regions:
-        style = _STATUS_STYLE.get(region.status, "")
-        table.add_row(
-            f"{region.start:016x}",
-            _kb(region.size if region.status != "gone" else region.first_size),
-            _kb(region.rss),
-            pmap_mode(region.perms),
-            region.path,
-            Text(change_text(region), style=style),
-            _owners_text(region, analysis, rank_of),
+        rows.append(
+            (
+                f"{region.start:016x}",
+                _kb(region.size if region.status != "gone" else region.first_size),
+                _kb(region.rss),
+                pmap_mode(region.perms),
+                region.path,
+                change_text(region),
+                region,
+            )
         )
-    total = [r for r in analysis.regions if r.status != "gone"]
-    rss_known = any(r.rss is not None for r in total)
-    table.add_row(
-        "total kB",
-        str(sum(r.size for r in total) // 1024),
-        str(sum(r.rss or 0 for r in total) // 1024) if rss_known else "-",
-        "",
-        "",
-        "",
-        "",
-        style="bold",
-        end_section=False,
-    )
-    return table
+    live = [r for r in analysis.regions if r.status != "gone"]
+    total_size = str(sum(r.size for r in live) // 1024)
+    total_rss = str(sum(r.rss or 0 for r in live) // 1024) if any(r.rss is not None for r in live) else "-"
+    widths = [len(h) for h in head]
+    for row in rows:
+        for i in range(6):
+            widths[i] = max(widths[i], len(row[i]))
+    widths[0] = max(widths[0], len("total kB"))
+    widths[1] = max(widths[1], len(total_size))
+    widths[2] = max(widths[2], len(total_rss))
+    widths[4] = min(widths[4], MAPPING_WIDTH)
+    sep = "  "
+
+    def cells(values: tuple[str, ...]) -> str:
+        addr, kb, rss, mode, path, change = values
+        return sep.join(
+            (
+                addr.ljust(widths[0]),
+                kb.rjust(widths[1]),
+                rss.rjust(widths[2]),
+                mode.ljust(widths[3]),
+                path.ljust(widths[4]),
+                change.ljust(widths[5]),
+            )
+        )
+
+    indent = " " * (sum(widths) + len(sep) * 6)
+    out: list[tuple[str, str]] = [(cells(head) + sep + "Owned by", "bold"), ("\n", "")]
+    for *values, region in rows:
+        addr, kb, rss, mode, path, change = values
+        left = sep.join((addr.ljust(widths[0]), kb.rjust(widths[1]), rss.rjust(widths[2]), mode.ljust(widths[3])))
+        out.append((left + sep + path.ljust(widths[4]) + sep, ""))
+        out.append((change, _STATUS_STYLE.get(region.status, "")))
+        out.append((" " * (widths[5] - len(change)), ""))
+        for index, (line, style) in enumerate(_owner_lines(region, by_id, rank_of)):
+            out.append((sep if index == 0 else "\n" + indent, ""))
+            out.append((line, style))
+        out.append(("\n", ""))
+    total = sep.join(("total kB".ljust(widths[0]), total_size.rjust(widths[1]), total_rss.rjust(widths[2])))
+    out.append((total, "bold"))
+    out.append(("\n", ""))
+    return out
 
 
 def render_text(
@@ -225,7 +251,11 @@ def render_text(
                 " --all-regions lists every one)"
             )
         console.print(Text(title, style="bold underline"), soft_wrap=True)
-        console.print(_regions_table(analysis, regions))
+        segments = _regions_view(analysis, regions)
+        if color:
+            console.print(Text.assemble(*segments[:-1]), soft_wrap=True)
+        else:  # plain text: straight to the output, in order (the console writes each print as it happens)
+            out.write("".join(text for text, _ in segments))
     else:
         console.print(
             Text("No memory map snapshots: capture with `sysbreak run`/`attach`, or pass --maps files, to see regions.")
