@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any
 
@@ -27,9 +26,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-@functools.cache
+_EXTRAS: dict[tuple[type, frozenset[str]], tuple[str, ...]] = {}
+
+
 def _extra_fields(cls: type, known: frozenset[str]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in known)
+    names = _EXTRAS.get((cls, known))
+    if names is None:
+        names = _EXTRAS[(cls, known)] = tuple(f.name for f in dataclasses.fields(cls) if f.name not in known)
+    return names
 
 
 def _with_extras(obj: Any, known: frozenset[str], out: dict[str, Any]) -> dict[str, Any]:

@@ -124,26 +124,24 @@ def _regions_view(analysis: Analysis, regions: list[Region]) -> list[tuple[str, 
     rank_of = ranks(analysis)
     by_id = {stack.id: stack for stack in analysis.stacks}
     head = ("Address", "Kbytes", "RSS", "Mode", "Mapping", "Change")
-    rows = []
+    rows: list[tuple[tuple[str, str, str, str, str, str], Region]] = []
     for region in regions:
-        rows.append(
-            (
-                f"{region.start:016x}",
-                _kb(region.size if region.status != "gone" else region.first_size),
-                _kb(region.rss),
-                pmap_mode(region.perms),
-                region.path,
-                change_text(region),
-                region,
-            )
+        cols = (
+            f"{region.start:016x}",
+            _kb(region.size if region.status != "gone" else region.first_size),
+            _kb(region.rss),
+            pmap_mode(region.perms),
+            region.path,
+            change_text(region),
         )
+        rows.append((cols, region))
     live = [r for r in analysis.regions if r.status != "gone"]
     total_size = str(sum(r.size for r in live) // 1024)
     total_rss = str(sum(r.rss or 0 for r in live) // 1024) if any(r.rss is not None for r in live) else "-"
     widths = [len(h) for h in head]
-    for row in rows:
+    for cols, _ in rows:
         for i in range(6):
-            widths[i] = max(widths[i], len(row[i]))
+            widths[i] = max(widths[i], len(cols[i]))
     widths[0] = max(widths[0], len("total kB"))
     widths[1] = max(widths[1], len(total_size))
     widths[2] = max(widths[2], len(total_rss))
@@ -165,8 +163,7 @@ def _regions_view(analysis: Analysis, regions: list[Region]) -> list[tuple[str, 
 
     indent = " " * (sum(widths) + len(sep) * 6)
     out: list[tuple[str, str]] = [(cells(head) + sep + "Owned by", "bold"), ("\n", "")]
-    for *values, region in rows:
-        addr, kb, rss, mode, path, change = values
+    for (addr, kb, rss, mode, path, change), region in rows:
         left = sep.join((addr.ljust(widths[0]), kb.rjust(widths[1]), rss.rjust(widths[2]), mode.ljust(widths[3])))
         out.append((left + sep + path.ljust(widths[4]) + sep, ""))
         out.append((change, _STATUS_STYLE.get(region.status, "")))
