@@ -84,3 +84,16 @@ def test_plot_of_a_long_capture_is_bounded() -> None:
     assert [label for _, label in p.x_ticks] == ["0 h", "1 h", "2 h", "3 h", "4 h", "5 h"]
     assert [label for _, label in p.y_ticks] == ["0", "5 GiB", "10 GiB", "15 GiB", "20 GiB"]
     assert len(p.rss_points.split()) == 200 and p.rss_markers == []
+
+
+def test_many_owners_fold_into_details() -> None:
+    from sysbreak.analysis.model import Frame, Region, RegionOwner, StackStats
+
+    stacks = [
+        StackStats(id=i, frames=(Frame(None, "/x/lib.so", i, f"f{i}"),), live_bytes=4096 * i) for i in range(1, 10)
+    ]
+    region = Region(0x1000, 0x100000, "rw-p", "[heap]", 0xFF000, 0xFF000, 0x1000, 0x1000, "grew")
+    region.owners = [RegionOwner(i, 4096 * i) for i in range(1, 10)]
+    page = render(Analysis(source="x", stacks=stacks, regions=[region]), "html")
+    assert '<details class="owners"><summary>3 more stacks, 24.0 KiB</summary>' in page
+    assert page.count('<span class="owner">') == 9

@@ -57,7 +57,9 @@ def test_headline_growth_nobody_explains() -> None:
         regions=[Region(0x1000, 0x3000, "rw-p", "[anon]", 0x2000, 0x2000, 0x1000, 0x1000, "grew", [], 0x2000)],
         snapshots=2,
     )
-    assert headline(a) == "1 region grew by 4.0 KiB between the first and last snapshot; no captured event explains it"
+    assert headline(a) == (
+        "1 region grew by 4.0 KiB between the first and last snapshot; no call stack was captured to attribute it to"
+    )
 
 
 def test_ranked_stack_table() -> None:
@@ -146,3 +148,15 @@ def test_owner_beyond_top_and_unknown_owner() -> None:
     text = render(a, "text", top=1)
     assert "#3 f3 (lib.so+0x3) 1.0 MiB" in text
     assert "stack id 77 4.0 KiB" in text
+
+
+def test_many_owners_are_summed_up() -> None:
+    stacks = [
+        StackStats(id=i, frames=(Frame(None, "/x/lib.so", i, f"f{i}"),), live_bytes=4096 * i) for i in range(1, 9)
+    ]
+    region = Region(0x1000, 0x100000, "rw-p", "[heap]", 0xFF000, 0xFF000, 0x1000, 0x1000, "grew")
+    region.owners = [RegionOwner(i, 4096 * i) for i in range(1, 9)]
+    text = render(Analysis(source="x", stacks=stacks, regions=[region]), "text")
+    assert re.search(r"^0000000000001000 .* #8 f8 \(lib\.so\+0x8\) 32\.0 KiB$", text, re.M)
+    assert re.search(r"^\s+\.\.\. 3 more stacks, 24\.0 KiB$", text, re.M)
+    assert "f3 (lib.so+0x3) 12.0 KiB" not in text

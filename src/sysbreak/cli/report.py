@@ -215,7 +215,7 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option(
                 metavar="N",
-                help="Merge stacks that share their N innermost frames.",
+                help="Fold each stack to its N frames nearest the system call, merging stacks that share them.",
                 show_default=False,
             ),
         ] = None,
@@ -224,8 +224,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--group-outside",
                 metavar="REGEX",
-                help="Tell stacks apart by the code outside the modules matching REGEX (e.g. 'libucm|libc\\.so'): "
-                "stacks that differ only inside those modules are grouped.",
+                help="Group stacks by their first frame outside the modules matching REGEX "
+                "(e.g. 'libucm|libucs|libc\\.so'): one line per caller of those libraries.",
                 show_default=False,
             ),
         ] = None,

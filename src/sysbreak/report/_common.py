@@ -153,7 +153,7 @@ def headline(analysis: Analysis) -> str:
             share = _pct(best.growth_bytes, total)
             return f"{text}; stack #{rank_of[best.id]} {stack_label(best)} owns {share} of it"
         if analysis.events == 0:
-            return f"{text}; no captured event explains it"
+            return f"{text}; no call stack was captured to attribute it to"
         return f"{text}; none of the {plural(analysis.events, 'captured event')} explains it"
     live = sum(stack.live_bytes for stack in analysis.stacks)
     span = f"in {human_duration(analysis.duration)}" if analysis.duration > 0 else "captured"

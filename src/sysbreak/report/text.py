@@ -28,6 +28,7 @@ from sysbreak.report._common import (
 DEFAULT_TOP = 10
 FRAMES_OF = 3  # stacks whose frames are listed under the table
 MAX_FRAMES = 32  # frames listed per stack; the JSON and HTML reports hold them all
+MAX_OWNERS = 5  # owners listed per region
 
 _STATUS_STYLE = {"new": "bold red", "grew": "yellow", "shrank": "green", "gone": "dim", "same": ""}
 
@@ -100,7 +101,8 @@ def _frames_table(stack: StackStats) -> Table:
 def _owner_lines(region: Region, by_id: dict[int, StackStats], rank_of: dict[int, int]) -> list[tuple[str, str]]:
     """(text, style) lines of the "Owned by" cell: the owning stacks, biggest first, then the unexplained bytes."""
     out: list[tuple[str, str]] = []
-    for owner in sorted(region.owners, key=lambda o: (-o.bytes, rank_of.get(o.stack_id, 1 << 30))):
+    owners = sorted(region.owners, key=lambda o: (-o.bytes, rank_of.get(o.stack_id, 1 << 30)))
+    for owner in owners[:MAX_OWNERS]:
         stack = by_id.get(owner.stack_id)
         rank = rank_of.get(owner.stack_id)
         if stack is not None and rank is not None:
@@ -108,6 +110,10 @@ def _owner_lines(region: Region, by_id: dict[int, StackStats], rank_of: dict[int
         else:
             name = f"stack id {owner.stack_id}"
         out.append((f"{name} {human_bytes(owner.bytes)}", "bold"))
+    if len(owners) > MAX_OWNERS:
+        rest = owners[MAX_OWNERS:]
+        more = f"... {plural(len(rest), 'more stack')}, {human_bytes(sum(o.bytes for o in rest))}"
+        out.append((more, "dim"))
     if region.unexplained_bytes:
         out.append((f"unexplained {human_bytes(region.unexplained_bytes)}", "magenta"))
     return out
