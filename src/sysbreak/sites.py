@@ -131,6 +131,25 @@ def cache_dir() -> Path:
     return home / ".cache" / "sysbreak" / "sites"
 
 
+_version: str | None = None
+
+
+def _cache_version() -> str:
+    """The cache's subdirectory: the scanner version and a digest of the scanner's source, so that a changed
+    scanner never reads what an older one wrote."""
+    global _version
+    if _version is None:
+        digest = hashlib.sha1()
+        here = Path(__file__).parent / "elfscan"
+        for name in ("elf.py", "scanner.py", "x86.py"):
+            try:
+                digest.update((here / name).read_bytes())
+            except OSError:
+                digest.update(name.encode())
+        _version = f"v{SCANNER_VERSION}-{digest.hexdigest()[:12]}"
+    return _version
+
+
 # (dev, inode, size, mtime_ns) -> scan, for repeated look-ups in one process
 _memo: dict[tuple[int, int, int, int], ModuleScan] = {}
 
@@ -152,7 +171,7 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     hit = _memo.get(key)
     if hit is None:
-        root = cache_dir() / f"v{SCANNER_VERSION}"
+        root = cache_dir() / _cache_version()
         stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
         hit = _load_indexed(root, stat_name, path)
         if hit is None:
@@ -335,19 +354,39 @@ def _nr_text(site: Site) -> str:
     return f"{site.nr} {syscalls.name(site.nr)}"
 
 
+def _skipped_summary(skipped: dict[str, int]) -> str:
+    """``(489 more sites skipped: 487 make other syscalls (61 futex, 19 rt_sigprocmask, ...), 1 generic)``."""
+    total = sum(skipped.values())
+    labels = {
+        "generic; --exhaustive": "in the generic syscall() wrapper (probed with --exhaustive)",
+        "caught in syscall(); --exhaustive": "calls caught in the syscall() wrapper instead",
+    }
+    special = {labels.get(k, k): v for k, v in skipped.items() if k in labels or k == "nothing wanted"}
+    others = {k: v for k, v in skipped.items() if k not in labels and k != "nothing wanted"}
+    parts = []
+    if others:
+        n = sum(others.values())
+        ranked = sorted(others.items(), key=lambda kv: (-kv[1], kv[0]))
+        names = ", ".join(f"{count} {name}" for name, count in ranked[:4])
+        more = ", ..." if len(ranked) > 4 else ""
+        parts.append(f"{n} make{'s' if n == 1 else ''} other syscalls ({names}{more})")
+    parts.extend(f"{count} {reason}" for reason, count in special.items())
+    return f"({total} more site{'s' if total != 1 else ''} skipped: {'; '.join(parts)})"
+
+
 def sites_table(
     modules: Sequence[tuple[ModuleScan, int | None]],
     wanted: Collection[int],
     *,
     exhaustive: bool = False,
-    show_skipped: bool = True,
+    show_all: bool = True,
 ) -> str:
     """A plain-text table (no markup, GDB prints it) of each module's sites and what :func:`plan` does with them.
 
     ``modules`` pairs each scan with its load bias (None when not loaded: addresses are then the ELF virtual
     addresses). Per module: a heading (path, build-id, bias, counts), then one line per site: address,
     module+offset, function+offset, kind, inferred number, action (``break``, ``break if rax in {9,11}``,
-    ``skip (getppid)``, ``skip (generic; --exhaustive)``...). With ``show_skipped`` false, the sites that get no
+    ``skip (getppid)``, ``skip (generic; --exhaustive)``...). With ``show_all`` false, the sites that get no
     probe are summed up in one line instead of listed.
     """
     wanted_set = set(wanted)
@@ -366,7 +405,7 @@ def sites_table(
         skipped: dict[str, int] = {}
         for site in scan_.sites:
             d = _describe(site, wanted_set, exhaustive)
-            if d["action"] is None and not show_skipped:
+            if d["action"] is None and not show_all:
                 reason = _skip_reason(site, exhaustive)
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -380,9 +419,7 @@ def sites_table(
                 cells = [r[i].ljust(widths[i]) for i in range(5)]
                 lines.append("  " + "  ".join(cells) + "  " + r[5])
         if skipped:
-            total = sum(skipped.values())
-            parts = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items(), key=lambda kv: -kv[1]))
-            lines.append(f"  ({total} more site{'s' if total != 1 else ''} skipped: {parts})")
+            lines.append("  " + _skipped_summary(skipped))
         if not scan_.sites:
             lines.append("  (no syscall instructions and no calls to syscall())")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -473,3 +510,40 @@ def sites_json(
         "exhaustive": exhaustive,
         "modules": out_modules,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# live processes
+
+
+def mapped_modules(pid: int) -> list[tuple[str, int | None]]:
+    """The ELF candidates of a live process: ``(path, base)`` for every file that ``/proc/PID/maps`` shows with an
+    executable mapping, in address order. ``base`` is the start of the file's mapping at offset 0 (what
+    :meth:`ModuleScan.load_bias` wants), None when there is none. ``[vdso]``, anonymous mappings and deleted
+    files are left out. Raises :class:`SysbreakError` (exit code 3) when the process cannot be read."""
+    from sysbreak.errors import SysbreakError
+
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="surrogateescape") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SysbreakError(f"no process with PID {pid}", 3) from None
+    except PermissionError:
+        raise SysbreakError(f"cannot read /proc/{pid}/maps: permission denied (another user's process?)", 3) from None
+    except OSError as err:
+        raise SysbreakError(f"cannot read /proc/{pid}/maps: {err.strerror or err}", 3) from None
+    bases: dict[str, int | None] = {}
+    executable: set[str] = set()
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/") or parts[5].endswith(" (deleted)"):
+            continue
+        path = parts[5]
+        start = int(parts[0].split("-", 1)[0], 16)
+        if path not in bases:
+            bases[path] = None
+        if int(parts[2], 16) == 0 and bases[path] is None:
+            bases[path] = start
+        if "x" in parts[1]:
+            executable.add(path)
+    return [(path, base) for path, base in bases.items() if path in executable]

@@ -1,14 +1,154 @@
-"""`sysbreak sites` (not built yet)."""
+"""``sysbreak sites TARGET``: list where a program or a running process can enter the kernel, and what
+``sysbreak run``/``attach`` would break on there. Static: no GDB, nothing is stopped or traced."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sys
+from typing import Annotated
+
 import typer
 
+from sysbreak import sites, syscalls
 from sysbreak.errors import SysbreakError
+
+_HELP = """\
+List the places where a program can enter the kernel, and what `sysbreak run` / `sysbreak attach` would put a
+breakpoint on there. Nothing is run or stopped: the files are read from disk (and /proc/PID/maps for a PID).
+
+TARGET is an ELF file (an executable, a shared library such as /lib/x86_64-linux-gnu/libucm.so.0, a static
+binary) or the PID of a running process, in which case every file mapped executable into it is listed, with
+run-time addresses. (For a file whose name is all digits, write ./1234.)
+
+A site is a `syscall` instruction, or a call (or tail jump) to libc's syscall() function, as UCX's libucm does
+for mmap. Each line shows: address (run-time for a PID, else as objdump shows it), module+offset, the enclosing
+function, the kind (syscall, call, tailjmp), the syscall number when it is a constant in the code ("?" when
+not), and the action:
+
+  break                  an unconditional breakpoint: the site makes a wanted syscall
+  break if rax in {...}  the number is only known at run time, so the breakpoint tests it
+  skip (getppid)         the site always makes another syscall: no breakpoint, no cost
+  skip (generic; ...)    libc's syscall() wrapper itself: its callers are probed instead
+
+By default only the sites that get a breakpoint are listed, with one line per module counting the skipped ones;
+--all lists every site.
+"""
+
+_EPILOG = """\
+Examples:
+
+  sysbreak sites /lib/x86_64-linux-gnu/libucm.so.0
+
+  sysbreak sites 4242 --lib 'libc|libucm'
+
+  sysbreak sites ./app -s mmap,munmap --all
+
+  sysbreak sites 4242 --json > sites.json
+
+Exit status: 0 on success, 2 for bad input (not an ELF file, unknown syscall, bad regex), 3 for a process that
+cannot be read.
+"""
+
+
+def _is_pid(target: str) -> bool:
+    return target.isdigit() and not target.startswith("0")
+
+
+def _modules(target: str, lib: re.Pattern[str] | None) -> tuple[list[tuple[sites.ModuleScan, int | None]], list[str]]:
+    """Scans (with biases) of the target's modules, and notes about those that could not be scanned."""
+    notes: list[str] = []
+    if _is_pid(target):
+        pid = int(target)
+        candidates = sites.mapped_modules(pid)
+        chosen = [(p, b) for p, b in candidates if lib is None or lib.search(p)]
+        if not chosen:
+            if lib is not None:
+                raise SysbreakError(f"no executable file mapped into PID {pid} matches --lib {lib.pattern!r}")
+            raise SysbreakError(f"PID {pid} has no executable file mappings (a kernel thread?)", 3)
+        out: list[tuple[sites.ModuleScan, int | None]] = []
+        for path, base in chosen:
+            readable = path
+            if not os.path.exists(path) and os.path.exists(f"/proc/{pid}/root{path}"):
+                readable = f"/proc/{pid}/root{path}"  # another mount namespace (a container)
+            try:
+                scan = sites.scan(readable)
+            except SysbreakError as err:
+                notes.append(f"skipped {path}: {err}")
+                continue
+            if readable != path:
+                scan = sites.ModuleScan(path, scan.build_id, scan.first_load_vaddr, scan.sites)
+            out.append((scan, scan.load_bias(base) if base is not None else None))
+        return out, notes
+    if lib is not None and not lib.search(target):
+        raise SysbreakError(f"{target} does not match --lib {lib.pattern!r}")
+    return [(sites.scan(target), None)], notes
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("sites")
-    def command() -> None:
-        """Not built yet."""
-        raise SysbreakError("'sysbreak sites' is not built yet")
+    @app.command("sites", help=_HELP, epilog=_EPILOG)
+    def command(
+        target: Annotated[
+            str,
+            typer.Argument(metavar="TARGET", help="An ELF file, or the PID of a running process.", show_default=False),
+        ],
+        syscall: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--syscall",
+                "-s",
+                metavar="NAME",
+                help="Syscall wanted, by name or number (repeat it, or separate with commas). "
+                "Default: mmap,munmap,mremap,brk.",
+            ),
+        ] = None,
+        lib: Annotated[
+            str | None,
+            typer.Option(
+                "--lib", metavar="REGEX", help="Only modules whose path matches this Python regex (searched anywhere)."
+            ),
+        ] = None,
+        exhaustive: Annotated[
+            bool,
+            typer.Option(
+                "--exhaustive",
+                help="Plan as `run --exhaustive` does: break (conditionally) in libc's syscall() wrapper itself "
+                "instead of at its callers.",
+            ),
+        ] = False,
+        as_json: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print JSON (format sysbreak-sites/1, every site included) instead of a table."
+            ),
+        ] = False,
+        show_all: Annotated[
+            bool, typer.Option("--all", "-a", help="List the skipped sites too, not just a count of them.")
+        ] = False,
+    ) -> None:
+        wanted = syscalls.parse_list(syscall or [])
+        pattern = None
+        if lib is not None:
+            try:
+                pattern = re.compile(lib)
+            except re.error as err:
+                raise SysbreakError(f"bad --lib regex {lib!r}: {err}") from None
+        modules, notes = _modules(target, pattern)
+        for note in notes:
+            print(f"sysbreak: note: {note}", file=sys.stderr)
+        if as_json:
+            doc = sites.sites_json(modules, wanted, exhaustive=exhaustive)
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            return
+        names = ", ".join(syscalls.name(n) for n in wanted)
+        mode = "exhaustive" if exhaustive else "call sites"
+        sys.stdout.write(f"syscalls: {names}  (mode: {mode})\n")
+        sys.stdout.write(sites.sites_table(modules, wanted, exhaustive=exhaustive, show_all=show_all))
+        total_sites = sum(len(m.sites) for m, _b in modules)
+        total_probes = sum(len(sites.plan(m, wanted, exhaustive=exhaustive)) for m, _b in modules)
+        if len(modules) > 1:
+            sys.stdout.write(
+                f"{len(modules)} modules, {total_sites} sites, {total_probes} breakpoint"
+                f"{'s' if total_probes != 1 else ''}\n"
+            )

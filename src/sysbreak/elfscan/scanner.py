@@ -27,7 +27,7 @@ from sysbreak.elfscan import x86
 from sysbreak.elfscan.elf import SHT_DYNSYM, SHT_SYMTAB, ElfFile
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
-SCANNER_VERSION = 3
+SCANNER_VERSION = 4
 
 _CHUNK = 1 << 16
 _ENDBR64 = b"\xf3\x0f\x1e\xfa"
@@ -112,7 +112,10 @@ def scan_file(path: str) -> RawScan:
     if not cands:
         return RawScan(build_id, first, [])
 
-    sync = set(fdes)
+    # FDE starts are function starts, but not always instruction boundaries: glibc's __restore_rt has its FDE
+    # one byte early, inside the padding before it, for the unwinder's sake. Compiled functions are 16-byte
+    # aligned, so only aligned FDE starts are trusted; other code decodes from an earlier point (as objdump does).
+    sync = {f for f in fdes if not f & 15}
     for index in (symtab, dynsym):
         if index is not None:
             sync.update(index.starts)

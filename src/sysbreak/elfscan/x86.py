@@ -175,28 +175,61 @@ def decode(code: bytes, address: int) -> Window:
     return Window(rows, None, [t for part in raws for t in part])
 
 
-# Register families: the names capstone prints for each size of the register.
-RAX = frozenset({"rax", "eax", "ax", "al", "ah"})
-RDI = frozenset({"rdi", "edi", "di", "dil"})
-_WIDE = frozenset({"rax", "eax", "rdi", "edi"})
+# The general-purpose registers: every name capstone prints -> (the 64-bit register, width in bits).
+_GPR: dict[str, tuple[str, int]] = {}
+for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp"):
+    _GPR["r" + _r] = ("r" + _r, 64)
+    _GPR["e" + _r] = ("r" + _r, 32)
+    _GPR[_r] = ("r" + _r, 16)
+for _r8, _r64 in (
+    ("al", "rax"),
+    ("ah", "rax"),
+    ("bl", "rbx"),
+    ("bh", "rbx"),
+    ("cl", "rcx"),
+    ("ch", "rcx"),
+    ("dl", "rdx"),
+    ("dh", "rdx"),
+    ("sil", "rsi"),
+    ("dil", "rdi"),
+    ("bpl", "rbp"),
+    ("spl", "rsp"),
+):
+    _GPR[_r8] = (_r64, 8)  # fmt: skip
+for _n in range(8, 16):
+    _GPR[f"r{_n}"] = (f"r{_n}", 64)
+    _GPR[f"r{_n}d"] = (f"r{_n}", 32)
+    _GPR[f"r{_n}w"] = (f"r{_n}", 16)
+    _GPR[f"r{_n}b"] = (f"r{_n}", 8)
 
-# Instructions that write rax (or a part of it) without naming it as their first operand.
-_IMPLICIT_RAX = frozenset(
-    {
-        "cbw", "cwde", "cdqe", "mul", "div", "idiv", "cmpxchg", "cmpxchg8b", "cmpxchg16b", "lodsb", "lodsw", "lodsd",
-        "lodsq", "rdtsc", "rdtscp", "rdpmc", "rdmsr", "cpuid", "xgetbv", "syscall", "sysenter", "lahf", "xlatb", "in",
-        "insb", "insw", "insd", "rdpkru", "enclu", "encls", "vmcall", "int", "int3",
-    }
-)  # fmt: skip
-# Instructions that write rdi without naming it as their first operand (the string instructions).
-_IMPLICIT_RDI = frozenset(
-    {
-        "stosb", "stosw", "stosd", "stosq", "movsb", "movsw", "movsq", "scasb", "scasw", "scasd", "scasq", "cmpsb",
-        "cmpsw", "cmpsd", "cmpsq", "insb", "insw", "insd", "syscall", "sysenter", "int", "int3",
-    }
-)  # fmt: skip
+RAX = "rax"
+RDI = "rdi"
+
+_STRING_OPS = frozenset(
+    {op + w for op in ("stos", "movs", "scas", "cmps", "lods", "ins", "outs") for w in ("b", "w", "d", "q")}
+)
+# Instructions that may write a register without naming it as their first operand, by register.
+_ANY_REGISTER = frozenset({"int", "int3", "into", "sysenter", "vmcall", "enclu", "encls", "ud2"})
+_IMPLICIT: dict[str, frozenset[str]] = {
+    "rax": frozenset(
+        {
+            "cbw", "cwde", "cdqe", "mul", "div", "idiv", "cmpxchg", "cmpxchg8b", "cmpxchg16b", "lodsb", "lodsw",
+            "lodsd", "lodsq", "rdtsc", "rdtscp", "rdpmc", "rdmsr", "cpuid", "xgetbv", "syscall", "lahf", "xlatb",
+            "in", "rdpkru", "rdrand", "rdseed",
+        }
+    ),
+    "rdx": frozenset(
+        {"cwd", "cdq", "cqo", "mul", "div", "idiv", "cmpxchg8b", "cmpxchg16b", "rdtsc", "rdtscp", "rdpmc", "rdmsr",
+         "cpuid", "xgetbv", "rdpkru"}
+    ),
+    "rcx": frozenset({"syscall", "cpuid", "rdtscp", "loop", "loope", "loopne"}),
+    "rbx": frozenset({"cpuid"}),
+    "r11": frozenset({"syscall"}),
+    "rbp": frozenset({"leave", "enter"}),
+    "rsp": frozenset({"push", "pop", "pushf", "pushfq", "popf", "popfq", "leave", "enter", "call", "ret"}),
+}  # fmt: skip
 # Instructions whose first operand is only read.
-_READS_FIRST = frozenset({"cmp", "test", "bt", "push", "ptest", "out", "outsb", "outsw", "outsd", "nop", "prefetcht0"})
+_READS_FIRST = frozenset({"cmp", "test", "bt", "push", "ptest", "out", "nop", "prefetcht0", "prefetchw"})
 _EXCHANGES = frozenset({"xchg", "xadd", "cmpxchg"})
 _ZEROING = frozenset({"xor", "sub"})
 _PREFIXES = frozenset({"rep", "repe", "repne", "repz", "repnz", "lock", "bnd", "notrack", "data16", "addr32", "rex64"})
@@ -235,51 +268,68 @@ UNKNOWN = "unknown"
 FROM_RDI = "rdi"
 
 
-def last_write(block: Sequence[tuple[str, str]], family: frozenset[str]) -> int | str:
-    """Walk ``block`` (the instructions of one basic block before the site, in address order) backwards to the
-    last one that writes the register ``family`` (:data:`RAX` or :data:`RDI`).
+def last_write(block: Sequence[tuple[str, str]], register: str) -> int | str:
+    """Walk ``block`` (``(mnemonic, operands)`` of the instructions of one basic block before the site, in address
+    order) backwards to the last write of ``register`` (:data:`RAX` or :data:`RDI`).
 
-    Returns the constant it loads (``mov eax, 9`` -> 9; ``xor eax, eax`` -> 0), :data:`FROM_RDI` for
-    ``mov rax, rdi`` / ``mov eax, edi``, or :data:`UNKNOWN` for any other write, and when the block holds no
-    write at all (the value comes from an earlier block, which this analysis does not follow).
-    Any instruction it cannot prove harmless is taken as a write, so a wrong constant is never returned.
+    Returns the constant it loads (``mov eax, 9`` -> 9; ``xor eax, eax`` -> 0), following register copies
+    (``mov r9d, 0x14; ...; mov eax, r9d`` -> 20); :data:`FROM_RDI` for ``mov rax, rdi`` (the generic wrapper's
+    pattern); :data:`UNKNOWN` for any other write, and when the block holds no write at all (the value comes from
+    an earlier block, which this analysis does not follow). An instruction it cannot prove harmless counts as
+    a write, so a wrong constant is never returned.
     """
-    implicit = _IMPLICIT_RAX if family is RAX else _IMPLICIT_RDI
+    reg = register
+    mask32 = False
     for mnemonic, op_str in reversed(block):
         m = base_mnemonic(mnemonic)
-        if m in implicit or (m == "imul" and family is RAX and "," not in op_str):
+        if m in _ANY_REGISTER or m in _IMPLICIT.get(reg, ()):
             return UNKNOWN
-        if m.startswith(("stos", "movs", "scas", "cmps", "lods")) and "[" in op_str and family is RDI:
-            return UNKNOWN  # string forms with explicit operands, e.g. "stosq qword ptr [rdi], rax"
+        if m == "imul" and reg in ("rax", "rdx") and "," not in op_str:
+            return UNKNOWN
+        if _is_string_op(m, op_str) and (reg in ("rdi", "rsi", "rcx") or (reg == "rax" and m.startswith("lods"))):
+            return UNKNOWN
+        if "rep" in mnemonic and reg == "rcx":
+            return UNKNOWN
         if not op_str:
             continue
         ops = op_str.split(", ")
-        first = ops[0]
         if m in _EXCHANGES:
-            if any(o in family for o in ops):
+            if any(_GPR.get(o, ("", 0))[0] == reg for o in ops):
                 return UNKNOWN
             continue
-        if first not in family:
+        first = _GPR.get(ops[0])
+        if first is None or first[0] != reg:
             continue
         if m in _READS_FIRST:
             continue
-        if first not in _WIDE:
+        if first[1] < 32:
             return UNKNOWN  # a partial write (mov al, 1): the rest of the register is unknown
-        if len(ops) == 2:
-            src = ops[1]
-            if m in ("mov", "movabs"):
-                value = _immediate(src)
-                if value is not None:
-                    if first in ("eax", "edi"):
-                        return value & 0xFFFFFFFF
-                    return value if 0 <= value < 1 << 32 else UNKNOWN
-                if family is RAX and src in ("rdi", "edi"):
-                    return FROM_RDI
+        if len(ops) != 2:
+            return UNKNOWN
+        src = ops[1]
+        if m in ("mov", "movabs"):
+            value = _immediate(src)
+            if value is not None:
+                if first[1] == 32 or mask32:
+                    return value & 0xFFFFFFFF
+                return value if 0 <= value < 1 << 32 else UNKNOWN
+            source = _GPR.get(src)
+            if source is None or source[1] < 32 or source[0] in ("rsp", "rip"):
                 return UNKNOWN
-            if m in _ZEROING and src == first:
-                return 0
+            if register == "rax" and reg == "rax" and source[0] == "rdi":
+                return FROM_RDI
+            reg = source[0]  # a copy: go on looking for what was loaded into the source register
+            mask32 = mask32 or first[1] == 32 or source[1] == 32
+            continue
+        if m in _ZEROING and src == ops[0]:
+            return 0
         return UNKNOWN
     return UNKNOWN
+
+
+def _is_string_op(mnemonic: str, op_str: str) -> bool:
+    """movsb/stosq/... (movsd and cmpsd are also SSE instructions: those name xmm registers)."""
+    return mnemonic in _STRING_OPS and "xmm" not in op_str
 
 
 def _immediate(text: str) -> int | None:
