@@ -52,27 +52,32 @@ def _kb(value: int | None) -> str:
     return "-" if value is None else str(value // 1024)
 
 
-def _stacks_table(analysis: Analysis, stacks: list[StackStats]) -> Table:
+def _stacks_table(analysis: Analysis, stacks: list[StackStats], width: int) -> Table:
+    """The ranked stacks; on a narrow terminal without growth/min and mapped, so that the labels stay readable."""
+    wide = width >= 130
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("stack", overflow="fold")
+    longest = max((len(stack_label(stack)) for stack in stacks), default=5)
+    table.add_column("stack", overflow="fold", min_width=min(longest, 36 if wide else 28))
     table.add_column("live", justify="right", no_wrap=True)
     table.add_column("RSS", justify="right", no_wrap=True)
     table.add_column("growth", justify="right", no_wrap=True)
-    table.add_column("growth/min", justify="right", no_wrap=True)
-    table.add_column("mapped", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("growth/min", justify="right", no_wrap=True)
+        table.add_column("mapped", justify="right", no_wrap=True)
     table.add_column("events", overflow="fold")
     for rank, stack in enumerate(stacks, start=1):
-        table.add_row(
+        cells = [
             str(rank),
             stack_label(stack),
             human_bytes(stack.live_bytes),
             human_bytes(stack.rss_bytes),
             human_bytes(stack.growth_bytes, signed=True) if stack.growth_bytes else "-",
-            human_rate(stack.growth_per_min),
-            human_bytes(stack.mapped_bytes),
-            by_syscall_text(stack.by_syscall) or str(stack.events),
-        )
+        ]
+        if wide:
+            cells += [human_rate(stack.growth_per_min), human_bytes(stack.mapped_bytes)]
+        cells.append(by_syscall_text(stack.by_syscall) or str(stack.events))
+        table.add_row(*cells)
     return table
 
 
@@ -213,7 +218,7 @@ def render_text(
     who = [f"pid {analysis.pid}" if analysis.pid is not None else "", analysis.exe or ""]
     if any(who):
         where += f" ({', '.join(part for part in who if part)})"
-    console.print(Text("Source    ", style="bold") + Text(where), soft_wrap=True)
+    console.print(Text.assemble(("Source    ", "bold"), where), soft_wrap=True)
     capture = [human_duration(analysis.duration) if analysis.duration > 0 else "", plural(analysis.events, "event")]
     if analysis.by_syscall:
         capture[-1] += f" ({by_syscall_text(analysis.by_syscall)})"
@@ -221,7 +226,7 @@ def render_text(
     rss = [sample.rss_bytes for sample in analysis.timeline if sample.rss_bytes is not None]
     if len(rss) >= 2:
         capture.append(f"RSS {human_bytes(rss[0])} -> {human_bytes(rss[-1])}")
-    console.print(Text("Capture   ", style="bold") + Text(", ".join(part for part in capture if part)), soft_wrap=True)
+    console.print(Text.assemble(("Capture   ", "bold"), ", ".join(part for part in capture if part)), soft_wrap=True)
     console.print()
 
     shown = analysis.stacks[:top]
@@ -229,7 +234,7 @@ def render_text(
         console.print(
             Text(f"Stacks, most important first ({len(shown)} of {len(analysis.stacks)})", style="bold underline")
         )
-        console.print(_stacks_table(analysis, shown))
+        console.print(_stacks_table(analysis, shown, console.width))
         console.print()
         for rank, stack in enumerate(shown[:FRAMES_OF], start=1):
             head = Text(f"#{rank} {stack_label(stack)}", style="bold")
@@ -265,7 +270,7 @@ def render_text(
         )
 
     for warning in analysis.warnings:
-        console.print(Text("warning: ", style="bold yellow") + Text(warning), soft_wrap=True)
+        console.print(Text.assemble(("warning: ", "bold yellow"), warning), soft_wrap=True)
     text = out.getvalue()
     # Table cells are padded to the column width; trailing blanks only get in the way of diff and grep.
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
