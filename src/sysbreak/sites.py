@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sysbreak import syscalls
-from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, scan_file
+from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, read_build_id, scan_file
 
 __all__ = [
     "ModuleScan",
@@ -175,8 +176,14 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
         stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
         hit = _load_indexed(root, stat_name, path)
         if hit is None:
-            raw = scan_file(path)
-            hit = _from_raw(path, raw)
+            # Not seen at this path, size and mtime; maybe the same build under another name or a copy.
+            build_id = read_build_id(path)
+            if build_id and _HEX.fullmatch(build_id):
+                hit = _load(root / f"{build_id}.json", path)
+                if hit is not None and hit.build_id != build_id:
+                    hit = None
+            if hit is None:
+                hit = _from_raw(path, scan_file(path))
             _store(root, stat_name, hit)
         _memo[key] = hit
     if hit.path != path:
@@ -189,8 +196,11 @@ def _from_raw(path: str, raw: RawScan) -> ModuleScan:
     return ModuleScan(path, raw.build_id, raw.first_load_vaddr, sites)
 
 
+_HEX = re.compile(r"[0-9a-f]{2,128}")
+
+
 def _data_name(scan_: ModuleScan, stat_name: str) -> str:
-    if scan_.build_id and all(c in "0123456789abcdef" for c in scan_.build_id):
+    if scan_.build_id and _HEX.fullmatch(scan_.build_id):
         return f"{scan_.build_id}.json"
     return f"nobid-{stat_name}.json"
 
@@ -201,8 +211,14 @@ def _load_indexed(root: Path, stat_name: str, path: str) -> ModuleScan | None:
         data_name = (root / "by-stat" / stat_name).read_text(encoding="ascii").strip()
         if not data_name or "/" in data_name or data_name.startswith("."):
             return None
-        doc = json.loads((root / data_name).read_text(encoding="utf-8"))
-        return _decode(doc, path)
+    except (OSError, UnicodeError):
+        return None
+    return _load(root / data_name, path)
+
+
+def _load(data_file: Path, path: str) -> ModuleScan | None:
+    try:
+        return _decode(json.loads(data_file.read_text(encoding="utf-8")), path)
     except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeError):
         return None
 

@@ -137,7 +137,9 @@ class ElfFile:
         try:
             st = os.fstat(fd)
             self.stat = st
-            if not _stat_is_regular(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise SysbreakError(f"{path}: is a directory, not an ELF file")
+            if not stat.S_ISREG(st.st_mode):
                 raise SysbreakError(f"{path}: not a regular file, so not an ELF file")
             if st.st_size < 64:
                 raise SysbreakError(f"{path}: not an ELF file (too short)")
@@ -371,10 +373,6 @@ class ElfFile:
         except (ValueError, struct.error):
             return out
         return out
-
-
-def _stat_is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
 
 
 _ENC_FORMATS = {0x02: "<H", 0x03: "<I", 0x04: "<Q", 0x0A: "<h", 0x0B: "<i", 0x0C: "<q"}

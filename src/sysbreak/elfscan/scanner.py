@@ -72,6 +72,12 @@ class _Region:
         self.end = vaddr + len(code)
 
 
+def read_build_id(path: str) -> str | None:
+    """The GNU build-id of the ELF file at ``path`` (reads only its headers; raises SysbreakError)."""
+    with ElfFile(path) as elf:
+        return elf.build_id()
+
+
 def scan_file(path: str) -> RawScan:
     """Everything :func:`sysbreak.sites.scan` reports, for the ELF file at ``path`` (raises SysbreakError)."""
     with ElfFile(path) as elf:
