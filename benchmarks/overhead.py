@@ -1,0 +1,185 @@
+"""Overhead table: wall time of the workload natively and under sysbreak, strace -k and two gdb baselines."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import (
+    NOT_BUILT,
+    ROOT,
+    WORKLOAD,
+    Config,
+    Row,
+    Timed,
+    fmt_s,
+    median,
+    run_timed,
+    sysbreak_cmd,
+    verdict,
+)
+
+GDB_DIR = Path(__file__).resolve().parent / "gdb"
+TARGET_VS_STRACE = 0.10
+
+
+def workload_args(cfg: Config, threads: int) -> list[str]:
+    return [str(WORKLOAD), "-c", str(cfg.calls), "-m", str(cfg.maps), "-t", str(threads), "-d", str(cfg.depth)]
+
+
+def sysbreak_run_built() -> bool:
+    """Whether `sysbreak run` exists (the CLI frame answers 'not built yet' until it lands)."""
+    t = run_timed([*sysbreak_cmd(), "run", "--help"], timeout=60)
+    return t.rc == 0 and "not built yet" not in (t.stdout + t.stderr).lower()
+
+
+def gdb_script_built() -> bool:
+    return (ROOT / "gdb_scripts" / "sysbreak.py").exists()
+
+
+def sysbreak_command(cmd: list[str], tmp: Path, tag: str, extra: tuple[str, ...] = ()) -> list[str] | None:
+    """The command that captures ``cmd`` with sysbreak (mmap and munmap only, like the strace baseline)."""
+    if sysbreak_run_built():
+        out = tmp / f"capture-{tag}"
+        shutil.rmtree(out, ignore_errors=True)
+        return [*sysbreak_cmd(), "run", "-s", "mmap", "-s", "munmap", *extra, "-o", str(out), "--quiet", "--", *cmd]
+    if gdb_script_built():
+        log = tmp / f"events-{tag}.jsonl"
+        brk = " ".join(["sysbreak break mmap munmap", *extra, f"--log {log} --quiet"])
+        return [
+            "gdb",
+            "-nx",
+            "-batch",
+            "-ex",
+            "set pagination off",
+            "-ex",
+            "set confirm off",
+            "-ex",
+            f"source {ROOT / 'gdb_scripts' / 'sysbreak.py'}",
+            "-ex",
+            "starti",
+            "-ex",
+            brk,
+            "-ex",
+            "continue",
+            "--args",
+            *cmd,
+        ]
+    return None
+
+
+def _ok(t: Timed, what: str) -> str | None:
+    """None when the run went fine, else a short reason."""
+    if t.timed_out:
+        return f"timeout after {t.seconds:.0f} s"
+    if t.rc != 0:
+        tail = (t.stderr.strip().splitlines() or ["?"])[-1][:100]
+        return f"{what} exited {t.rc}: {tail}"
+    if "DONE calls=" not in t.stdout + t.stderr:
+        return f"{what}: the workload did not finish"
+    return None
+
+
+def run(cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="overhead-", dir=ROOT / "benchmarks" / "results"))
+    try:
+        for threads in cfg.threads:
+            rows.extend(_one(cfg, threads, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
+    cmd = workload_args(cfg, threads)
+    sb = sysbreak_command(cmd, tmp, f"t{threads}")
+    tools: dict[str, list[str] | None] = {
+        "native": cmd,
+        "sysbreak run": sb,
+        "strace -f -k -e trace=mmap,munmap": [
+            "strace",
+            "-f",
+            "-k",
+            "-e",
+            "trace=mmap,munmap",
+            "-o",
+            str(tmp / "strace.out"),
+            *cmd,
+        ],
+    }
+    if threads == 1:
+        tools["gdb catch syscall mmap munmap + bt"] = [
+            "gdb",
+            "-nx",
+            "-batch",
+            "-x",
+            str(GDB_DIR / "catch_bt.gdb"),
+            "--args",
+            *cmd,
+        ]
+        tools["gdb break syscall if $rdi==9||$rdi==11 + bt"] = [
+            "gdb",
+            "-nx",
+            "-batch",
+            "-x",
+            str(GDB_DIR / "naive_bt.gdb"),
+            "--args",
+            *cmd,
+        ]
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    failed: dict[str, str] = {}
+    for _ in range(cfg.repeat):
+        for name, c in tools.items():
+            if c is None or name in failed:
+                continue
+            if name == "sysbreak run" and sb is not None and "-o" in sb:
+                shutil.rmtree(sb[sb.index("-o") + 1], ignore_errors=True)
+            t = run_timed(c, timeout=cfg.timeout)
+            why = _ok(t, name)
+            if why is not None:
+                failed[name] = why
+                continue
+            times[name].append(t.seconds)
+    label = f"{cfg.calls:,} non-target calls + {cfg.maps:,} mmap/munmap pairs, {threads} thread(s)"
+    section = f"overhead ({threads} thr)"
+    rows = [Row(section, "workload", f"-c {cfg.calls} -m {cfg.maps} -t {threads} -d {cfg.depth}", note=label)]
+    native = median(times["native"]) if times["native"] else None
+    for name, c in tools.items():
+        if c is None:
+            rows.append(Row(section, name, NOT_BUILT))
+            continue
+        if name in failed and not times[name]:
+            rows.append(Row(section, name, "n/a", note=failed[name]))
+            continue
+        m = median(times[name])
+        ratio = f"{m / native:.1f}x native" if native and name != "native" else ""
+        rows.append(Row(section, name, fmt_s(m), ratio, note=f"median of {len(times[name])}"))
+    strace_name = "strace -f -k -e trace=mmap,munmap"
+    if sb is not None and times["sysbreak run"] and times[strace_name] and native:
+        sbm, stm = median(times["sysbreak run"]), median(times[strace_name])
+        # ratio of the overheads (time added to native), and of the wall times for reference
+        over = (sbm - native) / max(stm - native, 1e-9)
+        rows.append(
+            Row(
+                section,
+                "sysbreak / strace -k (added time)",
+                f"{over:.2f}",
+                f"wall {sbm / stm:.2f}",
+                f"<= {TARGET_VS_STRACE}",
+                verdict(over <= TARGET_VS_STRACE),
+            )
+        )
+    elif sb is not None:
+        rows.append(
+            Row(
+                section,
+                "sysbreak / strace -k (added time)",
+                "n/a",
+                target=f"<= {TARGET_VS_STRACE}",
+                verdict="MISS",
+                note=failed.get("sysbreak run", failed.get(strace_name, "")),
+            )
+        )
+    return rows

@@ -1,0 +1,107 @@
+"""Scan: sysbreak.sites.scan() cold (fresh SYSBREAK_CACHE_DIR) and warm, against `objdump -d FILE | grep syscall`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import NOT_BUILT, ROOT, Config, Row, fmt_s, median, run_timed, verdict
+
+FILES = (
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+    "/usr/lib/x86_64-linux-gnu/libucm.so.0",
+)
+TARGET_COLD = 0.1  # x objdump
+TARGET_WARM_MS = 5.0
+
+# Timed inside a fresh interpreter: only the scan() call, not the start-up or the import.
+PROBE = """
+import json, sys, time
+try:
+    from sysbreak.sites import scan
+except ImportError as exc:
+    print(json.dumps({"error": "import: %s" % exc})); sys.exit(0)
+t = time.perf_counter()
+s = scan(sys.argv[1], cache=True)
+dt = time.perf_counter() - t
+print(json.dumps({"s": dt, "sites": len(s.sites)}))
+"""
+
+
+def _probe(path: str, cache_dir: Path, timeout: float) -> dict[str, float | str]:
+    env = dict(os.environ, SYSBREAK_CACHE_DIR=str(cache_dir))
+    t = run_timed([sys.executable, "-c", PROBE, path], timeout=timeout, env=env)
+    if t.rc != 0:
+        return {"error": (t.stderr.strip().splitlines() or ["timeout" if t.timed_out else "?"])[-1][:120]}
+    try:
+        return dict(json.loads(t.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"error": "no result"}
+
+
+def run(cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="scan-", dir=ROOT / "benchmarks" / "results"))
+    try:
+        for f in FILES:
+            rows.extend(_one(cfg, os.path.realpath(f), f, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _one(cfg: Config, path: str, label: str, tmp: Path) -> list[Row]:
+    section = "scan"
+    name = Path(label).name
+    if not os.path.exists(path):
+        return [Row(section, name, "n/a", note="file not present")]
+    objdump: list[float] = []
+    grep_lines = "?"
+    for _ in range(cfg.repeat):
+        t = run_timed(["bash", "-c", 'objdump -d "$1" | grep -c syscall', "_", path], timeout=cfg.timeout)
+        objdump.append(t.seconds)
+        grep_lines = t.stdout.strip() or grep_lines
+    obj = median(objdump)
+    cold: list[float] = []
+    warm: list[float] = []
+    sites = "?"
+    for r in range(cfg.repeat):
+        cache = tmp / f"cache-{name}-{r}"
+        c = _probe(path, cache, cfg.timeout)
+        w = _probe(path, cache, cfg.timeout)
+        if "error" in c or "error" in w:
+            err = str(c.get("error") or w.get("error"))
+            value = NOT_BUILT if "import" in err else "n/a"
+            return [
+                Row(section, f"{name}: objdump -d | grep syscall", fmt_s(obj), note=f"{grep_lines} lines"),
+                Row(section, f"{name}: sysbreak.sites.scan", value, note=err),
+            ]
+        cold.append(float(c["s"]))
+        warm.append(float(w["s"]))
+        sites = str(c["sites"])
+    cm, wm = median(cold), median(warm)
+    return [
+        Row(section, f"{name}: objdump -d | grep syscall", fmt_s(obj), note=f"{grep_lines} matching lines"),
+        Row(
+            section,
+            f"{name}: scan cold",
+            fmt_s(cm),
+            f"{cm / obj:.3f}x objdump",
+            f"<= {TARGET_COLD}x objdump",
+            verdict(cm / obj <= TARGET_COLD),
+            note=f"{sites} sites",
+        ),
+        Row(
+            section,
+            f"{name}: scan warm (new process)",
+            f"{wm * 1e3:.2f} ms",
+            f"{wm / obj:.4f}x objdump",
+            f"<= {TARGET_WARM_MS:.0f} ms",
+            verdict(wm * 1e3 <= TARGET_WARM_MS),
+        ),
+    ]
