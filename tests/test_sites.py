@@ -280,7 +280,8 @@ def test_cache_miss_then_hit_without_parsing(fixture_paths: FixturePaths, monkey
         raise AssertionError("the ELF file was parsed on a warm look-up")
 
     monkeypatch.setattr(sites, "scan_file", boom)
-    monkeypatch.setattr(sites, "read_build_id", boom)
+    monkeypatch.setattr(sites, "ElfFile", boom)
+    monkeypatch.setattr(sites, "scan_elf", boom)
     assert sites.scan(path) == first
     assert sites.scan(path) is sites.scan(path)  # in-process memo
 
@@ -293,7 +294,7 @@ def test_cache_shared_by_build_id_across_paths(
     copy = tmp_path / "copy.so"
     shutil.copy(original, copy)
     sites._memo.clear()
-    monkeypatch.setattr(sites, "scan_file", lambda _p: (_ for _ in ()).throw(AssertionError("rescanned")))
+    monkeypatch.setattr(sites, "scan_elf", lambda _e: (_ for _ in ()).throw(AssertionError("rescanned")))
     second = sites.scan(str(copy))
     assert second.path == str(copy) and second.sites == first.sites and second.build_id == first.build_id
 

@@ -22,13 +22,15 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sysbreak import syscalls
-from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, read_build_id, scan_file
+from sysbreak.elfscan.elf import ElfFile
+from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, scan_elf, scan_file
 
 __all__ = [
     "ModuleScan",
@@ -136,18 +138,19 @@ _version: str | None = None
 
 
 def _cache_version() -> str:
-    """The cache's subdirectory: the scanner version and a digest of the scanner's source, so that a changed
-    scanner never reads what an older one wrote."""
+    """The cache's subdirectory: the scanner version and a digest of the scanner's source files' sizes and
+    mtimes, so that a changed scanner never reads what an older one wrote."""
     global _version
     if _version is None:
-        digest = hashlib.sha1()
         here = Path(__file__).parent / "elfscan"
+        stamp = []
         for name in ("elf.py", "scanner.py", "x86.py"):
             try:
-                digest.update((here / name).read_bytes())
+                st = (here / name).stat()
+                stamp.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
             except OSError:
-                digest.update(name.encode())
-        _version = f"v{SCANNER_VERSION}-{digest.hexdigest()[:12]}"
+                stamp.append(name)
+        _version = f"v{SCANNER_VERSION}-{hashlib.sha1(' '.join(stamp).encode()).hexdigest()[:12]}"
     return _version
 
 
@@ -176,14 +179,15 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
         stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
         hit = _load_indexed(root, stat_name, path)
         if hit is None:
-            # Not seen at this path, size and mtime; maybe the same build under another name or a copy.
-            build_id = read_build_id(path)
-            if build_id and _HEX.fullmatch(build_id):
-                hit = _load(root / f"{build_id}.json", path)
-                if hit is not None and hit.build_id != build_id:
-                    hit = None
-            if hit is None:
-                hit = _from_raw(path, scan_file(path))
+            with ElfFile(path) as elf:
+                # Not seen at this path, size and mtime; maybe the same build under another name, or a copy.
+                build_id = elf.build_id()
+                if build_id and _HEX.fullmatch(build_id):
+                    hit = _load(root / f"{build_id}.json", path)
+                    if hit is not None and hit.build_id != build_id:
+                        hit = None
+                if hit is None:
+                    hit = _from_raw(path, scan_elf(elf))
             _store(root, stat_name, hit)
         _memo[key] = hit
     if hit.path != path:
@@ -262,8 +266,9 @@ def _store(root: Path, stat_name: str, scan_: ModuleScan) -> None:
 
 
 def _write_atomic(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=str(target.parent))
+    tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, target)

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass
 
 from sysbreak.elfscan import x86
-from sysbreak.elfscan.elf import SHT_DYNSYM, SHT_SYMTAB, ElfFile
+from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
 SCANNER_VERSION = 4
@@ -72,22 +72,24 @@ class _Region:
         self.end = vaddr + len(code)
 
 
-def read_build_id(path: str) -> str | None:
-    """The GNU build-id of the ELF file at ``path`` (reads only its headers; raises SysbreakError)."""
-    with ElfFile(path) as elf:
-        return elf.build_id()
-
-
 def scan_file(path: str) -> RawScan:
     """Everything :func:`sysbreak.sites.scan` reports, for the ELF file at ``path`` (raises SysbreakError)."""
     with ElfFile(path) as elf:
-        build_id = elf.build_id()
-        first = elf.first_load_vaddr()
-        regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
-        symtab = elf.functions(SHT_SYMTAB)
-        dynsym = elf.functions(SHT_DYNSYM)
-        got = set(elf.got_slots("syscall")) if elf.sections else set()
-        fdes = elf.fde_starts()
+        return scan_elf(elf)
+
+
+def scan_elf(elf: ElfFile) -> RawScan:
+    """:func:`scan_file` on an open file."""
+    x86.prepare()
+    build_id = elf.build_id()
+    first = elf.first_load_vaddr()
+    regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
+    symtab = elf.functions(SHT_SYMTAB)
+    dynsym = elf.functions(SHT_DYNSYM)
+    # Code calls through a GOT slot of its own only when built with -fno-plt, and such slots are GLOB_DAT
+    # (the JUMP_SLOT slot is the PLT stub's); the stubs are found through every slot.
+    slots = elf.got_slots("syscall") if elf.sections else {}
+    fdes = elf.fde_starts()
     if not regions:
         return RawScan(build_id, first, [])
 
@@ -99,7 +101,8 @@ def scan_file(path: str) -> RawScan:
                 local.add(start)
                 local_ranges.append((start, start + max(size, 1)))
 
-    stubs = _plt_stubs(regions, got)
+    got = {slot for slot, rtype in slots.items() if rtype != R_X86_64_JUMP_SLOT}
+    stubs = _plt_stubs(regions, set(slots))
     direct = local | stubs
 
     cands: list[_Cand] = []
@@ -180,10 +183,10 @@ def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
 
 # Branch encodings with a 32-bit displacement: (regex for the opcode, opcode length, is a call, through memory).
 _REL32_FORMS = (
-    (rb"\xe8", 1, True, False),  # call rel32
-    (rb"\xe9", 1, False, False),  # jmp rel32 (a tail call)
-    (rb"\x0f[\x80-\x8f]", 2, False, False),  # jcc rel32 (a conditional tail call)
-    (rb"\xff[\x15\x25]", 2, True, True),  # call/jmp [rip + disp32] (through a GOT slot: -fno-plt code)
+    (0xE8, rb"\xe8", 1, True, False),  # call rel32
+    (0xE9, rb"\xe9", 1, False, False),  # jmp rel32 (a tail call)
+    (0x0F, rb"\x0f[\x80-\x8f]", 2, False, False),  # jcc rel32 (a conditional tail call)
+    (0xFF, rb"\xff[\x15\x25]", 2, True, True),  # call/jmp [rip + disp32] (through a GOT slot: -fno-plt code)
 )
 
 
@@ -191,43 +194,74 @@ def _branches_to(r: _Region, direct: set[int], got: set[int]) -> list[_Cand]:
     """Candidate branches in region ``r`` whose target is in ``direct`` (``call``/``jmp``/``jcc`` rel32) or that
     go through a GOT slot in ``got`` (``call``/``jmp [rip + disp32]``), plus short jumps to ``direct``.
 
-    For each 64 KiB stretch of code, a branch from there to a given target has a displacement whose upper 16
-    bits take at most two values; one regular expression per stretch and encoding, starting with the literal
-    opcode byte (which keeps ``re``'s search in C at memchr speed), finds the few branches that can match, and
-    each is checked exactly.
+    A branch at offset ``p`` reaches target ``t`` when its displacement is ``t - (base + p + length)``: it
+    depends on ``p``, so no single byte pattern finds them all, but its upper bytes change slowly with ``p``:
+
+    * far from ``t`` (more than 64 KiB), the upper 16 bits take at most two values over a 64 KiB stretch: one
+      regular expression per stretch, starting with the literal opcode byte (so that ``re`` searches in C at
+      memchr speed), finds the few branches that can match;
+    * near ``t``, where nearly every short branch would match that, the upper 24 bits are constant over each
+      256-byte stretch: ``bytes.find`` of those three bytes finds the candidates.
+
+    Every candidate is then checked exactly.
     """
     code = r.code
     base = r.vaddr
     n = len(code)
-    out: list[_Cand] = []
-    for opcode, oplen, is_call, indirect in _REL32_FORMS:
+    hits: dict[int, _Cand] = {}
+    for first_byte, opcode, oplen, is_call, indirect in _REL32_FORMS:
         targets = got if indirect else direct
         if not targets:
             continue
         length = oplen + 4
-        for lo in range(0, n, _CHUNK):
-            hi = min(n, lo + _CHUNK)
-            halves = set()
-            for target in targets:
-                halves.add(((target - (base + lo + length)) & 0xFFFFFFFF) >> 16)
-                halves.add(((target - (base + hi - 1 + length)) & 0xFFFFFFFF) >> 16)
-            rx = re.compile(
-                opcode + b".." + b"(?:" + b"|".join(re.escape(struct.pack("<H", h)) for h in sorted(halves)) + b")",
-                re.DOTALL,
-            )
-            end = min(n, hi + length)
-            for m in rx.finditer(code, lo, end):
-                p = m.start()
-                if p >= hi:
-                    break
-                for q in range(p, m.end()):
-                    # finditer does not return overlapping matches: re-check every start inside this match.
-                    if q != p and not rx.match(code, q, end):
-                        continue
-                    (disp,) = struct.unpack_from("<i", code, q + oplen)
-                    if base + q + length + disp in targets:
-                        tail = not is_call or (indirect and code[q + 1] == 0x25)
-                        out.append(_Cand(base + q, length, "call", tail))
+
+        def check(p: int, first_byte: int = first_byte, oplen: int = oplen, length: int = length,
+                  is_call: bool = is_call, indirect: bool = indirect, targets: set[int] = targets) -> None:  # fmt: skip
+            if p < 0 or p + length > n or code[p] != first_byte or p in hits:
+                return
+            second = code[p + 1]
+            if oplen == 2 and not (second in (0x15, 0x25) if first_byte == 0xFF else 0x80 <= second <= 0x8F):
+                return
+            (disp,) = struct.unpack_from("<i", code, p + oplen)
+            if base + p + length + disp in targets:
+                hits[p] = _Cand(base + p, length, "call", not is_call or (indirect and second == 0x25))
+
+        near: list[tuple[int, int]] = []
+        for target in targets:
+            k = target - base - length  # the displacement at p is k - p
+            lo, hi = max(0, k - 0xFFFF), min(n, k + 0x10000)
+            if lo >= hi:
+                continue
+            near.append((lo, hi))
+            p_hi = hi
+            while p_hi > lo:
+                c = (k - (p_hi - 1)) >> 8  # displacement >> 8, the same for p in [p_lo, p_hi)
+                p_lo = max(lo, k - 256 * c - 255)
+                upper = ((c << 8) & 0xFFFFFFFF).to_bytes(4, "little")[1:]
+                q = code.find(upper, p_lo + oplen + 1, p_hi + oplen + 4)
+                while q >= 0:
+                    check(q - oplen - 1)
+                    q = code.find(upper, q + 1, p_hi + oplen + 4)
+                p_hi = p_lo
+        for lo, hi in _outside(near, n):
+            for c_lo in range(lo, hi, _CHUNK):
+                c_hi = min(hi, c_lo + _CHUNK)
+                halves = set()
+                for target in targets:
+                    halves.add(((target - (base + c_lo + length)) & 0xFFFFFFFF) >> 16)
+                    halves.add(((target - (base + c_hi - 1 + length)) & 0xFFFFFFFF) >> 16)
+                alternatives = b"|".join(re.escape(struct.pack("<H", h)) for h in sorted(halves))
+                rx = re.compile(opcode + b"..(?:" + alternatives + b")", re.DOTALL)
+                end = min(n, c_hi + length)
+                for m in rx.finditer(code, c_lo, end):
+                    p = m.start()
+                    if p >= c_hi:
+                        break
+                    check(p)
+                    for q in range(p + 1, m.end()):
+                        # finditer does not return overlapping matches: re-check every start inside this match.
+                        if code[q] == first_byte and q < c_hi and rx.match(code, q, end):
+                            check(q)
     # Short jumps (jmp rel8, jcc rel8) can only reach a target within 128 bytes.
     for target in direct:
         if not base <= target < r.end:
@@ -237,7 +271,20 @@ def _branches_to(r: _Region, direct: set[int], got: set[int]) -> list[_Cand]:
             if op == 0xEB or 0x70 <= op <= 0x7F:
                 disp = code[p + 1] - 256 if code[p + 1] > 127 else code[p + 1]
                 if base + p + 2 + disp == target:
-                    out.append(_Cand(base + p, 2, "call", True))
+                    hits.setdefault(p, _Cand(base + p, 2, "call", True))
+    return list(hits.values())
+
+
+def _outside(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The parts of ``[0, n)`` that none of ``spans`` covers."""
+    out = []
+    pos = 0
+    for lo, hi in sorted(spans):
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < n:
+        out.append((pos, n))
     return out
 
 
