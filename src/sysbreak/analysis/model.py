@@ -49,6 +49,7 @@ class StackStats:
     first_t: float | None = None
     last_t: float | None = None
     label: str = ""  # a short human name: the first interesting frame, e.g. "leak_region (ucm_leak+0x1189)"
+    stack_ids: tuple[int, ...] = ()  # the log's stack ids merged into this one (--depth, --group-outside)
 
 
 @dataclass
