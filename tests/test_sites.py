@@ -515,3 +515,19 @@ def test_fde_sync_points_are_only_trusted_when_aligned(libc: ModuleScan) -> None
         fdes = f.fde_starts()
     assert len(fdes) > 1000 and any(x & 15 for x in fdes)
     assert any(s.nr == 15 for s in libc.sites)  # rt_sigreturn in __restore_rt
+
+
+@needs_objdump
+def test_without_symbols_or_unwind_tables_still_equals_objdump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no function starts at all (no symbols, no .eh_frame_hdr: hand-written or fully stripped code), sites
+    are still confirmed by decoding from section starts or by majority vote of nearby decode starts."""
+    ld = Path("/lib64/ld-linux-x86-64.so.2")
+    if not ld.exists():
+        pytest.skip("no ld.so at the usual place")
+    monkeypatch.setattr(elfmod.ElfFile, "fde_starts", lambda self: [])
+    monkeypatch.setattr(elfmod.ElfFile, "functions", lambda self, sh_type: None)
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(ld)], capture_output=True, text=True).stdout
+    expected = {int(m.group(1), 16) for m in re.finditer(r"^\s*([0-9a-f]+):\s+syscall\s*$", out, re.M)}
+    raw = scanner.scan_file(str(ld))
+    assert {s.vaddr for s in raw.sites if s.kind == "syscall"} == expected
+    assert all(s.symbol is None for s in raw.sites)

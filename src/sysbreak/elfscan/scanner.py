@@ -4,9 +4,10 @@ jumps) to the C library's generic ``syscall()`` function.
 How it stays fast (a libc in a few tens of milliseconds, where ``objdump -d`` takes 0.4 s):
 
 * Candidates are found by byte search, never by disassembling whole segments: ``0f 05`` for ``syscall``; for
-  calls, one regular expression per 64 KiB of code that matches the opcode (``e8``/``e9``/``0f 8x``/``ff 15``/
-  ``ff 25``) followed by a 32-bit displacement whose upper half is the one a branch from that stretch to the
-  wanted target must have. Each match is then checked exactly.
+  branches to ``syscall()`` (``e8``/``e9``/``0f 8x`` rel32 to its PLT stub or to libc's own function,
+  ``ff 15``/``ff 25`` through a ``-fno-plt`` GOT slot), searches keyed on the upper bytes of the displacement
+  a branch from each stretch of code to the target must have (see :func:`_branches_to`). Each hit is then
+  checked exactly.
 * Each candidate is then confirmed to be a real instruction (not two bytes inside another one) by decoding
   with capstone from the nearest earlier *synchronisation point*: a function start from ``.symtab``/``.dynsym``,
   an FDE start from ``.eh_frame_hdr`` (every compiled function has one, stripped or not), or a section start.
