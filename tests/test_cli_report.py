@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -201,3 +202,67 @@ def test_a_real_process_prints_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == f"sysbreak: error: {tmp_path / 'nope'}: no such capture directory or events log\n"
     assert proc.stdout == ""
+
+
+# -- real captures, through the analysis ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from sysbreak.analysis import synthetic_capture
+
+    root = tmp_path_factory.mktemp("captures")
+    synthetic_capture(root / "a", 600, 4, stacks=12, leak_stacks=2, seed=1, duration=60.0, live_target=300)
+    synthetic_capture(root / "b", 600, 4, stacks=12, leak_stacks=0, seed=2, duration=60.0, live_target=300)
+    return root / "a", root / "b"
+
+
+def test_capture_in_every_format(run: Run, captures: tuple[Path, Path], tmp_path: Path) -> None:
+    cap, _ = captures
+    code, out, err = run("report", str(cap), "--top", "3")
+    assert code == 0, err
+    assert re.match(r"^\d+ regions? grew by .* in 60 s", out)
+    assert "Stacks, most important first (3 of " in out and "Regions, as pmap -x shows them" in out
+    code, out, err = run("report", str(cap), "-f", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["format"] == "sysbreak-report/1" and doc["stacks"] and doc["regions"] and doc["timeline"]
+    assert doc["totals"]["events"] == sum(doc["totals"]["by_syscall"].values())
+    code, out, err = run("report", str(cap), "-f", "collapsed", "--weight", "mapped")
+    assert code == 0, err
+    assert all(re.match(r"^[^\n]+ \d+$", line) for line in out.splitlines()) and out
+    code, _, err = run("report", str(cap), "-f", "html")
+    assert code == 0, err
+    assert (tmp_path / "sysbreak-report.html").read_text().count('<details class="stack"') == len(doc["stacks"])
+
+
+def test_bare_events_log_and_folding(run: Run, captures: tuple[Path, Path]) -> None:
+    cap, _ = captures
+    code, out, err = run("report", str(cap / "events.jsonl"), "-f", "json")
+    assert code == 0, err
+    assert json.loads(out)["regions"] == []
+    code, out, err = run("report", str(cap), "-f", "json", "--depth", "2")
+    assert code == 0, err
+    assert all(len(s["frames"]) <= 2 for s in json.loads(out)["stacks"])
+
+
+def test_maps_files_alone(run: Run, captures: tuple[Path, Path]) -> None:
+    cap, _ = captures
+    snaps = sorted((cap / "snapshots").glob("smaps-*.txt"))
+    code, out, err = run("report", "--maps", str(snaps[0]), "--maps", str(snaps[-1]))
+    assert code == 0, err
+    assert "between the first and last snapshot" in out.splitlines()[0]
+    assert "unexplained" in out
+
+
+def test_diff_of_two_captures(run: Run, captures: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = captures
+    saved = tmp_path / "a.json"
+    assert run("report", str(a), "-f", "json", "-o", str(saved))[0] == 0
+    code, out, err = run("diff", str(saved), str(b))  # a saved report against a capture
+    assert code == 0, err
+    assert out.startswith("Process RSS growth went from ")
+    code, out, err = run("diff", str(a), str(b), "-f", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["delta"]["stacks_only_in_a"] >= 1  # the leaking sites exist only in A

@@ -37,6 +37,7 @@ def tiny() -> Analysis:
         first_t=100.5,
         last_t=110.0,
         label="leak_region (ucm_leak+0x1189)",
+        stack_ids=(7, 9),
     )
     region = Region(
         start=0x7F0000000000,
@@ -70,7 +71,7 @@ def tiny() -> Analysis:
 
 DOCUMENTED_STACK_KEYS = {
     "id", "rank", "label", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes",
-    "growth_bytes", "growth_per_min", "first_t", "last_t", "frames", "python",
+    "growth_bytes", "growth_per_min", "first_t", "last_t", "frames", "python", "stack_ids",
 }  # fmt: skip
 
 
@@ -149,6 +150,7 @@ def test_exact_document() -> None:
                     },
                 ],
                 "python": [{"file": "/app/w.py", "line": 41, "function": "step"}],
+                "stack_ids": [7, 9],
             }
         ],
         "regions": [

@@ -244,7 +244,7 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
                 for frame in stack.frames
             ],
             "python": [{"function": f.function, "where": py_location(f)} for f in stack.python],
-            "merged": [int(i) for i in getattr(stack, "stack_ids", ()) or ()],
+            "merged": list(stack.stack_ids),
         }
         for rank, stack in enumerate(analysis.stacks[:top], start=1)
     ]

@@ -52,7 +52,7 @@ _FRAME_FIELDS = frozenset({"pc", "module", "offset", "function", "file", "line"}
 _PYFRAME_FIELDS = frozenset({"file", "line", "function"})
 _STACK_FIELDS = frozenset(
     {"id", "frames", "python", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes"}
-    | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label"}
+    | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label", "stack_ids"}
 )
 _REGION_FIELDS = frozenset(
     {"start", "end", "perms", "path", "size", "rss", "first_size", "first_rss", "status", "owners"}
@@ -111,6 +111,7 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
             "last_t": stack.last_t,
             "frames": [frame_dict(frame) for frame in stack.frames],
             "python": [pyframe_dict(frame) for frame in stack.python],
+            "stack_ids": list(stack.stack_ids),
         },
     )
 
@@ -261,6 +262,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
                 first_t=s.get("first_t"),
                 last_t=s.get("last_t"),
                 label=str(s.get("label", "")),
+                stack_ids=tuple(int(i) for i in s.get("stack_ids", [])),
                 **_extra_kwargs(StackStats, _STACK_FIELDS, s),
             )
             for s in data.get("stacks", [])
