@@ -43,6 +43,13 @@ def libc() -> ModuleScan:
     return sites.scan(str(LIBC), cache=False)
 
 
+@pytest.fixture(scope="module")
+def libc_objdump() -> str:
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    return subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(LIBC)], capture_output=True, text=True).stdout
+
+
 def by_vaddr(scan: ModuleScan) -> dict[int, Site]:
     return {s.vaddr: s for s in scan.sites}
 
@@ -94,19 +101,17 @@ def test_libc_sites_sorted_and_consistent(libc: ModuleScan) -> None:
             assert s.symbol_offset >= 0
 
 
-@needs_objdump
-def test_libc_syscall_instructions_equal_objdump(libc: ModuleScan) -> None:
-    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(LIBC)], capture_output=True, text=True).stdout
+def test_libc_syscall_instructions_equal_objdump(libc: ModuleScan, libc_objdump: str) -> None:
+    out = libc_objdump
     expected = {int(m.group(1), 16) for m in re.finditer(r"^\s*([0-9a-f]+):\s+syscall\s*$", out, re.M)}
     assert len(expected) > 100
     assert {s.vaddr for s in libc.sites if s.kind == "syscall"} == expected
 
 
-@needs_objdump
-def test_numbers_agree_with_the_mov_objdump_shows(libc: ModuleScan) -> None:
+def test_numbers_agree_with_the_mov_objdump_shows(libc: ModuleScan, libc_objdump: str) -> None:
     """Where objdump shows `mov $N,%eax` right before a syscall, the inferred number is N (or unknown when a jump
     lands on the syscall) -- never another number."""
-    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(LIBC)], capture_output=True, text=True).stdout
+    out = libc_objdump
     lines = out.splitlines()
     sites_at = by_vaddr(libc)
     checked = 0
