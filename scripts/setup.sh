@@ -13,6 +13,7 @@ command -v pmap >/dev/null || need+=(procps)
 command -v objdump >/dev/null || need+=(binutils)
 command -v gdbserver >/dev/null || need+=(gdbserver)
 [ -e /usr/include/ucm/api/ucm.h ] || need+=(libucx-dev)
+[ ! -x /usr/bin/python3.11 ] || [ -e /usr/bin/python3.11d ] || need+=(python3.11-dbg)  # CPython 3.11 debug info
 command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 

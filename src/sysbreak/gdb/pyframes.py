@@ -12,11 +12,13 @@ Structure offsets come from the DWARF type info when GDB has it (a debug build, 
 its debug symbols: Debian's ``python3.11-dbg`` ships both), else from the built-in CPython 3.11 table below,
 which was checked equal to the DWARF of Debian's 3.11.2 release and debug builds and of a 3.11.7 built from
 source. Either way every code, str and bytes object read is checked against its type object (``PyCode_Type``,
-``PyUnicode_Type``, ``PyBytes_Type``, exported symbols), so a wrong layout gives no frames, never wrong ones.
+``PyUnicode_Type``, ``PyBytes_Type``, exported symbols): a layout that does not fit stops the walk rather than
+producing garbage names. :func:`describe` says which of the two is used.
 
-Speed: per call, 2 memory reads for the thread state plus 2 per frame (the frame, and the code object's header
-to check that the cached entry for that address is still that code object); file and function names and the
-decoded line table are cached per code object.
+Speed: per call, 3 memory reads (the thread state, its ``cframe``, and the top 8 KiB of the thread's data stack,
+which holds the frames of nested calls) plus one per distinct code object on the stack (its header, to check
+that the cache entry for that address is still that code object) and one per frame outside the data stack
+(generators); file and function names and the decoded line table are cached per code object.
 
 Nothing here resumes the inferior or touches breakpoints (see :mod:`sysbreak.gdb.probes`), nothing writes to
 the console and :func:`python_frames` never raises. The line-table and string decoders are plain functions,
