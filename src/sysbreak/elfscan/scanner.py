@@ -350,7 +350,8 @@ def _sync_start(r: _Region, pos: int) -> int:
 def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list[tuple[_Cand, int, int, int | str]]:
     """Decode ``[start, last)`` once and check every candidate of ``group`` (all inside it) against it."""
     out: list[tuple[_Cand, int, int, int | str]] = []
-    w = x86.decode(r.code[start - r.vaddr : min(r.end, last + 16) - r.vaddr], start)
+    code = r.code
+    w = x86.decode(code[start - r.vaddr : min(r.end, last + 16) - r.vaddr], start)
     rows = w.rows
     index = {row[0]: k for k, row in enumerate(rows)}
     targets: set[int] | None = None
@@ -370,12 +371,7 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list
         elif not (mnemonic == "call" or mnemonic[0] == "j"):
             continue
         if targets is None:
-            targets = set()
-            for j, row in enumerate(rows):
-                if row[2] == 0x6A or (row[2] in _BRANCH_FIRST and w.is_control_flow(j)):
-                    target = x86.direct_target(w.op_str(j))
-                    if target is not None:
-                        targets.add(target)
+            targets = _jump_targets(code, r.vaddr, [row for row in rows if row[2] in _BRANCH_FIRST])
         # The basic block before the site: back to the previous branch, or to a known branch target.
         j = k
         while j > 0 and rows[j][0] not in targets and not w.is_control_flow(j - 1):
@@ -385,4 +381,24 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list
     return out
 
 
-_BRANCH_FIRST = frozenset(b"bnl")  # bnd jmp, notrack jmp, loop
+_BRANCH_FIRST = frozenset(b"jbnl")  # jmp/jcc, bnd jmp, notrack jmp, loop (and some non-branches: bt, neg, lea...)
+_BRANCH_PREFIXES = frozenset({0xF2, 0x3E, 0x2E})  # bnd, notrack / branch hints
+
+
+def _jump_targets(code: bytes, base: int, rows: list[x86.Row]) -> set[int]:
+    """The targets of the direct jumps among ``rows`` (from the instruction bytes: rel8 or rel32 forms)."""
+    targets = set()
+    for addr, size, _first in rows:
+        off = addr - base
+        end = off + size
+        op = code[off]
+        while op in _BRANCH_PREFIXES and off < end - 1:
+            off += 1
+            op = code[off]
+        if 0x70 <= op <= 0x7F or op == 0xEB or 0xE0 <= op <= 0xE3:  # jcc, jmp, loop*, jrcxz rel8
+            rel = code[end - 1]
+            targets.add(addr + size + (rel - 256 if rel > 127 else rel))
+        elif op == 0xE9 or (op == 0x0F and 0x80 <= code[off + 1] <= 0x8F):  # jmp, jcc rel32
+            (rel,) = struct.unpack_from("<i", code, end - 4)
+            targets.add(addr + size + rel)
+    return targets
