@@ -536,3 +536,27 @@ def test_without_symbols_or_unwind_tables_still_equals_objdump(monkeypatch: pyte
     raw = scanner.scan_file(str(ld))
     assert {s.vaddr for s in raw.sites if s.kind == "syscall"} == expected
     assert all(s.symbol is None for s in raw.sites)
+
+
+def test_truncated_and_corrupted_files_never_crash(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    """Whatever the damage, a scan returns or raises SysbreakError (one line), nothing else."""
+    import random
+
+    original = Path(fixture_paths.libsbstripped).read_bytes()
+    rng = random.Random(1234)
+    path = tmp_path / "damaged.so"
+    variants = [original[:n] for n in (64, 100, 1000, len(original) // 2, len(original) - 1)]
+    (shoff,) = struct.unpack_from("<Q", original, 40)
+    zones = [(0, 64), (64, 64 + 56 * 11), (shoff, len(original)), (0, len(original))]  # headers, tables, all
+    for i in range(120):
+        data = bytearray(original)
+        lo, hi = zones[i % len(zones)]
+        for _ in range(rng.randint(1, 12)):
+            data[rng.randrange(lo, hi)] = rng.choice((0, 0xFF, rng.randrange(256)))
+        variants.append(bytes(data))
+    for data in variants:
+        path.write_bytes(data)
+        try:
+            sites.scan(str(path), cache=False)
+        except SysbreakError as err:
+            assert "\n" not in str(err)

@@ -180,6 +180,10 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
         hit = _load_indexed(root, stat_name, path)
         if hit is None:
             with ElfFile(path) as elf:
+                if (elf.stat.st_ino, elf.stat.st_size, elf.stat.st_mtime_ns) != key[1:]:
+                    # replaced between the stat and the open: file what was read under what was read
+                    key = (elf.stat.st_dev, elf.stat.st_ino, elf.stat.st_size, elf.stat.st_mtime_ns)
+                    stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
                 # Not seen at this path, size and mtime; maybe the same build under another name, or a copy.
                 build_id = elf.build_id()
                 if build_id and _HEX.fullmatch(build_id):
@@ -239,6 +243,8 @@ def _decode(doc: Any, path: str) -> ModuleScan:
         if not (isinstance(vaddr, int) and isinstance(size, int) and kind in ("syscall", "call")):
             raise ValueError("bad site")
         if not (nr is None or isinstance(nr, int)) or not (symbol is None or isinstance(symbol, str)):
+            raise ValueError("bad site")
+        if not (symbol_offset is None or isinstance(symbol_offset, int)):
             raise ValueError("bad site")
         sites.append(Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic)))
     return ModuleScan(path, build_id, first, tuple(sites))

@@ -4,14 +4,13 @@ pyelftools would do, but importing it alone costs about 40 ms and walking a libc
 with it costs as much again, which is the whole budget of a cold scan. What is needed here is little: the
 program and section headers, the GNU build-id note, the function symbols of ``.symtab``/``.dynsym``, the GOT
 slots of the relocations against one symbol, and the function starts listed in ``.eh_frame_hdr``. All of it is
-read with :mod:`struct` straight from a read-only memory map of the file.
+read with :mod:`struct` from ``pread`` calls on the file.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import mmap
 import os
 import stat
 import struct
@@ -120,10 +119,15 @@ class FunctionIndex:
 
 
 class ElfFile:
-    """One ELF file, memory-mapped read-only. Use as a context manager (it closes the map)."""
+    """One ELF file, open for reading. Use as a context manager (it closes the file).
+
+    Reads are ``pread`` calls rather than slices of a memory map: a map of a file that another process
+    truncates meanwhile would kill the interpreter with SIGBUS.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._fd = -1
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -134,33 +138,33 @@ class ElfFile:
             raise SysbreakError(f"{path}: permission denied (cannot read it)") from None
         except OSError as err:
             raise SysbreakError(f"{path}: cannot open: {err.strerror or err}") from None
+        self._fd = fd
         try:
             st = os.fstat(fd)
             self.stat = st
+            self.size = st.st_size
             if stat.S_ISDIR(st.st_mode):
                 raise SysbreakError(f"{path}: is a directory, not an ELF file")
             if not stat.S_ISREG(st.st_mode):
                 raise SysbreakError(f"{path}: not a regular file, so not an ELF file")
             if st.st_size < 64:
                 raise SysbreakError(f"{path}: not an ELF file (too short)")
-            try:
-                self.data: mmap.mmap = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-            except (OSError, ValueError) as err:
-                raise SysbreakError(f"{path}: cannot read it: {err}") from None
-        finally:
-            os.close(fd)
-        try:
             self._parse_header()
         except SysbreakError:
             self.close()
             raise
-        except (struct.error, IndexError, ValueError):
+        except (struct.error, IndexError, ValueError, OverflowError):
             self.close()
             raise SysbreakError(f"{path}: damaged ELF file (headers point outside the file)") from None
+        except OSError as err:
+            self.close()
+            raise SysbreakError(f"{path}: cannot read it: {err.strerror or err}") from None
 
     def close(self) -> None:
-        with contextlib.suppress(AttributeError, BufferError):
-            self.data.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> ElfFile:
         return self
@@ -171,49 +175,38 @@ class ElfFile:
     # -- headers -----------------------------------------------------------------------------------------------
 
     def _parse_header(self) -> None:
-        d = self.data
-        ident = d[:16]
-        if ident[:4] != b"\x7fELF":
+        head = self.read(0, 64)
+        if head[:4] != b"\x7fELF":
             raise SysbreakError(f"{self.path}: not an ELF file")
-        if ident[4] != 2 or ident[5] != 1:
-            bits = {1: "32-bit", 2: "64-bit"}.get(ident[4], "odd-class")
-            order = {1: "little-endian", 2: "big-endian"}.get(ident[5], "odd-endian")
+        if head[4] != 2 or head[5] != 1:
+            bits = {1: "32-bit", 2: "64-bit"}.get(head[4], "odd-class")
+            order = {1: "little-endian", 2: "big-endian"}.get(head[5], "odd-endian")
             raise SysbreakError(f"{self.path}: a {bits} {order} ELF file, not x86-64")
         (e_type, e_machine, _v, self.entry, e_phoff, e_shoff, _f, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum,
-         e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", d, 16)  # fmt: skip
+         e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", head, 16)  # fmt: skip
         if e_machine != EM_X86_64:
             arch = _MACHINES.get(e_machine, f"machine {e_machine}")
             raise SysbreakError(f"{self.path}: an ELF file for {arch}, not x86-64")
         self.e_type = e_type
         self.segments: list[Segment] = []
         if e_phoff and e_phentsize >= 56:
+            table = self.read(e_phoff, e_phnum * e_phentsize)
             for i in range(e_phnum):
                 p_type, p_flags, p_offset, p_vaddr, _pa, p_filesz, p_memsz, _al = struct.unpack_from(
-                    "<IIQQQQQQ", d, e_phoff + i * e_phentsize
+                    "<IIQQQQQQ", table, i * e_phentsize
                 )
                 self.segments.append(Segment(p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz))
         self.sections: list[Section] = []
-        size = len(d)
-        if e_shoff and e_shentsize >= 64 and e_shnum and e_shoff + e_shnum * e_shentsize <= size:
-            raw = []
-            for i in range(e_shnum):
-                raw.append(struct.unpack_from("<IIQQQQIIQQ", d, e_shoff + i * e_shentsize))
+        if e_shoff and e_shentsize >= 64 and e_shnum and e_shoff + e_shnum * e_shentsize <= self.size:
+            table = self.read(e_shoff, e_shnum * e_shentsize)
+            raw = [struct.unpack_from("<IIQQQQIIQQ", table, i * e_shentsize) for i in range(e_shnum)]
             names = b""
             if e_shstrndx < len(raw):
                 s = raw[e_shstrndx]
-                names = d[s[4] : s[4] + s[5]]
-            for i, (
-                sh_name,
-                sh_type,
-                sh_flags,
-                sh_addr,
-                sh_offset,
-                sh_size,
-                sh_link,
-                _info,
-                _al,
-                sh_entsize,
-            ) in enumerate(raw):
+                names = self.read(s[4], s[5])
+            for i, (sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, _in, _al, sh_entsize) in (
+                enumerate(raw)
+            ):  # fmt: skip
                 end = names.find(b"\0", sh_name)
                 nm = names[sh_name : end if end >= 0 else len(names)].decode("ascii", "replace")
                 self.sections.append(
@@ -223,7 +216,11 @@ class ElfFile:
     # -- simple facts ------------------------------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
+        """``size`` bytes at ``offset`` (fewer at the end of the file; none outside it)."""
+        size = min(size, self.size - offset)
+        if offset < 0 or size <= 0:
+            return b""
+        return os.pread(self._fd, size, offset)
 
     def section(self, name: str) -> Section | None:
         for s in self.sections:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from sysbreak.elfscan import x86
 from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile
+from sysbreak.errors import SysbreakError
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
 SCANNER_VERSION = 4
@@ -81,6 +82,15 @@ def scan_file(path: str) -> RawScan:
 
 def scan_elf(elf: ElfFile) -> RawScan:
     """:func:`scan_file` on an open file."""
+    try:
+        return _scan_elf(elf)
+    except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as err:
+        raise SysbreakError(f"{elf.path}: damaged ELF file ({type(err).__name__}: {err})") from None
+    except OSError as err:
+        raise SysbreakError(f"{elf.path}: cannot read it: {err.strerror or err}") from None
+
+
+def _scan_elf(elf: ElfFile) -> RawScan:
     x86.prepare()
     build_id = elf.build_id()
     first = elf.first_load_vaddr()
