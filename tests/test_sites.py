@@ -560,3 +560,15 @@ def test_truncated_and_corrupted_files_never_crash(tmp_path: Path, fixture_paths
             sites.scan(str(path), cache=False)
         except SysbreakError as err:
             assert "\n" not in str(err)
+
+
+def test_sites_table_collapses_modules_without_sites() -> None:
+    empty = ModuleScan("/usr/lib/libm.so.6", None, 0, ())
+    text = sites.sites_table([(empty, 0x1000), (SYNTH, None)], [9], show_all=False)
+    assert text.splitlines()[-1] == "(1 more module with no sites: libm.so.6)"
+    assert "/usr/lib/libm.so.6" not in text
+    text = sites.sites_table([(empty, 0x1000)], [9], show_all=True)
+    assert text.splitlines() == [
+        "/usr/lib/libm.so.6  (no build-id)  bias 0x1000  0 sites, 0 probes",
+        "  (no syscall instructions and no calls to syscall())",
+    ]

@@ -414,11 +414,16 @@ def sites_table(
     addresses). Per module: a heading (path, build-id, bias, counts), then one line per site: address,
     module+offset, function+offset, kind, inferred number, action (``break``, ``break if rax in {9,11}``,
     ``skip (getppid)``, ``skip (generic; --exhaustive)``...). With ``show_all`` false, the sites that get no
-    probe are summed up in one line instead of listed.
+    probe are summed up in one line per module instead of listed, and the modules without any site in one
+    line at the end.
     """
     wanted_set = set(wanted)
     lines: list[str] = []
+    empty: list[str] = []
     for scan_, bias in modules:
+        if not scan_.sites and not show_all:
+            empty.append(_module_label(scan_.path))
+            continue
         probes = plan(scan_, wanted_set, exhaustive=exhaustive)
         head = scan_.path
         head += f"  build-id {scan_.build_id}" if scan_.build_id else "  (no build-id)"
@@ -449,6 +454,9 @@ def sites_table(
             lines.append("  " + _skipped_summary(skipped))
         if not scan_.sites:
             lines.append("  (no syscall instructions and no calls to syscall())")
+    if empty:
+        n = len(empty)
+        lines.append(f"({n} more module{'s' if n != 1 else ''} with no sites: {', '.join(empty)})")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

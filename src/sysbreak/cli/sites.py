@@ -66,7 +66,7 @@ def _modules(target: str, lib: re.Pattern[str] | None) -> tuple[list[tuple[sites
         if not chosen:
             if lib is not None:
                 raise SysbreakError(f"no executable file mapped into PID {pid} matches --lib {lib.pattern!r}")
-            raise SysbreakError(f"PID {pid} has no executable file mappings (a kernel thread?)", 3)
+            raise SysbreakError(f"PID {pid} has no executable file mappings (exited, or a kernel thread?)", 3)
         out: list[tuple[sites.ModuleScan, int | None]] = []
         for path, base in chosen:
             readable = path
