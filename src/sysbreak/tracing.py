@@ -7,9 +7,10 @@ How calls are caught, and why this way is the fastest correct one
 ------------------------------------------------------------------
 Measured here (GDB 13.1, 2-core VM, see notes/mechanisms.md): one breakpoint hit costs about 270 us in
 all-stop mode whatever decides to ignore it (a false native condition and a Python ``stop()`` returning False
-cost the same within noise), about 175 us in non-stop mode and about 90 us through gdbserver with the
-condition evaluated on the target side. The cost is the ptrace stop itself (kernel scheduling and ptrace
-round trips dominate a ``perf`` profile of GDB), not Python. So the design minimises *stops*, in this order:
+cost the same within noise: 6.0 s and 5.9 s for 22,000 hits), about 175 us in non-stop mode and about 90 us
+through gdbserver with the condition evaluated on the target side. The cost is the ptrace stop itself (kernel
+scheduling and ptrace round trips dominate a ``perf`` profile of GDB), not Python. So the design minimises
+*stops*, in this order:
 
 1. Sites whose syscall number is a constant that was not asked for get no breakpoint at all, and calls to
    libc's generic ``syscall()`` are probed at their call sites, where the number is usually a constant, not
@@ -20,18 +21,28 @@ round trips dominate a ``perf`` profile of GDB), not Python. So the design minim
    moved its C arguments into exactly those registers before entering the kernel and leaves them alone on
    the way out, and rax holds the result. One stop gives the six arguments, the return value and the stack
    (still the caller's frame). :data:`GLIBC_SYSCALL_WRAPPER` is checked against the process's libc before
-   this shortcut is used for call sites; otherwise the site falls back to rule 3. The hit is validated
-   natively: the ``syscall`` instruction leaves the address of the instruction after it in rcx (that is how
-   the kernel returns), so ``$rcx == <that address>`` proves that a syscall really ran there and a branch that
-   merely jumps to the same address never enters Python. (glibc's error path reloads rcx, so call sites also
-   accept ``$rax == -1``.)
-3. A site whose number is not known statically gets an entry breakpoint with a *native* GDB condition on the
-   number register (``$rax == 9 || ...``) so misses never enter Python, and an exit breakpoint gated by a
-   convenience variable (``$_sysbreak_pending > 0``) that is zero whenever no wanted call is in flight.
+   this shortcut is used for call sites; otherwise the site falls back to rule 3. Each hit is validated: the
+   ``syscall`` instruction leaves the address of the instruction after it in rcx (that is how the kernel
+   returns), so ``rcx == that address`` proves that a syscall really ran there, and a branch that merely
+   jumps to the same address is ignored. (glibc's error path reloads rcx, so call sites also accept -1.)
+3. A site whose number comes from its caller (a generic wrapper such as glibc's ``syscall()``: the number is
+   copied from rdi) gets an entry breakpoint at the wrapper's FIRST instruction, where rdi is the number and
+   the C arguments are in their registers, that compares the number with the wanted ones and remembers the
+   call, and an exit breakpoint after the ``syscall`` instruction that returns at once when no wanted call
+   is in flight. (Only with ``--exhaustive``: by default the wrapper's callers are probed instead.)
 
-Every breakpoint's condition ends in ``$_sysbreak(ID)``, a Python convenience function that does the work
-and returns 0 so the inferior never stops. Python's ``Breakpoint.stop()`` cannot be combined with a native
-condition (GDB refuses both on one breakpoint), which is why the convenience function is used instead.
+Never a breakpoint ON a ``syscall`` instruction. To resume a thread from a breakpoint GDB must step it over
+the original instruction; in all-stop mode it does so with every other thread held, and if that instruction
+is a blocking system call (futex, read, epoll_wait) the stepping thread blocks in the kernel while the
+threads that would wake it are held: the whole process deadlocks (seen here: a 16-thread program froze in
+``pthread_barrier_wait``). Displaced stepping does not help (one step-over buffer, the next thread queues
+behind the blocked one). Every sysbreak breakpoint is therefore on an instruction that cannot block: the
+instruction after a ``syscall`` or after a ``call``, or a wrapper's first instruction. A site whose number
+is neither a constant nor taken from the caller gets no breakpoint; ``sysbreak sites`` lists such sites.
+
+All the work happens in ``gdb.Breakpoint.stop()`` returning False. A Python convenience function called from
+a native condition (``$rax == 9 && $_fn()``) would have let GDB pre-filter without Python, but it hangs GDB
+13 in multi-threaded all-stop targets (the stepping thread is never resumed), and it would not be faster.
 ``breakpoint always-inserted`` made no difference within noise for a handful of breakpoints, so it is left
 at GDB's default.
 """
@@ -55,6 +66,12 @@ def to_signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def to_signed32(value: int) -> int:
+    """An ``int`` argument (a file descriptor): the kernel reads only the low 32 bits."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def to_unsigned(value: int) -> int:
     return value & MASK64
 
@@ -65,7 +82,9 @@ class Breakpoint:
 
     address: int  # runtime address
     role: str  # "exit-only", "entry" or "exit"
-    condition: str | None  # native condition to test before Python is entered (None: always enter Python)
+    rcx_after: int | None  # exit-only: rcx must equal this (the address after the syscall instruction)
+    accept_failed: bool  # exit-only at a call site: glibc's error path returns -1 with rcx reloaded
+    condition_nrs: tuple[int, ...] | None  # entry: the number register must hold one of these (None: known)
     arg_regs: tuple[str, ...]  # where the six kernel arguments are read at this breakpoint
     nr: int | None  # the syscall number when known statically
     nr_reg: str | None  # register holding the number at an entry breakpoint
@@ -85,10 +104,16 @@ class ProbeSpec:
     nr_reg: str
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
+    generic: bool = False  # a syscall instruction whose number is copied from rdi (a generic wrapper)
+    function_start: int | None = None  # vaddr of the enclosing function, for generic wrappers
 
 
-def condition_for(reg: str, numbers: Sequence[int]) -> str:
-    return " || ".join(f"${reg} == {n}" for n in numbers)
+# The C arguments 2..7 of syscall(nr, a1, ..., a6) at the wrapper's first instruction: a6 is above the
+# return address.
+WRAPPER_ENTRY_ARGS = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
+# A wrapper's syscall instruction this close to the function start has no room to change rdi before copying
+# it (glibc's is at +23): rdi at the first instruction is the number.
+WRAPPER_MAX_OFFSET = 64
 
 
 def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) -> list[Breakpoint]:
@@ -100,13 +125,13 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
     site = probe.entry + bias
     call = probe.kind == "call"
     if probe.condition_nrs is None and probe.exit is not None and (not call or wrapper_return is not None):
-        after_syscall = wrapper_return if call else probe.exit + bias
-        check = f"$rcx == {after_syscall}" + (" || $rax == -1" if call else "")
         return [
             Breakpoint(
                 address=probe.exit + bias,
                 role="exit-only",
-                condition=check,
+                rcx_after=wrapper_return if call else probe.exit + bias,
+                accept_failed=call,
+                condition_nrs=None,
                 arg_regs=KERNEL_ARG_REGS,
                 nr=probe.nr,
                 nr_reg=None,
@@ -115,15 +140,28 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
                 synthetic_wrapper_frame=call,
             )
         ]
-    cond = None if probe.condition_nrs is None else condition_for(probe.nr_reg, probe.condition_nrs)
+    entry, nr_reg, arg_regs = site, probe.nr_reg, probe.arg_regs
+    if probe.kind == "syscall":
+        # never ON a syscall instruction (it may block: see the module docstring)
+        if (
+            probe.nr is not None
+            or not probe.generic
+            or probe.function_start is None
+            or probe.exit is None
+            or probe.entry - probe.function_start > WRAPPER_MAX_OFFSET
+        ):
+            return []
+        entry, nr_reg, arg_regs = probe.function_start + bias, "rdi", WRAPPER_ENTRY_ARGS
     bps = [
         Breakpoint(
-            address=site,
+            address=entry,
             role="entry",
-            condition=cond,
-            arg_regs=probe.arg_regs,
+            rcx_after=None,
+            accept_failed=False,
+            condition_nrs=probe.condition_nrs,
+            arg_regs=arg_regs,
             nr=probe.nr,
-            nr_reg=probe.nr_reg,
+            nr_reg=nr_reg,
             site_address=site,
             site_kind=probe.kind,
         )
@@ -133,7 +171,9 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
             Breakpoint(
                 address=probe.exit + bias,
                 role="exit",
-                condition="$_sysbreak_pending > 0",
+                rcx_after=None,
+                accept_failed=False,
+                condition_nrs=None,
                 arg_regs=(),
                 nr=probe.nr,
                 nr_reg=None,
@@ -203,7 +243,7 @@ def describe_call(name: str, args: Sequence[int], ret: int | None) -> str:
             str(a[1]),
             _bits(a[2], _MMAP_PROT, "NONE"),
             _bits(a[3], _MMAP_FLAGS, "0"),
-            str(to_signed(a[4])),
+            str(to_signed32(a[4])),
             hex(a[5]),
         ]
     elif name in ("munmap", "mprotect", "madvise"):

@@ -20,7 +20,7 @@ import gdb
 from sysbreak import __version__, syscalls
 from sysbreak.capture import EventLogWriter
 from sysbreak.errors import SysbreakError
-from sysbreak.gdb.probes import ProbeBreakpoint, set_pending
+from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.stacks import ModuleMap, StackReader
 from sysbreak.tracing import (
     GLIBC_SYSCALL_WRAPPER,
@@ -56,6 +56,7 @@ class ArmedModule:
     build_id: str | None
     sites: int
     breakpoints: list[ProbeBreakpoint] = field(default_factory=list)
+    without_wrapper: bool = False  # call sites armed before libc's syscall() was verified (two stops each)
 
 
 def read_maps(pid: int) -> list[tuple[int, int, int, str, str]]:
@@ -78,7 +79,7 @@ class _TracerProbe(ProbeBreakpoint):
     def __init__(self, tracer: Tracer, spec: Breakpoint) -> None:
         self.tracer = tracer
         self.spec = spec
-        super().__init__(spec.address, spec.condition)
+        super().__init__(spec.address)
 
 
 class ExitOnlyProbe(_TracerProbe):
@@ -182,9 +183,16 @@ class Tracer:
             scans[path] = scan
             biases[path] = scan.load_bias(base)
         self.modules.update([(r[0], r[1], r[4]) for r in maps if r[4] in biases], biases)
-        self._find_wrapper(scans, biases)
-
         notes = []
+        if self.wrapper_return is None:
+            self._find_wrapper(scans, biases)
+            if self.wrapper_return is not None:
+                # libc arrived after modules with call sites were armed (at `run`, GDB reports ld.so and the
+                # executable first): re-arm those so each of their calls costs one stop, not two
+                for path in [p for p, m in self.armed.items() if m.without_wrapper]:
+                    for bp in self.armed.pop(path).breakpoints:
+                        bp.remove()
+        
         for path, scan in scans.items():
             if path in self.armed or path in self.skipped:
                 continue
@@ -230,8 +238,14 @@ class Tracer:
                 nr_reg=probe.nr_reg,
                 arg_regs=probe.arg_regs,
                 condition_nrs=probe.condition_nrs,
+                generic=probe.site.generic,
+                function_start=(
+                    probe.site.vaddr - probe.site.symbol_offset if probe.site.symbol_offset is not None else None
+                ),
             )
             specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
+            if probe.site.kind == "call" and self.wrapper_return is None:
+                armed.without_wrapper = True
             if probe.exit is None:
                 need_wrapper_exit = True
         if need_wrapper_exit and self.wrapper_return is not None and not self._has_wrapper_exit():
@@ -239,7 +253,9 @@ class Tracer:
                 Breakpoint(
                     address=self.wrapper_return,
                     role="exit",
-                    condition="$_sysbreak_pending > 0",
+                    rcx_after=None,
+                    accept_failed=False,
+                    condition_nrs=None,
                     arg_regs=(),
                     nr=None,
                     nr_reg=None,
@@ -297,13 +313,18 @@ class Tracer:
                 frames = [self.stacks.describe_pc(self.wrapper_pc, "syscall"), *frames]
                 pcs = (self.wrapper_pc, *pcs)
             else:
-                # after a syscall instruction: frame 0 is the instruction that entered the kernel
-                first = dict(frames[0])
-                first["pc"] = spec.site_address
+                # after a syscall instruction: frame 0 (and the inline frames that share its pc) is the
+                # instruction that entered the kernel
+                exit_pc = pcs[0]
                 module, offset = self.modules.lookup(spec.site_address)
-                first["module"], first["offset"] = module, offset
-                frames = [first, *frames[1:]]
-                pcs = (spec.site_address, *pcs[1:])
+                frames = list(frames)
+                new_pcs = list(pcs)
+                for i, pc in enumerate(pcs):
+                    if pc != exit_pc:
+                        break
+                    frames[i] = {**frames[i], "pc": spec.site_address, "module": module, "offset": offset}
+                    new_pcs[i] = spec.site_address
+                pcs = tuple(new_pcs)
         key = (pcs, tuple((p["file"], p["line"], p["function"]) for p in python))
         if self.writer is None:
             return 0
@@ -315,8 +336,8 @@ class Tracer:
     def _regs(self, frame: Any, names: tuple[str, ...]) -> list[int]:
         out = []
         for reg in names:
-            if reg == "*sp":
-                sp = int(frame.read_register("rsp"))
+            if reg.startswith("*sp"):
+                sp = int(frame.read_register("rsp")) + (8 if reg == "*sp+8" else 0)
                 raw = bytes(gdb.selected_inferior().read_memory(sp, 8))
                 out.append(int.from_bytes(raw, "little"))
             else:
@@ -326,11 +347,13 @@ class Tracer:
     def on_exit_only(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
             return False
-        t = time.monotonic()
         frame = gdb.newest_frame()
         spec = probe.spec
-        args = self._regs(frame, spec.arg_regs)
         ret = to_signed(int(frame.read_register("rax")))
+        if int(frame.read_register("rcx")) != spec.rcx_after and not (spec.accept_failed and ret == -1):
+            return False  # a branch to this address, not the return from a syscall
+        t = time.monotonic()
+        args = self._regs(frame, spec.arg_regs)
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=True)
         nr = spec.nr if spec.nr is not None else -1
@@ -343,23 +366,23 @@ class Tracer:
         frame = gdb.newest_frame()
         spec = probe.spec
         nr = spec.nr if spec.nr is not None else int(frame.read_register(spec.nr_reg or "rax"))
-        if nr not in self.wanted:
+        if spec.condition_nrs is not None and nr not in spec.condition_nrs:
             return False
         args = self._regs(frame, spec.arg_regs)
         sp = int(frame.read_register("rsp"))
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=False)
         self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, self._site(spec)))
-        set_pending(len(self.pending))
         return False
 
     def on_exit(self, probe: _TracerProbe) -> bool:
+        if not self.pending.calls:
+            return False
         frame = gdb.newest_frame()
         tid = gdb.selected_thread().ptid[1]
         call = self.pending.pop(tid, int(frame.read_register("rsp")))
         if call is None:
             return False
-        set_pending(len(self.pending))
         ret = to_signed(int(frame.read_register("rax")))
         return self._emit(call.t, tid, call.nr, call.args, ret, call.stack, call.site)
 
@@ -389,7 +412,6 @@ class Tracer:
     def flush_pending(self) -> None:
         for call in self.pending.drain():
             self._emit(call.t, call.tid, call.nr, call.args, None, call.stack, call.site)
-        set_pending(0)
 
     def disarm(self, reason: str) -> int:
         """Delete every breakpoint placed (restoring the original bytes) and close the log. Idempotent."""
