@@ -29,7 +29,7 @@ from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, Elf
 from sysbreak.errors import SysbreakError
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
-SCANNER_VERSION = 4
+SCANNER_VERSION = 5
 
 _CHUNK = 1 << 16
 _ENDBR64 = b"\xf3\x0f\x1e\xfa"
@@ -91,7 +91,6 @@ def scan_elf(elf: ElfFile) -> RawScan:
 
 
 def _scan_elf(elf: ElfFile) -> RawScan:
-    x86.prepare()
     build_id = elf.build_id()
     first = elf.first_load_vaddr()
     regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
@@ -156,7 +155,8 @@ def _scan_elf(elf: ElfFile) -> RawScan:
             offset = insn_addr - start
         in_wrapper = any(lo <= insn_addr < hi for lo, hi in local_ranges)
         if cand.kind == "syscall":
-            generic = in_wrapper or symbol == "syscall"
+            # the number is copied from the first argument (`mov rax, rdi`): a generic wrapper of its own
+            generic = in_wrapper or symbol == "syscall" or value == x86.FROM_RDI
         else:
             generic = False
             if in_wrapper:

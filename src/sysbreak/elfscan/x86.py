@@ -7,12 +7,10 @@ milliseconds that a warm look-up must not pay.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib.util
 import os
 import struct
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,32 +141,17 @@ class _BindingCapstone:
 
 
 _engine: _DirectCapstone | _BindingCapstone | None = None
-_engine_lock = threading.Lock()
 
 
 def engine() -> _DirectCapstone | _BindingCapstone:
-    """The decoder, created on first use."""
+    """The decoder, created on first use (only a scan that has candidates to check pays for loading it)."""
     global _engine
     if _engine is None:
-        with _engine_lock:
-            if _engine is None:
-                try:
-                    _engine = _DirectCapstone()
-                except (OSError, AttributeError, ValueError):
-                    _engine = _BindingCapstone()
+        try:
+            _engine = _DirectCapstone()
+        except (OSError, AttributeError, ValueError):
+            _engine = _BindingCapstone()
     return _engine
-
-
-def prepare() -> None:
-    """Start creating the decoder in the background (loading capstone's 10 MB library takes a millisecond or
-    two, spent with the GIL released), so that it is ready when the scan that calls this needs it."""
-    if _engine is None and not _engine_lock.locked():
-        threading.Thread(target=_prepare, name="sysbreak-capstone", daemon=True).start()
-
-
-def _prepare() -> None:
-    with contextlib.suppress(Exception):
-        engine().disasm(_SELF_TEST[0], 0)
 
 
 def decode(code: bytes, address: int) -> Window:
