@@ -207,6 +207,8 @@ def _check_python() -> None:
     why = pyframes.availability()
     if why:
         gdb.write(f"sysbreak: no Python frames: {why}\n", gdb.STDERR)
+    else:
+        gdb.write(f"sysbreak: {pyframes.describe()}\n")
 
 
 class SitesCommand(gdb.Command):
@@ -307,9 +309,8 @@ def _on_new_objfile(event: Any) -> None:
     t = tracer()
     if t is None or not t.active:
         return
-    first = not t.armed
-    if first and t.config.python_stacks and gdb.selected_inferior().pid:
-        pass
+    if not t.armed and t.config.python_stacks and gdb.selected_inferior().pid:
+        _check_python()
     try:
         notes = t.arm_new_modules()
     except Exception as exc:  # never break GDB's library loading

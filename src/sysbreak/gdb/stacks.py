@@ -8,6 +8,8 @@ from typing import Any
 import gdb
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
+# The outermost frames of a thread: nothing above them is real (GDB unwinds on into garbage without CFI).
+OUTERMOST = frozenset({"_start", "_dl_start_user", "clone", "clone3", "__clone", "__clone3"})
 
 
 class ModuleMap:
@@ -78,6 +80,8 @@ class StackReader:
         frame = gdb.newest_frame()
         while frame is not None and len(pcs) < self.max_depth:
             pc = frame.pc()
+            if pc < 0x1000:  # a null or tiny "return address": the unwinder ran off the stack
+                break
             rec = sym.get(pc)
             if rec is None:
                 rec = sym[pc] = self._describe(frame, pc)
@@ -85,6 +89,8 @@ class StackReader:
             frames.append(rec)
             if self.python and rec["function"] == EVAL_FRAME:
                 eval_frames.append(frame)
+            if rec["function"] in OUTERMOST:
+                break
             try:
                 frame = frame.older()
             except gdb.error:

@@ -192,7 +192,7 @@ class Tracer:
                 for path in [p for p, m in self.armed.items() if m.without_wrapper]:
                     for bp in self.armed.pop(path).breakpoints:
                         bp.remove()
-        
+
         for path, scan in scans.items():
             if path in self.armed or path in self.skipped:
                 continue
