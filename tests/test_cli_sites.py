@@ -94,8 +94,13 @@ def test_json(run: Run, fixture_paths: FixturePaths) -> None:
     assert doc["format"] == "sysbreak-sites/1"
     (mod,) = doc["modules"]
     assert mod["path"] == str(fixture_paths.libsbstripped) and mod["bias"] is None
-    assert [(s["nr"], s["action"]) for s in mod["sites"]] == [(9, "break"), (None, "break-if")]
-    assert mod["sites"][1]["probe"]["condition_nrs"] == [9]
+    assert [(s["nr"], s["action"], s["reason"]) for s in mod["sites"]] == [
+        (9, "break", None),
+        (None, "skip", "generic"),
+    ]
+    code, out, _ = run(fixture_paths.libsbstripped, "--json", "-s", "mmap", "--exhaustive")
+    (mod,) = json.loads(out)["modules"]
+    assert mod["sites"][1]["action"] == "break-if" and mod["sites"][1]["probe"]["condition_nrs"] == [9]
 
 
 def test_live_pid(run: Run, spawn: Spawn) -> None:
@@ -180,4 +185,9 @@ def test_real_command_line(fixture_paths: FixturePaths, tmp_path: Path) -> None:
     res = run_sysbreak("sites", fixture_paths.libsbstripped, env={**os.environ, "SYSBREAK_CACHE_DIR": str(tmp_path)})
     assert res.returncode == 0, res.stderr
     assert "sb_lib_map+0x" in res.stdout and "9 mmap" in res.stdout
-    assert "sb_lib_syscall1+0x" in res.stdout and "break if rax in {9,11,12,25}" in res.stdout
+    assert "1 more site skipped: 1 in a generic wrapper, number from the caller (probed with" in res.stdout
+    res = run_sysbreak(
+        "sites", fixture_paths.libsbstripped, "--exhaustive", env={**os.environ, "SYSBREAK_CACHE_DIR": str(tmp_path)}
+    )
+    line = next(ln for ln in res.stdout.splitlines() if "sb_lib_syscall1+0x" in ln)
+    assert line.endswith("break if rax in {9,11,12,25}") and "? (from caller)" in line

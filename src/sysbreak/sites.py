@@ -57,8 +57,9 @@ class Site:
 
     ``kind`` is ``"syscall"`` (a ``syscall`` instruction) or ``"call"`` (a call, or with ``tail`` a jump, to
     libc's ``syscall()``). ``nr`` is the syscall number when the instructions before the site load a constant
-    into ``eax``/``rax`` (``edi``/``rdi`` for a call), else None. ``generic`` marks the ``syscall`` instruction
-    inside libc's ``syscall()`` wrapper itself, whose number comes from its caller (whose call is a site too).
+    into ``eax``/``rax`` (``edi``/``rdi`` for a call), else None. ``generic`` marks a ``syscall`` instruction in
+    a generic wrapper, whose number comes from its caller: libc's ``syscall()`` itself (whose callers are call
+    sites), or any code that copies the number from its first argument (``mov rax, rdi; ...; syscall``).
     """
 
     vaddr: int  # ELF virtual address of the instruction, as objdump shows it
@@ -68,7 +69,7 @@ class Site:
     symbol: str | None  # enclosing function from .symtab, else .dynsym; None when stripped and unnamed
     symbol_offset: int | None  # vaddr - symbol start
     tail: bool = False  # kind "call" through a tail jump (jmp syscall@plt): no return address here
-    generic: bool = False  # the syscall instruction of the generic syscall() wrapper (number from the caller)
+    generic: bool = False  # a syscall instruction in a generic wrapper (number from the caller: mov rax, rdi)
 
     @property
     def next_vaddr(self) -> int:
@@ -385,7 +386,7 @@ def _skipped_summary(skipped: dict[str, int]) -> str:
     """``(489 more sites skipped: 487 make other syscalls (61 futex, 19 rt_sigprocmask, ...), 1 generic)``."""
     total = sum(skipped.values())
     labels = {
-        "generic; --exhaustive": "in the generic syscall() wrapper (probed with --exhaustive)",
+        "generic; --exhaustive": "in a generic wrapper, number from the caller (probed with --exhaustive)",
         "caught in syscall(); --exhaustive": "calls caught in the syscall() wrapper instead",
     }
     special = {labels.get(k, k): v for k, v in skipped.items() if k in labels or k == "nothing wanted"}

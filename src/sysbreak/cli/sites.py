@@ -30,7 +30,8 @@ not), and the action:
   break                  an unconditional breakpoint: the site makes a wanted syscall
   break if rax in {...}  the number is only known at run time, so the breakpoint tests it
   skip (getppid)         the site always makes another syscall: no breakpoint, no cost
-  skip (generic; ...)    libc's syscall() wrapper itself: its callers are probed instead
+  skip (generic; ...)    a generic wrapper (libc's syscall() itself, or code that takes the number from its
+                         first argument): its callers are probed instead, or it with --exhaustive
 
 By default only the sites that get a breakpoint are listed, with one line per module counting the skipped ones;
 --all lists every site.
@@ -113,8 +114,8 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--exhaustive",
-                help="Plan as `run --exhaustive` does: break (conditionally) in libc's syscall() wrapper itself "
-                "instead of at its callers.",
+                help="Plan as `run --exhaustive` does: break (conditionally) in generic wrappers such as "
+                "libc's syscall() instead of at their callers.",
             ),
         ] = False,
         as_json: Annotated[
