@@ -34,6 +34,7 @@ STT_GNU_IFUNC = 10
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT = 1, 6, 7
 PAGE = 4096
+_BIND_RANK = {STB_GLOBAL: 0, STB_WEAK: 1}  # then local: the name preferred among aliases
 
 _MACHINES = {3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 21: "PowerPC64", 22: "s390", 8: "MIPS"}
 
@@ -95,7 +96,7 @@ class FunctionIndex:
             if start <= vaddr < start + size:
                 name = self._name(name_off)
                 if name:
-                    rank = {STB_GLOBAL: 0, STB_WEAK: 1}.get(bind, 2)
+                    rank = _BIND_RANK.get(bind, 2)
                     key = (name.startswith("_"), rank, len(name), name)
                     if best is None or key < best[0]:
                         best = (key, name, start)
