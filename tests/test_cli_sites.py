@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -149,11 +148,6 @@ def test_lib_matching_nothing_in_a_pid(run: Run, spawn: Spawn) -> None:
     one_error(code, err, f"no executable file mapped into PID {proc.pid} matches --lib 'no-such-library'")
 
 
-@pytest.mark.xfail(
-    importlib.util.find_spec("click") is None,
-    reason="sysbreak.cli.main imports click for usage errors; typer >= 0.22 vendors it as typer._click",
-    strict=False,
-)
 def test_usage_errors_are_short(run: Run) -> None:
     code, _out, err = run()
     assert code == 2 and "Traceback" not in err and "TARGET" in err
