@@ -40,7 +40,9 @@ class StackReader:
         self.modules = modules
         self.max_depth = max_depth
         self.python = python
-        self._sym: dict[int, dict[str, Any]] = {}
+        # symbolised frames by (pc, frame type): an inlined function and the function it was inlined into
+        # share a pc and differ in type (INLINE_FRAME vs NORMAL_FRAME)
+        self._sym: dict[tuple[int, int], dict[str, Any]] = {}
         self._pyframes: Any = None
         if python:
             from sysbreak.gdb import pyframes
@@ -82,11 +84,15 @@ class StackReader:
             pc = frame.pc()
             if pc < 0x1000:  # a null or tiny "return address": the unwinder ran off the stack
                 break
-            rec = sym.get(pc)
+            key = (pc, frame.type())
+            rec = sym.get(key)
             if rec is None:
-                rec = sym[pc] = self._describe(frame, pc)
-            pcs.append(pc)
-            frames.append(rec)
+                rec = sym[key] = self._describe(frame, pc)
+            prev = frames[-1] if frames else None
+            # an inline frame and its container that GDB names alike (glibc's INLINE_SYSCALL) read as one
+            if prev is None or (prev["pc"], prev["function"], prev["line"]) != (pc, rec["function"], rec["line"]):
+                pcs.append(pc)
+                frames.append(rec)
             if self.python and rec["function"] == EVAL_FRAME:
                 eval_frames.append(frame)
             if rec["function"] in OUTERMOST:
