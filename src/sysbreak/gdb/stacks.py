@@ -73,13 +73,16 @@ class StackReader:
         module, offset = self.modules.lookup(pc)
         return {"pc": pc, "module": module, "offset": offset, "function": function, "file": None, "line": None}
 
-    def capture(self) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Unwind from the newest frame: (pcs, frame records, python frames), innermost first."""
+    def capture(self, newest: Any = None) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Unwind from the newest frame: (pcs, frame records, python frames), innermost first.
+
+        Pass the ``gdb.newest_frame()`` the caller already has: each call of it costs about 30 us.
+        """
         sym = self._sym
         pcs: list[int] = []
         frames: list[dict[str, Any]] = []
         eval_frames: list[Any] = []
-        frame = gdb.newest_frame()
+        frame = newest if newest is not None else gdb.newest_frame()
         while frame is not None and len(pcs) < self.max_depth:
             pc = frame.pc()
             if pc < 0x1000:  # a null or tiny "return address": the unwinder ran off the stack

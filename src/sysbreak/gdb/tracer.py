@@ -305,8 +305,8 @@ class Tracer:
         module, offset = self.modules.lookup(spec.site_address)
         return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
 
-    def _stack(self, spec: Breakpoint, exit_only: bool) -> int:
-        pcs, frames, python = self.stacks.capture()
+    def _stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
+        pcs, frames, python = self.stacks.capture(newest)
         if exit_only and frames:
             if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
                 # call site: the stack as GDB shows it inside syscall(): libc's syscall first, then the caller
@@ -355,7 +355,7 @@ class Tracer:
         t = time.monotonic()
         args = self._regs(frame, spec.arg_regs)
         tid = gdb.selected_thread().ptid[1]
-        sid = self._stack(spec, exit_only=True)
+        sid = self._stack(spec, exit_only=True, newest=frame)
         nr = spec.nr if spec.nr is not None else -1
         return self._emit(t, tid, nr, args, ret, sid, self._site(spec))
 
@@ -371,7 +371,7 @@ class Tracer:
         args = self._regs(frame, spec.arg_regs)
         sp = int(frame.read_register("rsp"))
         tid = gdb.selected_thread().ptid[1]
-        sid = self._stack(spec, exit_only=False)
+        sid = self._stack(spec, exit_only=False, newest=frame)
         self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, self._site(spec)))
         return False
 
