@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run of every part")
     ap.add_argument("--repeat", type=int, default=None, help="repeats per measurement (default 3, --quick 1)")
+    ap.add_argument(
+        "--baseline-repeat", type=int, default=None, help="repeats of the two slow gdb baselines (default 1)"
+    )
     ap.add_argument("--only", default="", help="comma-separated parts: " + ",".join(SECTIONS))
     ap.add_argument("--output", type=Path, default=RESULTS / "latest.md", help="markdown file to write")
     args = ap.parse_args(argv)
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         ap.error(f"unknown part(s): {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
-    cfg = Config.make(args.quick, args.repeat)
+    cfg = Config.make(args.quick, args.repeat, args.baseline_repeat)
     RESULTS.mkdir(parents=True, exist_ok=True)
     mach = machine()
     started = time.perf_counter()

@@ -42,6 +42,7 @@ class Row:
 class Config:
     quick: bool
     repeat: int
+    baseline_repeat: int = 1  # the gdb baselines take about a minute each on the default workload
     calls: int = 200_000
     maps: int = 2_000
     depth: int = 20
@@ -55,7 +56,7 @@ class Config:
     rows: list[Row] = field(default_factory=list)
 
     @classmethod
-    def make(cls, quick: bool, repeat: int | None) -> Config:
+    def make(cls, quick: bool, repeat: int | None, baseline_repeat: int | None = None) -> Config:
         if quick:
             return cls(
                 quick=True,
@@ -70,7 +71,7 @@ class Config:
                 report_events=20_000,
                 report_snapshots=10,
             )
-        return cls(quick=False, repeat=repeat or 3)
+        return cls(quick=False, repeat=repeat or 3, baseline_repeat=baseline_repeat or 1)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ def workload_args(cfg: Config, threads: int) -> list[str]:
     return [str(WORKLOAD), "-c", str(cfg.calls), "-m", str(cfg.maps), "-t", str(threads), "-d", str(cfg.depth)]
 
 
+@functools.lru_cache(maxsize=1)
 def sysbreak_run_built() -> bool:
     """Whether `sysbreak run` exists (the CLI frame answers 'not built yet' until it lands)."""
     t = run_timed([*sysbreak_cmd(), "run", "--help"], timeout=60)
@@ -130,14 +133,16 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
         ]
     times: dict[str, list[float]] = {name: [] for name in tools}
     failed: dict[str, str] = {}
-    for _ in range(cfg.repeat):
+    slow = {n for n in tools if n.startswith("gdb ")}
+    for r in range(cfg.repeat):
         for name, c in tools.items():
-            if c is None or name in failed:
+            if c is None or name in failed or (name in slow and r >= cfg.baseline_repeat):
                 continue
             if name == "sysbreak run" and sb is not None and "-o" in sb:
                 shutil.rmtree(sb[sb.index("-o") + 1], ignore_errors=True)
             t = run_timed(c, timeout=cfg.timeout)
             why = _ok(t, name)
+            print(f"  {threads} thr  {name}: {t.seconds:.2f} s{' (' + why + ')' if why else ''}", file=sys.stderr)
             if why is not None:
                 failed[name] = why
                 continue
@@ -155,7 +160,8 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
             continue
         m = median(times[name])
         ratio = f"{m / native:.1f}x native" if native and name != "native" else ""
-        rows.append(Row(section, name, fmt_s(m), ratio, note=f"median of {len(times[name])}"))
+        n = len(times[name])
+        rows.append(Row(section, name, fmt_s(m), ratio, note=f"median of {n}" if n > 1 else "1 run"))
     strace_name = "strace -f -k -e trace=mmap,munmap"
     if sb is not None and times["sysbreak run"] and times[strace_name] and native:
         sbm, stm = median(times["sysbreak run"]), median(times[strace_name])
