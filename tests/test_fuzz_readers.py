@@ -48,7 +48,7 @@ def _real_log_lines() -> list[bytes]:
 
 
 LOG_LINES = _real_log_lines()
-FIXTURE_TEXTS = {p.name: p.read_bytes() for p in sorted(FIX.iterdir()) if p.suffix != ".sh"}
+FIXTURE_TEXTS = {p.name: p.read_bytes() for p in sorted(FIX.iterdir()) if p.is_file() and p.suffix != ".sh"}
 
 
 def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sysbreak.analysis.ledger import MAP_FIXED, PAGE, Ledger, Replay, failed
+from sysbreak.analysis.ledger import MAP_FIXED, OWNER_SHIFT, PAGE, Ledger, Replay, failed
 
 P = PAGE
 A = 0x7F0000000000
@@ -18,7 +18,7 @@ def owners(led: Ledger) -> list[tuple[int, int, int]]:
 
 
 def own(sid: int) -> int:
-    return sid << 1
+    return sid << OWNER_SHIFT
 
 
 def mmap(r: Replay, addr: int, length: int, sid: int, flags: int = MAP_PRIVATE_ANON) -> None:
@@ -246,6 +246,6 @@ def test_replay_matches_a_page_model(ops: list[tuple[str, int, int, int, bool]],
     assert {k: v for k, v in r.mapped.items() if v} == {k: v for k, v in mapped.items() if v}
     live: dict[int, int] = {}
     for ow in pages.values():
-        live[ow >> 1] = live.get(ow >> 1, 0) + P
+        live[ow >> OWNER_SHIFT] = live.get(ow >> OWNER_SHIFT, 0) + P
     for sid in set(r.mapped) | set(live):
         assert r.mapped.get(sid, 0) - r.unmapped.get(sid, 0) == live.get(sid, 0)

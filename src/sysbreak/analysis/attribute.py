@@ -24,10 +24,12 @@ first snapshot).
 failed ones included; ``mapped_bytes``/``unmapped_bytes`` as in :mod:`~sysbreak.analysis.ledger`;
 ``live_bytes`` what it owns at the end of the log; ``rss_bytes`` = sum over last-snapshot VMAs of
 ``Rss * owned bytes / VMA size`` (0 when the snapshot has no Rss); ``growth_bytes`` = bytes it owns in the last
-snapshot's VMAs that were mapped after the first snapshot (moved bytes keep the time they were first mapped);
-with no snapshot: its live bytes (all of them were mapped during the capture), with one snapshot: the bytes it
-owns in that snapshot. ``growth_per_min`` divides by the minutes between the first and the last snapshot (the
-capture's duration when there are fewer than two). ``label`` = the first frame outside libc, libucm, libucs,
+snapshot's VMAs that were mapped after the first snapshot (moved bytes keep the time they were first mapped),
+plus the bytes it mapped after the last snapshot that are still live at the end of the log (a leak in the last
+moments of a program that exits shows); with no snapshot: its live bytes (all of them were mapped during the
+capture); with one snapshot: the bytes it owns in that snapshot plus those mapped after it and still live.
+``growth_per_min`` divides by the minutes from the first snapshot to the end of the capture (the capture's
+duration when there are fewer than two snapshots). ``label`` = the first frame outside libc, libucm, libucs,
 ld-linux and libpthread (:data:`LABEL_SKIP`), as ``function (module+0xoff)`` (the outermost frame when all
 frames are in those libraries).
 
@@ -51,20 +53,23 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sysbreak.analysis.ledger import Replay
+from sysbreak.analysis.ledger import OWNER_SHIFT, Replay
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
-from sysbreak.capture import Capture, EventReader, SnapshotRef, StackRecord, SyscallRecord, open_capture
+from sysbreak.analysis.stream import Batch, StreamSummary, stream
+from sysbreak.capture import Capture, SnapshotRef, open_capture
 from sysbreak.errors import SysbreakError
 from sysbreak.procfs import Snapshot, Vma, parse_maps_file
 
 LABEL_SKIP = re.compile(r"(?:^|/)(?:libc\.so|libc-[0-9.]+\.so|libucm\.so|libucs\.so|ld-linux|libpthread)")
 MAX_SAMPLES = 1000
 UNKNOWN_STACK = 0  # the id of the stack of events that name none
+OLD, GROWING, AFTER_LAST = 0, 1, 2  # ledger epochs: mapped before the first snapshot, after it, after the last
+EPOCH_MASK = (1 << OWNER_SHIFT) - 1
 
 
 # --- stacks, folding and grouping -----------------------------------------------------------------------------------
@@ -229,13 +234,13 @@ def _tail_time(path: str) -> float | None:
 
 
 def _match(vma: Vma, replay: Replay) -> tuple[dict[int, int], dict[int, int]]:
-    """Bytes of ``vma`` per stack (owner >> 1), and of those the bytes mapped after the first snapshot."""
+    """Bytes of ``vma`` per stack, and of those the bytes mapped after the first snapshot (epoch not 0)."""
     owned: dict[int, int] = {}
     new: dict[int, int] = {}
     for s, e, o in replay.ledger.pieces(vma.start, vma.end):
-        sid = o >> 1
+        sid = o >> OWNER_SHIFT
         owned[sid] = owned.get(sid, 0) + e - s
-        if o & 1:
+        if o & EPOCH_MASK:
             new[sid] = new.get(sid, 0) + e - s
     return owned, new
 
@@ -262,6 +267,7 @@ def analyze(
     maps_files: Iterable[str | os.PathLike[str]] = (),
     depth: int | None = None,
     group_outside: str | None = None,
+    parallel: bool | None = None,
 ) -> Analysis:
     """Analyse a capture directory or an event log, with (or, for ``source=None``, only) hand-given maps files.
 
@@ -269,7 +275,8 @@ def analyze(
     snapshots. Their time: CLOCK_MONOTONIC from the file's mtime when the capture's start wall time and ``t0``
     are known, else they count as taken after the whole log, in the given order.
     ``depth``: fold stacks to the N frames nearest the syscall. ``group_outside``: group stacks by their first
-    frame whose module does not match this regular expression. See the module doc for every number.
+    frame whose module does not match this regular expression. ``parallel``: decode the log in a second
+    process (default: when it is big, see :mod:`sysbreak.analysis.stream`). See the module doc for every number.
     """
     warnings: list[str] = []
     stacks = _Stacks(depth, group_outside)
@@ -292,12 +299,20 @@ def analyze(
     t0_meta = meta.get("t0") if type(meta.get("t0")) in (int, float) else None
     t1_meta = meta.get("t1") if type(meta.get("t1")) in (int, float) else None
 
-    reader: EventReader | None = cap.events() if cap is not None and cap.events_path is not None else None
     header: dict[str, Any] | None = None
-    raw = reader.raw(skip_site=True) if reader is not None else iter(())
-    first_item = next(raw, None)  # the header (checked by the reader), or None for an empty log
-    if first_item is not None:
-        header = first_item[1]
+    events_path = cap.events_path if cap is not None else None
+    source_stream = stream(events_path, cap is not None and cap.is_dir, parallel=parallel) if events_path else None
+    pending: Batch = []
+    summary = StreamSummary()
+    if source_stream is not None:
+        # The first batch holds the header alone (checked by the reader); an empty log has none.
+        try:
+            pending = next(source_stream)
+        except StopIteration as stop:
+            summary = stop.value
+            source_stream = None
+        if pending and pending[0][0] == "header":
+            header = pending[0][1]
     t0 = t0_meta if t0_meta is not None else (_num(header.get("t0")) if header else None)
 
     # The snapshots, in time order.
@@ -360,37 +375,27 @@ def analyze(
     if last_i is not None:
         slots[last_i].role = "both" if last_i == first_i else "last"
     n_snaps = sum(1 for s in slots if s.snap is not None or (s.ref is not None and s.ref.rss_kb is not None))
-    # With two snapshots or more, what was mapped before the first one is "old" (epoch bit 0); otherwise every
-    # captured byte is growth.
-    epoch = 0 if first_i is not None and last_i is not None and last_i != first_i else 1
+    # Epochs (the low bits of a ledger owner): 0 mapped before the first snapshot, 1 between the first and the
+    # last, 2 after the last. With fewer than two snapshots, nothing is "before".
+    epoch = OLD if first_i is not None and last_i is not None and last_i != first_i else GROWING
 
     replay = Replay()
     ledger = replay.ledger
     gid_of = stacks.group_of
     gid = stacks.gid
-    counts: dict[tuple[int, str], int] = {}
-    first_t: dict[int, float] = {}
-    last_t: dict[int, float] = {}
-    by_syscall: dict[str, int] = {}
     samples: list[Sample] = []
     live_samples: list[tuple[float, int]] = []
     sample_step = 0.0
     last_sample_t = -math.inf
     matched_first: _Matched | None = None
     matched_last: _Matched | None = None
-    t_first_event: float | None = None
-    t_last_event: float | None = None
     pids: set[int] = set()
     end_t_rec: float | None = None
-    out_of_order = 0
     slot_i = 0
     next_slot_t = slots[0].t if slots else math.inf
-    prev_t = -math.inf
-    if header is not None and isinstance(header.get("pid"), int):
-        pids.add(header["pid"])
-        if analysis.pid is None:
-            analysis.pid = header["pid"]
     if header is not None:
+        if isinstance(header.get("pid"), int) and analysis.pid is None:
+            analysis.pid = header["pid"]
         if analysis.exe is None and isinstance(header.get("exe"), str):
             analysis.exe = header["exe"]
         if not analysis.syscalls and isinstance(header.get("syscalls"), list):
@@ -408,111 +413,76 @@ def analyze(
         if snap is not None:
             rss = snap.rss
             if slot.role:
-                vmas = snap.vmas
                 m = _Matched(snap, [], [])
-                for v in vmas:
+                for v in snap.vmas:
                     o, n = _match(v, replay)
                     m.owners.append(o)
                     m.new.append(n)
                 if slot.role in ("first", "both"):
                     matched_first = m
-                    epoch = 1 if slot.role == "first" else epoch
+                    epoch = GROWING
                 if slot.role in ("last", "both"):
                     matched_last = m
-                    slot.snap = snap
-                elif slot.role == "first":
-                    slot.snap = snap
+                    epoch = AFTER_LAST
             elif slot.ref is not None:
                 slot.snap = None  # intermediate: keep no VMAs
-        if slot.t != math.inf:
-            samples.append(Sample(t=slot.t, rss_bytes=rss, live_bytes=ledger.live))
-        else:
-            samples.append(Sample(t=math.nan, rss_bytes=rss, live_bytes=ledger.live))
+        samples.append(Sample(t=slot.t if slot.t != math.inf else math.nan, rss_bytes=rss, live_bytes=ledger.live))
 
-    syscall_of = reader.syscall if reader is not None else None
-    ops = {"mmap": replay.mmap, "munmap": replay.munmap, "mremap": replay.mremap, "brk": replay.brk_call}
-    u64_fail = (1 << 64) - 4095
-    for lineno, obj in raw:
-        typ = obj.get("type")
-        if typ == "syscall":
-            # The hot loop: plain checks instead of building a SyscallRecord; anything odd takes the slow path.
-            name = obj.get("name")
-            args = obj.get("args")
-            ret = obj.get("ret")
-            et = obj.get("t")
-            sid = obj.get("stack")
-            if not (
-                type(name) is str
-                and type(args) is list
-                and len(args) == 6
-                and (type(ret) is int or ret is None)
-                and (type(et) is float or et is None)
-                and (type(sid) is int or sid is None)
-                and type(args[0]) is int
-                and type(args[1]) is int
-                and type(args[2]) is int
-                and type(args[3]) is int
-            ):
-                assert syscall_of is not None and reader is not None
-                try:
-                    rec: SyscallRecord = syscall_of(obj)
-                except (TypeError, ValueError, KeyError, AttributeError):
-                    reader.warn(f"{reader.path}, line {lineno}: a 'syscall' record with bad fields, skipped")
-                    continue
-                name, args, ret, et, sid = rec.name, list(rec.args), rec.ret, rec.t, rec.stack
-            if et is not None:
-                if et > next_slot_t:
-                    while slot_i < len(slots) and slots[slot_i].t < et:
-                        take_snapshot(slots[slot_i])
-                        slot_i += 1
-                    next_slot_t = slots[slot_i].t if slot_i < len(slots) else math.inf
-                if et < prev_t:
-                    out_of_order += 1
-                else:
-                    prev_t = et
-                if t_first_event is None:
-                    t_first_event = et
-                t_last_event = et
-            g = gid_of.get(sid) if sid is not None else None
-            if g is None:
-                g = gid(sid)
-            key = (g, name)
-            counts[key] = counts.get(key, 0) + 1
-            if et is not None:
-                if g not in first_t:
-                    first_t[g] = et
-                last_t[g] = et
-            if ret is None or -4095 <= ret < 0 or ret >= u64_fail:
-                continue
-            op = ops.get(name)
-            if op is not None:
-                op(args, ret, (g << 1) | epoch)
-                if et is not None and et - last_sample_t >= sample_step:
-                    live_samples.append((et, ledger.live))
-                    last_sample_t = et
-                    if len(live_samples) > MAX_SAMPLES:
-                        live_samples = live_samples[::2]
-                        sample_step = max(sample_step * 2, (et - live_samples[0][0]) / MAX_SAMPLES)
-        elif typ == "stack":
-            assert reader is not None
+    # The replay. Items: see sysbreak.analysis.stream.
+    ops = (None, replay.mmap, replay.munmap, replay.mremap, replay.brk_call)
+    if source_stream is not None:
+        batch_iter = _chain_first(pending, source_stream)
+        while True:
             try:
-                srec = reader.record(obj)
-            except (TypeError, ValueError, KeyError, AttributeError):
-                reader.warn(f"{reader.path}, line {lineno}: a 'stack' record with bad fields, skipped")
-                continue
-            if isinstance(srec, StackRecord):
-                stacks.add(srec.id, srec.frames, srec.python)
-        elif typ == "header":
-            hpid = obj.get("pid")
-            if isinstance(hpid, int):
-                pids.add(hpid)
-        elif typ == "end":
-            assert reader is not None
-            reader.ended = True
-            end_t_rec = _num(obj.get("t"))
+                batch = next(batch_iter)
+            except StopIteration as stop:
+                summary = stop.value
+                break
+            for item in batch:
+                code = item[0]
+                if type(code) is int:
+                    _, a0, a1, a2, a3, ret, et, sid = item
+                    if et is not None:
+                        if et > next_slot_t:
+                            while slot_i < len(slots) and slots[slot_i].t < et:
+                                take_snapshot(slots[slot_i])
+                                slot_i += 1
+                            next_slot_t = slots[slot_i].t if slot_i < len(slots) else math.inf
+                        if et - last_sample_t >= sample_step:
+                            live_samples.append((et, ledger.live))
+                            last_sample_t = et
+                            if len(live_samples) > MAX_SAMPLES:
+                                live_samples = live_samples[::2]
+                                sample_step = max(sample_step * 2, (et - live_samples[0][0]) / MAX_SAMPLES)
+                    g = gid_of.get(sid) if sid is not None else None
+                    if g is None:
+                        g = gid(sid)
+                    ops[code](a0, a1, a2, a3, ret, (g << OWNER_SHIFT) | epoch)  # type: ignore[misc]
+                elif code == "stack":
+                    stacks.add(item[1], item[2], item[3])
+                elif code == "header":
+                    hpid = item[1].get("pid")
+                    if isinstance(hpid, int):
+                        pids.add(hpid)
+                elif code == "end":
+                    end_t_rec = item[1]
     while slot_i < len(slots):
         take_snapshot(slots[slot_i])
         slot_i += 1
+    counts: dict[tuple[int, str], int] = {}
+    first_t: dict[int, float] = {}
+    last_t: dict[int, float] = {}
+    by_syscall: dict[str, int] = {}
+    for (sid, name), c in summary.counts.items():
+        g = gid(sid)
+        counts[(g, name)] = counts.get((g, name), 0) + c
+    for sid, ft in summary.first_t.items():
+        g = gid(sid)
+        first_t[g] = min(ft, first_t.get(g, ft))
+    for sid, lt in summary.last_t.items():
+        g = gid(sid)
+        last_t[g] = max(lt, last_t.get(g, lt))
+    t_first_event, t_last_event, out_of_order = summary.t_first, summary.t_last, summary.out_of_order
 
     # --- totals and times
     for (_g, name), c in counts.items():
@@ -528,9 +498,9 @@ def analyze(
     ends = [x for x in (t1, t_last_event, snap_times[-1] if snap_times else None) if x is not None]
     t1 = max(ends) if ends else None
     analysis.t0, analysis.t1 = t0, t1
-    if reader is not None:
-        warnings.extend(reader.warnings)
-        if not reader.ended and reader.lines > 0:
+    if events_path is not None:
+        warnings.extend(summary.warnings)
+        if not summary.ended and summary.lines > 0:
             warnings.append("the log has no 'end' record: the capture was cut short (all before the cut is used)")
     if len(pids) > 1:
         warnings.append(f"the log holds several processes ({', '.join(map(str, sorted(pids)))}); analysed as one")
@@ -572,7 +542,10 @@ def analyze(
     for g, n in replay.unmapped.items():
         stat(g).unmapped_bytes += n
     for o, n in ledger.owned().items():
-        stat(o >> 1).live_bytes += n
+        st = stat(o >> OWNER_SHIFT)
+        st.live_bytes += n
+        if o & EPOCH_MASK == AFTER_LAST:  # mapped after the last snapshot and still there: growth too
+            st.growth_bytes += n
 
     # --- regions
     if matched_last is not None:
@@ -588,11 +561,11 @@ def analyze(
     else:
         for st in stats.values():
             st.growth_bytes = st.live_bytes
-    period = 0.0
+    period = 0.0  # growth is counted from the first snapshot to the end of the capture
     if first_i is not None and last_i is not None and last_i != first_i:
         a, b = slots[first_i].t, slots[last_i].t
         if math.isfinite(a) and math.isfinite(b):
-            period = b - a
+            period = max(b, t1 if t1 is not None else b) - a
     if period <= 0:
         period = analysis.duration
     for st in stats.values():
@@ -615,6 +588,12 @@ def analyze(
     analysis.timeline = tl
     analysis.warnings = warnings
     return analysis
+
+
+def _chain_first(first: Batch, rest: Generator[Batch, None, StreamSummary]) -> Generator[Batch, None, StreamSummary]:
+    if first:
+        yield first
+    return (yield from rest)
 
 
 def _num(x: Any) -> float | None:

@@ -26,7 +26,7 @@ the caller.
 
 Failed calls (``ret`` in -4095..-1, or ``null`` when the return was not seen) change nothing.
 
-Accounting per *stack* (``owner >> 1``; the low bit of an owner is the caller's epoch flag, see
+Accounting per *stack* (``owner >> OWNER_SHIFT``; the low bits of an owner are the caller's epoch, see
 :mod:`sysbreak.analysis.attribute`): ``mapped`` (bytes its calls mapped) and ``unmapped`` (bytes it owned
 that went away, whoever removed them). For every stack ``mapped - unmapped`` equals the bytes it owns.
 """
@@ -45,6 +45,7 @@ MREMAP_MAYMOVE = 1
 MREMAP_FIXED = 2
 MREMAP_DONTUNMAP = 4
 _U64 = 1 << 64
+OWNER_SHIFT = 2  # an owner is ``stack << OWNER_SHIFT | epoch`` (epoch < 4)
 
 Piece = tuple[int, int, int]  # (start, end, owner)
 
@@ -116,6 +117,12 @@ class Ledger:
             e, o = iv[s]
             out.append((max(s, start), min(e, end), o))
         return out
+
+    def take(self, start: int, hit: tuple[int, int]) -> None:
+        """Remove the whole range that starts at ``start`` (``hit`` is its ``(end, owner)``)."""
+        del self._iv[start]
+        self._starts.remove(start)
+        self.live -= hit[0] - start
 
     def remove(self, start: int, end: int) -> list[Piece]:
         """Remove ``[start, end)``; returns the removed parts (clipped), splitting ranges that stick out."""
@@ -215,22 +222,25 @@ class Replay:
         self._apply = {"mmap": self.mmap, "munmap": self.munmap, "mremap": self.mremap, "brk": self.brk_call}
 
     def apply(self, name: str, args: list[int] | tuple[int, ...], ret: int | None, owner: int) -> None:
-        """Apply one syscall made by ``owner`` (``stack << 1 | epoch``). Unknown names and failures: nothing."""
+        """Apply one syscall made by ``owner`` (``stack << OWNER_SHIFT | epoch``). Unknown names and failures: nothing.
+
+        ``args`` are ints (at least four); the per-call methods take ``a0..a3`` directly (the hot path).
+        """
         if failed(ret):
             return
         fn = self._apply.get(name)
         if fn is not None:
             assert ret is not None
-            fn(args, ret, owner)
+            fn(args[0], args[1], args[2], args[3], ret, owner)
 
     def _lost(self, pieces: list[Piece]) -> None:
         unmapped = self.unmapped
         for s, e, o in pieces:
-            sid = o >> 1
+            sid = o >> OWNER_SHIFT
             unmapped[sid] = unmapped.get(sid, 0) + e - s
 
     def _gain(self, owner: int, n: int) -> None:
-        sid = owner >> 1
+        sid = owner >> OWNER_SHIFT
         self.mapped[sid] = self.mapped.get(sid, 0) + n
 
     def _valid(self, start: int, length: int) -> bool:
@@ -239,27 +249,42 @@ class Replay:
             return False
         return True
 
-    def mmap(self, args: list[int] | tuple[int, ...], ret: int, owner: int) -> None:
-        length = page_up(args[1])
-        if length == 0 or not self._valid(ret, length):
+    def mmap(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
+        length = (a1 + 4095) & -4096
+        if length <= 0 or ret < 0 or ret & 4095 or ret + length > _U64:
+            if length > 0:
+                self.bad_events += 1
             return
         replaced = self.ledger.assign(ret, ret + length, owner)
         if replaced:
             self._lost(replaced)
-            if not args[3] & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+            if not a3 & (MAP_FIXED | MAP_FIXED_NOREPLACE):
                 self.stale_bytes += sum(e - s for s, e, _ in replaced)
-        self._gain(owner, length)
+        mapped = self.mapped
+        sid = owner >> OWNER_SHIFT
+        mapped[sid] = mapped.get(sid, 0) + length
 
-    def munmap(self, args: list[int] | tuple[int, ...], ret: int, owner: int) -> None:
-        start, length = args[0], page_up(args[1])
-        if length == 0 or not self._valid(start, length):
+    def munmap(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
+        start, length = a0, (a1 + 4095) & -4096
+        if length <= 0 or start < 0 or start & 4095 or start + length > _U64:
+            if length > 0:
+                self.bad_events += 1
             return
-        removed = self.ledger.remove(start, start + length)
+        ledger = self.ledger
+        # Fast path: exactly one whole range (most munmaps).
+        hit = ledger._iv.get(start)
+        if hit is not None and hit[0] == start + length:
+            ledger.take(start, hit)
+            sid = hit[1] >> OWNER_SHIFT
+            unmapped = self.unmapped
+            unmapped[sid] = unmapped.get(sid, 0) + length
+            return
+        removed = ledger.remove(start, start + length)
         if removed:
             self._lost(removed)
 
-    def mremap(self, args: list[int] | tuple[int, ...], ret: int, owner: int) -> None:
-        old, old_size, new_size, flags = args[0], page_up(args[1]), page_up(args[2]), args[3]
+    def mremap(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
+        old, old_size, new_size, flags = a0, page_up(a1), page_up(a2), a3
         new = ret
         if new_size == 0 or not self._valid(old, old_size) or not self._valid(new, new_size):
             return
@@ -298,7 +323,7 @@ class Replay:
             ledger.assign(new + old_size, new + new_size, owner)
             self._gain(owner, new_size - old_size)
 
-    def brk_call(self, args: list[int] | tuple[int, ...], ret: int, owner: int) -> None:
+    def brk_call(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
         if ret >= _U64 or ret < 0:
             return
         old, self.brk = self.brk, ret
@@ -306,7 +331,7 @@ class Replay:
             return
         a_old, a_new = page_up(old), page_up(ret)
         if a_new > a_old:
-            if args[0] == 0:  # a query that finds growth we did not see
+            if a0 == 0:  # a query that finds growth we did not see
                 self.brk_unseen_bytes += a_new - a_old
                 return
             self._lost(self.ledger.assign(a_old, a_new, owner))

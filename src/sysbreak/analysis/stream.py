@@ -1,0 +1,214 @@
+"""The event log as compact batches for the ledger, decoded in a second process when the log is big.
+
+Decoding JSON is most of the cost of an analysis; replaying the ledger is the rest, and it must run in log
+order. So a big log is decoded by a worker process (``python -m sysbreak.analysis.stream LOG``) while the main
+process replays: the worker writes pickled batches of compact items to a pipe (whose buffer bounds the memory
+in flight), the main process applies them. A small log (or where no process can be started) is decoded in
+process, by the same code.
+
+Items of a batch, in log order:
+
+* ``(code, a0, a1, a2, a3, ret, t, stack)`` for a *successful* mmap/munmap/mremap/brk (``code`` in
+  :data:`CODES`; ``t`` and ``stack`` may be None);
+* ``("stack", id, frames, python)`` for a stack record;
+* ``("header", obj)`` for a header (the decoded object), ``("end", t)`` for an end record.
+
+Everything else a per-stack report needs (calls per stack and syscall, failed ones included, first and last
+times) is counted on the decoding side and returned once, at the end, as a :class:`StreamSummary`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import traceback
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import sysbreak
+from sysbreak.capture import EventReader, StackRecord, SyscallRecord
+from sysbreak.errors import SysbreakError
+
+CODES = {"mmap": 1, "munmap": 2, "mremap": 3, "brk": 4}
+BATCH = 4096
+PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
+_U64_FAIL = (1 << 64) - 4095
+
+Batch = list[tuple[Any, ...]]
+
+
+@dataclass
+class StreamSummary:
+    counts: dict[tuple[int | None, str], int] = field(default_factory=dict)  # (stack id, syscall) -> calls
+    first_t: dict[int | None, float] = field(default_factory=dict)  # stack id -> time of its first call
+    last_t: dict[int | None, float] = field(default_factory=dict)
+    t_first: float | None = None  # first and last event times
+    t_last: float | None = None
+    out_of_order: int = 0  # events whose time is before an earlier event's
+    warnings: list[str] = field(default_factory=list)
+    skipped: int = 0
+    ended: bool = False
+    lines: int = 0
+
+
+def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummary]:
+    """Decode ``path`` into batches (see the module doc); returns the summary when exhausted."""
+    reader = EventReader(path, allow_empty=allow_empty)
+    summary = StreamSummary()
+    counts = summary.counts
+    first_t = summary.first_t
+    last_t = summary.last_t
+    codes = CODES
+    items: Batch = []
+    prev_t = -1e300
+    slow = reader.syscall
+    for lineno, obj in reader.raw(skip_site=True):
+        typ = obj.get("type")
+        if typ == "syscall":
+            name = obj.get("name")
+            args = obj.get("args")
+            ret = obj.get("ret")
+            et = obj.get("t")
+            sid = obj.get("stack")
+            if not (
+                type(name) is str
+                and type(args) is list
+                and len(args) == 6
+                and (type(ret) is int or ret is None)
+                and (type(et) is float or et is None)
+                and (type(sid) is int or sid is None)
+                and type(args[0]) is int
+                and type(args[1]) is int
+                and type(args[2]) is int
+                and type(args[3]) is int
+            ):
+                try:
+                    rec: SyscallRecord = slow(obj)
+                except (TypeError, ValueError, KeyError, AttributeError):
+                    reader.warn(f"{reader.path}, line {lineno}: a 'syscall' record with bad fields, skipped")
+                    continue
+                name, args, ret, et, sid = rec.name, list(rec.args), rec.ret, rec.t, rec.stack
+            key = (sid, name)
+            counts[key] = counts.get(key, 0) + 1
+            if et is not None:
+                if et < prev_t:
+                    summary.out_of_order += 1
+                else:
+                    prev_t = et
+                if summary.t_first is None:
+                    summary.t_first = et
+                summary.t_last = et
+                if sid not in first_t:
+                    first_t[sid] = et
+                last_t[sid] = et
+            if ret is None or -4095 <= ret < 0 or ret >= _U64_FAIL:
+                continue
+            code = codes.get(name)
+            if code is not None:
+                items.append((code, args[0], args[1], args[2], args[3], ret, et, sid))
+                if len(items) >= BATCH:
+                    yield items
+                    items = []
+        elif typ == "stack":
+            try:
+                srec = reader.record(obj)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                reader.warn(f"{reader.path}, line {lineno}: a 'stack' record with bad fields, skipped")
+                continue
+            if isinstance(srec, StackRecord):
+                items.append(("stack", srec.id, srec.frames, srec.python))
+        elif typ == "header":
+            items.append(("header", obj))
+            if lineno == 1:  # let the consumer see the header at once
+                yield items
+                items = []
+        elif typ == "end":
+            reader.ended = True
+            t = obj.get("t")
+            items.append(("end", float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None))
+    if items:
+        yield items
+    summary.warnings = reader.warnings
+    summary.skipped = reader.skipped
+    summary.ended = reader.ended
+    summary.lines = reader.lines
+    return summary
+
+
+def _worker(path: str, allow_empty: bool, out: IO[bytes]) -> None:
+    """The decoding process: pickled messages on ``out``, one per batch, then the summary (or the error)."""
+    dump = pickle.dump
+    try:
+        gen = batches(path, allow_empty)
+        while True:
+            try:
+                batch = next(gen)
+            except StopIteration as stop:
+                dump(("done", stop.value), out, protocol=pickle.HIGHEST_PROTOCOL)
+                break
+            dump(("batch", batch), out, protocol=pickle.HIGHEST_PROTOCOL)
+    except SysbreakError as e:
+        dump(("error", str(e), e.exit_code), out)
+    except BrokenPipeError:  # the main process stopped reading
+        return
+    except BaseException:  # a bug: hand it to the main process, which raises it
+        dump(("crash", traceback.format_exc()), out)
+    out.flush()
+
+
+def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | None:
+    if not sys.executable:
+        return None
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(sysbreak.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "sysbreak.analysis.stream", path, "1" if allow_empty else "0"]
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
+    except OSError:
+        return None
+
+
+def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Generator[Batch, None, StreamSummary]:
+    """:func:`batches`, decoded by a worker process when ``parallel`` (default: when the log is big)."""
+    if parallel is None:
+        try:
+            parallel = os.path.getsize(path) >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1
+        except OSError:
+            parallel = False
+    proc = _start_worker(path, allow_empty) if parallel else None
+    if proc is None:
+        return (yield from batches(path, allow_empty))
+    assert proc.stdout is not None
+    load = pickle.load
+    try:
+        while True:
+            try:
+                msg = load(proc.stdout)
+            except (EOFError, pickle.UnpicklingError):
+                raise SysbreakError(f"{path}: the process decoding the log died (out of memory?)") from None
+            kind = msg[0]
+            if kind == "batch":
+                yield msg[1]
+            elif kind == "done":
+                summary: StreamSummary = msg[1]
+                return summary
+            elif kind == "error":
+                raise SysbreakError(msg[1], msg[2])
+            else:
+                raise RuntimeError(f"decoding {path} failed:\n{msg[1]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+if __name__ == "__main__":
+    # Through the module's real name, so that what is pickled names sysbreak.analysis.stream, not __main__.
+    from sysbreak.analysis.stream import _worker as worker
+
+    worker(sys.argv[1], sys.argv[2] == "1", sys.stdout.buffer)
