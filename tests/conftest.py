@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +88,11 @@ class Proc:
         assert self.popen.poll() is None
 
 
+Spawn = Callable[..., Proc]
+
+
 @pytest.fixture
-def spawn() -> Iterator[object]:
+def spawn() -> Iterator[Spawn]:
     """``spawn(argv, **popen_kwargs) -> Proc``: start a process; every one is killed when the test ends."""
     started: list[Proc] = []
 
@@ -123,3 +126,43 @@ def sysbreak_argv() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "from sysbreak.cli import main; main()"]
+
+
+def run_sysbreak(
+    *args: object, timeout: float = 120, prefix: list[str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sysbreak ARGS...`` to completion (stdin closed), capturing its output as text."""
+    argv = [*(prefix or []), *sysbreak_argv(), *(str(a) for a in args)]
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False, **kwargs
+    )
+
+
+#: run a command as user nobody (setpriv ships with util-linux)
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A fresh directory user nobody can write to."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="sysbreak-test-nobody-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def gdb_without_python(tmp_path: Path) -> Path:
+    """A stand-in for a GDB built without Python: answers --version, refuses every `python` command."""
+    fake = tmp_path / "gdb-nopython"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--version*) echo "GNU gdb (fake, no Python) 13.1"; exit 0;; esac\n'
+        'echo "Python scripting is not supported in this copy of GDB." >&2\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    return fake

@@ -39,11 +39,11 @@ def default_name(pid: int) -> str:
 def create(path: str | os.PathLike[str]) -> Path:
     """Make the capture directory (and ``snapshots/``); a one-line error when that is impossible."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise SysbreakError(f"cannot write the capture to '{out}': it exists and is not a directory", 2)
-    if out.is_dir() and any(out.iterdir()):
-        raise SysbreakError(f"'{out}' already exists and is not empty: give another directory with --output", 2)
     try:
+        if out.exists() and not out.is_dir():
+            raise SysbreakError(f"cannot write the capture to '{out}': it exists and is not a directory", 2)
+        if out.is_dir() and any(out.iterdir()):
+            raise SysbreakError(f"'{out}' already exists and is not empty: give another directory with --output", 2)
         (out / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
         probe = out / ".sysbreak-write-test"
         probe.write_bytes(b"")

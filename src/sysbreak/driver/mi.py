@@ -75,6 +75,7 @@ class MiSession:
         self._log_lock = threading.Lock()
         self._closed = False
         self._capture: list[str] | None = None
+        self._t0 = time.monotonic()
         mi_out = open(mi_path, "ab")  # noqa: SIM115
         self._mi_start = mi_out.seek(0, os.SEEK_END)  # read only what this gdb writes
         try:
@@ -186,7 +187,7 @@ class MiSession:
         with self._cond:
             self._token += 1
             token = self._token
-        self.write_log(f"(sysbreak) {command}")
+        self.write_log(f"(sysbreak +{time.monotonic() - self._t0:.3f}s) {command}")
         try:
             self._stdin.write(f"{token}{command}\n".encode())
             self._stdin.flush()

@@ -67,9 +67,9 @@ os.close(fd)
 for s in (signal.SIGPIPE, signal.SIGXFSZ):
     signal.signal(s, signal.SIG_DFL)
 try:
-    os.execvp(sys.argv[3], sys.argv[3:])
+    os.execvp(sys.argv[2], sys.argv[2:])
 except OSError as e:
-    sys.stderr.write("sysbreak: cannot run %s: %s\n" % (sys.argv[3], e.strerror))
+    sys.stderr.write("sysbreak: cannot run %s: %s\n" % (sys.argv[2], e.strerror))
     os._exit(127)
 """
 
@@ -127,16 +127,18 @@ def validate_syscalls(names: list[str]) -> list[str]:
 
 
 def _describe_exit(rec: Record) -> tuple[str, int | None]:
+    """(text, status) of a ``*stopped,reason="exited..."`` or ``=thread-group-exited`` record."""
     payload = rec.get("payload") or {}
-    reason = payload.get("reason", "")
-    if reason == "exited-normally":
-        return "exited with status 0", 0
-    if reason == "exited":
-        code = int(str(payload.get("exit-code", "0")), 8)  # GDB/MI prints the exit code in octal
+    if "exit-code" in payload:
+        code = int(str(payload["exit-code"]), 8)  # GDB/MI prints exit codes in octal
         return f"exited with status {code}", code
-    name = payload.get("signal-name", "?")
-    num = getattr(signal, name, None)
-    return f"was killed by {name}", (-int(num) if num is not None else None)
+    if payload.get("reason") == "exited-normally":
+        return "exited with status 0", 0
+    name = payload.get("signal-name")
+    if name:
+        num = getattr(signal, str(name), None)
+        return f"was killed by {name}", (-int(num) if num is not None else None)
+    return "exited", None
 
 
 class CaptureSession:
@@ -362,6 +364,8 @@ class CaptureSession:
             env=gdbenv.gdb_env(),
         )
         mi = self.mi
+        assert self.meta is not None
+        self.meta.update(gdb_pid=mi.pid)
         mi.command("-gdb-set mi-async on")
         if self.opts.non_stop:
             mi.command("-gdb-set non-stop on")
@@ -545,9 +549,8 @@ class CaptureSession:
         payload = rec.get("payload") or {}
         if msg == "thread-group-exited":
             self.target_gone = True
-            if "exit-code" in payload:
-                code = int(str(payload["exit-code"]), 8)
-                self.exit_status, self.exit_text = code, f"exited with status {code}"
+            if self.exit_status is None:
+                self.exit_text, self.exit_status = _describe_exit(rec)
             self.end_reason = "exited"
             return True
         if msg != "stopped":
