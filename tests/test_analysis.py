@@ -452,3 +452,45 @@ def test_real_capture_of_ucm_leak() -> None:
     for s in a.stacks:
         assert s.mapped_bytes - s.unmapped_bytes == s.live_bytes
     assert analyze(REAL, parallel=True).stacks == a.stacks  # the worker process decodes the same
+
+
+def test_parallel_decoding_matches_and_reports_errors(tmp_path: Path) -> None:
+    log = Log(tmp_path / "e.jsonl")
+    log.mmap(100.0, A, 4 * P, "leak")
+    log.mmap(101.0, A + 8 * P, 2 * P, "churn")
+    log.close()
+    with (tmp_path / "e.jsonl").open("a") as fh:
+        fh.write("garbage\n")
+        fh.write('{"type":"syscall","name":"munmap","args":[1,2],"ret":0,"stack":"x"}\n')
+        fh.write('{"type":"syscall","seq":9,"t":10')
+    one = analyze(tmp_path / "e.jsonl", parallel=False)
+    two = analyze(tmp_path / "e.jsonl", parallel=True)
+    assert one.stacks == two.stacks and one.warnings == two.warnings and len(one.warnings) == 4
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type":"header","format":"sysbreak-events/7"}\n')
+    with pytest.raises(SysbreakError, match="not supported"):
+        analyze(bad, parallel=True)
+
+
+@pytest.mark.slow
+def test_big_log_streams_in_bounded_memory(tmp_path: Path) -> None:
+    # 300k events, 30 snapshots: decoded by the worker process; the peak RSS of both stays small.
+    import subprocess
+    import sys
+
+    synthetic_capture(tmp_path / "big", 300_000, 30)
+    code = (
+        "import resource, sys, time\n"
+        "from sysbreak.analysis import analyze\n"
+        "t = time.perf_counter(); a = analyze(sys.argv[1]); dt = time.perf_counter() - t\n"
+        "me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "kid = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(a.events, dt, me, kid)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "big")], capture_output=True, text=True, check=True
+    )
+    events, dt, me_kb, kid_kb = out.stdout.split()
+    assert int(events) > 300_000
+    assert int(me_kb) < 500 * 1024 and int(kid_kb) < 500 * 1024
+    assert int(events) / float(dt) > 10_000  # a floor for gross regressions only: machines differ
