@@ -214,12 +214,13 @@ def _stack_frames(obj: dict[str, Any]) -> tuple[tuple[Frame, ...], tuple[PyFrame
 class EventReader:
     """Streams the records of one event log, line by line (the file is never read whole).
 
-    Iterating yields :data:`Record` dataclasses: :class:`HeaderRecord`, :class:`ModuleRecord`,
-    :class:`StackRecord`, :class:`SyscallRecord`, :class:`NoteRecord`, :class:`EndRecord`. Unknown record
-    types and unknown keys are ignored. A line that is not valid JSON, or whose known keys have the wrong types
-    (a line damaged mid-write), is skipped and described in :attr:`warnings` (the first :data:`MAX_WARNINGS`;
-    :attr:`skipped` counts them all). A file that does not start with a ``sysbreak-events/1`` header raises
-    :class:`SysbreakError` when iteration starts (unless ``allow_empty`` and the file is empty).
+    It is an iterator (one pass over the file; make another reader for another pass) of :data:`Record`
+    dataclasses: :class:`HeaderRecord`, :class:`ModuleRecord`, :class:`StackRecord`, :class:`SyscallRecord`,
+    :class:`NoteRecord`, :class:`EndRecord`. Unknown record types and unknown keys are ignored. A line that is
+    not valid JSON, or whose known keys have the wrong types (a line damaged mid-write), is skipped and
+    described in :attr:`warnings` (the first :data:`MAX_WARNINGS`; :attr:`skipped` counts them all). A file
+    that does not start with a ``sysbreak-events/1`` header raises :class:`SysbreakError` when iteration
+    starts (unless ``allow_empty`` and the file is empty; :func:`read_events` checks it at once).
     After a full pass, :attr:`ended` says whether an ``end`` record was seen.
     """
 
@@ -231,6 +232,7 @@ class EventReader:
         self.header: HeaderRecord | None = None
         self.ended = False
         self.lines = 0
+        self._records: Iterator[Record] | None = None
 
     def warn(self, message: str) -> None:
         self.skipped += 1
@@ -315,6 +317,14 @@ class EventReader:
         return obj
 
     def __iter__(self) -> Iterator[Record]:
+        if self._records is None:
+            self._records = self._read_records()
+        return self._records
+
+    def __next__(self) -> Record:
+        return next(iter(self))
+
+    def _read_records(self) -> Iterator[Record]:
         for lineno, obj in self.raw():
             try:
                 rec = self.record(obj)
@@ -413,8 +423,15 @@ class EventReader:
 
 
 def read_events(path: str | os.PathLike[str], *, allow_empty: bool = False) -> EventReader:
-    """An :class:`EventReader` over ``path``: iterate it for the records; its ``warnings`` fill as it goes."""
-    return EventReader(path, allow_empty=allow_empty)
+    """An :class:`EventReader` over ``path``: an iterator of the records (one pass); ``warnings`` fill as it goes.
+
+    The first line is checked at once: a file that is not a ``sysbreak-events/1`` log raises
+    :class:`SysbreakError` here, not at the first ``next()``.
+    """
+    reader = EventReader(path, allow_empty=allow_empty)
+    probe = EventReader(path, allow_empty=allow_empty)
+    next(iter(probe.raw()), None)
+    return reader
 
 
 @dataclass(slots=True)
