@@ -374,7 +374,6 @@ def analyze(
         slots[first_i].role = "first"
     if last_i is not None:
         slots[last_i].role = "both" if last_i == first_i else "last"
-    n_snaps = sum(1 for s in slots if s.snap is not None or (s.ref is not None and s.ref.rss_kb is not None))
     # Epochs (the low bits of a ledger owner): 0 mapped before the first snapshot, 1 between the first and the
     # last, 2 after the last. With fewer than two snapshots, nothing is "before".
     epoch = OLD if first_i is not None and last_i is not None and last_i != first_i else GROWING
@@ -401,6 +400,8 @@ def analyze(
         if not analysis.syscalls and isinstance(header.get("syscalls"), list):
             analysis.syscalls = [s for s in header["syscalls"] if isinstance(s, str)]
 
+    used_snaps = [0]
+
     def take_snapshot(slot: _Slot) -> None:
         nonlocal matched_first, matched_last, epoch
         snap = slot.snap
@@ -426,6 +427,9 @@ def analyze(
                     epoch = AFTER_LAST
             elif slot.ref is not None:
                 slot.snap = None  # intermediate: keep no VMAs
+        if snap is None and rss is None:
+            return  # the file could not be read (warned): no point in the time line
+        used_snaps[0] += 1
         samples.append(Sample(t=slot.t if slot.t != math.inf else math.nan, rss_bytes=rss, live_bytes=ledger.live))
 
     # The replay. Items: see sysbreak.analysis.stream.
@@ -489,7 +493,7 @@ def analyze(
         by_syscall[name] = by_syscall.get(name, 0) + c
     analysis.events = sum(by_syscall.values())
     analysis.by_syscall = dict(sorted(by_syscall.items(), key=lambda kv: -kv[1]))
-    analysis.snapshots = n_snaps
+    analysis.snapshots = used_snaps[0]
     snap_times = [s.t for s in slots if s.t != math.inf]
     if t0 is None:
         cands = [x for x in (t_first_event, snap_times[0] if snap_times else None) if x is not None]
