@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import AS_NOBODY, FixturePaths, Spawn, run_sysbreak, sysbreak_argv
 
+from sysbreak.driver import procfs
 from sysbreak.driver.restore import int3_addresses, read_entries
 
 pytestmark = pytest.mark.gdb
@@ -294,3 +295,16 @@ def test_run_command_not_found(tmp_path: Path) -> None:
     res = run_sysbreak("run", "-o", tmp_path / "x", "--", "no-such-program-sysbreak")
     assert res.returncode == 2
     assert "command not found: no-such-program-sysbreak" in error_line(res)
+
+
+# --------------------------------------------------------------------------------------------- demo
+def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    res = run_sysbreak("demo", "--seconds", "1", "--keep", tmp_path / "demo", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "register_kv_block" in res.stdout  # the leaking stack is in the report
+    assert f"sysbreak report {tmp_path / 'demo'}" in res.stdout
+    m = meta(tmp_path / "demo")
+    assert m["end_reason"] == "duration"
+    assert not procfs.alive(m["pid"]), "the demo server was left running"
+    assert list((tmp_path / "cache" / "sysbreak" / "demo").glob("leaky_server-*"))

@@ -34,7 +34,7 @@ def _report(res: CaptureResult) -> bool:
         return False
     color = sys.stdout.isatty()
     width = shutil.get_terminal_size((100, 24)).columns if color else None
-    sys.stdout.write(render(analysis, "text", color=color, width=width))
+    sys.stdout.write(render(analysis, "text", top=3, color=color, width=width))
     sys.stdout.flush()
     return True
 

@@ -486,9 +486,11 @@ class CaptureSession:
         self.mi.command("-exec-continue --all" if self.opts.non_stop else "-exec-continue")
 
     def _continue(self) -> None:
+        assert self.meta is not None
+        self.t_capture = time.monotonic()
+        self.meta.update(t0=self.t_capture, started=capdir.now_wall())
         self._resume()
         self._phase = "capturing"
-        self.t_capture = time.monotonic()
 
     # ------------------------------------------------------------------------------------------- loop
     def _loop(self) -> None:
