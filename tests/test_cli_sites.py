@@ -63,7 +63,7 @@ def test_elf_file(run: Run) -> None:
     assert lines[0] == "syscalls: mmap, munmap, mremap, brk  (mode: call sites)"
     assert lines[1].startswith(f"{LIBUCM}  build-id ") and "4 probes" in lines[1]
     mmap_line = next(ln for ln in lines if "ucm_orig_mmap_syscall+" in ln)
-    assert " call " in mmap_line and "9 mmap" in mmap_line and mmap_line.endswith("break")
+    assert " call " in mmap_line and "9 mmap" in mmap_line and mmap_line.endswith("break after")
     assert any("tailjmp" in ln and "25 mremap" in ln for ln in lines)
     assert "skipped: 4 make other syscalls" in lines[-1]
     assert "gettid" not in "\n".join(lines[:-1])  # skipped sites are only counted
@@ -74,7 +74,7 @@ def test_all_and_syscall_choice(run: Run) -> None:
     code, out, _ = run(LIBUCM, "-s", "gettid,madvise", "--all")
     assert code == 0
     assert "syscalls: gettid, madvise" in out
-    assert any("ucm_get_tid" in ln and ln.endswith("break") for ln in out.splitlines())
+    assert any("ucm_get_tid" in ln and ln.endswith("break after") for ln in out.splitlines())
     assert any("ucm_orig_mmap_syscall" in ln and ln.endswith("skip (mmap)") for ln in out.splitlines())
 
 
@@ -83,7 +83,7 @@ def test_exhaustive_on_libc(run: Run) -> None:
     assert code == 0
     assert "(mode: exhaustive)" in out
     wrapper = next(ln for ln in out.splitlines() if " syscall+0x" in ln)
-    assert wrapper.endswith("break if rax in {9,11,12,25}") and "? (from caller)" in wrapper
+    assert wrapper.endswith("break at syscall if rdi in {9,11,12,25}") and "? (from caller)" in wrapper
 
 
 def test_json(run: Run, fixture_paths: FixturePaths) -> None:
@@ -184,4 +184,4 @@ def test_real_command_line(fixture_paths: FixturePaths, tmp_path: Path) -> None:
         "sites", fixture_paths.libsbstripped, "--exhaustive", env={**os.environ, "SYSBREAK_CACHE_DIR": str(tmp_path)}
     )
     line = next(ln for ln in res.stdout.splitlines() if "sb_lib_syscall1+0x" in ln)
-    assert line.endswith("break if rax in {9,11,12,25}") and "? (from caller)" in line
+    assert line.endswith("break at sb_lib_syscall1 if rdi in {9,11,12,25}") and "? (from caller)" in line

@@ -385,7 +385,7 @@ def test_plan_syscall_instructions() -> None:
     assert p[0x100].entry == 0x100 and p[0x100].exit == 0x102
     assert p[0x100].arg_regs == ("rdi", "rsi", "rdx", "r10", "r8", "r9")
     assert 0x200 not in p  # not wanted: no probe at all
-    assert p[0x300].condition_nrs == (9, 11, 25) and p[0x300].nr_reg == "rax"
+    assert 0x300 not in p  # unknown number: never a breakpoint ON a syscall instruction (deadlock risk)
     assert 0x400 not in p  # the generic wrapper is skipped by default
 
 
@@ -402,14 +402,17 @@ def test_plan_calls() -> None:
 
 def test_plan_exhaustive() -> None:
     p = _plan([9, 11, 25], exhaustive=True)
-    assert set(p) == {0x100, 0x300, 0x400}  # no call probes; the wrapper conditioned
-    assert p[0x400].condition_nrs == (9, 11, 25) and p[0x400].nr_reg == "rax"
+    assert set(p) == {0x100, 0x400}  # no call probes; the wrapper conditioned at its first instruction
+    w = p[0x400]
+    assert w.condition_nrs == (9, 11, 25) and w.nr_reg == "rdi"
+    assert w.entry == 0x400 - (w.site.symbol_offset or 0) and w.exit == 0x402
+    assert w.arg_regs == ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
 
 
 def test_plan_wanted_order_and_empty() -> None:
-    assert _plan([25, 9, 9])[0x300].condition_nrs == (9, 25)
+    assert _plan([25, 9, 9])[0x700].condition_nrs == (9, 25)
     assert sites.plan(SYNTH, []) == []
-    assert set(_plan([110])) == {0x200, 0x300, 0x600, 0x700}
+    assert set(_plan([110])) == {0x200, 0x600, 0x700}
 
 
 def test_load_bias() -> None:
@@ -426,12 +429,12 @@ def test_sites_table() -> None:
     text = sites.sites_table([(SYNTH, 0x7F0000000000)], [9, 11, 25], show_all=True)
     lines = text.splitlines()
     assert lines[0].startswith("/synthetic/libx.so  build-id abab")
-    assert "bias 0x7f0000000000" in lines[0] and "8 sites, 5 probes" in lines[0]
+    assert "bias 0x7f0000000000" in lines[0] and "8 sites, 4 probes" in lines[0]
     rows = {ln.split()[0]: ln for ln in lines[1:]}
-    assert rows["0x7f0000000100"].endswith("  break") and "9 mmap" in rows["0x7f0000000100"]
+    assert rows["0x7f0000000100"].endswith("  break after") and "9 mmap" in rows["0x7f0000000100"]
     assert "libx.so+0x100" in rows["0x7f0000000100"] and "f+0x0" in rows["0x7f0000000100"]
     assert rows["0x7f0000000200"].endswith("skip (getppid)")
-    assert rows["0x7f0000000300"].endswith("break if rax in {9,11,25}")
+    assert rows["0x7f0000000300"].endswith("skip (number unknown)")
     assert rows["0x7f0000000400"].endswith("skip (generic; --exhaustive)")
     assert rows["0x7f0000000700"].endswith("break if rdi in {9,11,25}")
     assert " tailjmp " in rows["0x7f0000000800"]
@@ -441,7 +444,9 @@ def test_sites_table() -> None:
 def test_sites_table_hides_skipped_by_default() -> None:
     text = sites.sites_table([(SYNTH, None)], [9, 11, 25], show_all=False)
     assert "0x200" not in text and "0x100" in text
-    assert "(3 more sites skipped: 2 make other syscalls (2 getppid); 1 in a generic wrapper, number from" in text
+    assert "(4 more sites skipped: 2 make other syscalls (2 getppid); " in text
+    assert "1 number not inferred (no breakpoint ON a syscall instruction" in text
+    assert "1 in a generic wrapper, number from the caller" in text
 
 
 def test_sites_json() -> None:
@@ -450,12 +455,13 @@ def test_sites_json() -> None:
     assert doc["format"] == "sysbreak-sites/1" and doc["exhaustive"] is False
     assert doc["syscalls"][0] == {"nr": 9, "name": "mmap"}
     (mod,) = doc["modules"]
-    assert mod["site_count"] == 8 and mod["probe_count"] == 5 and mod["bias"] == 0x1000
+    assert mod["site_count"] == 8 and mod["probe_count"] == 4 and mod["bias"] == 0x1000
     by = {s["vaddr"]: s for s in mod["sites"]}
     assert by[0x100]["action"] == "break" and by[0x100]["address"] == 0x1100
     assert by[0x100]["probe"]["condition_nrs"] is None
     assert by[0x200]["action"] == "skip" and by[0x200]["reason"] == "getppid" and by[0x200]["probe"] is None
-    assert by[0x300]["action"] == "break-if" and by[0x300]["probe"]["condition_nrs"] == [9, 11, 25]
+    assert by[0x300]["action"] == "skip" and by[0x300]["reason"] == "number unknown"
+    assert by[0x700]["action"] == "break-if" and by[0x700]["probe"]["condition_nrs"] == [9, 11, 25]
     assert by[0x400]["reason"] == "generic"
     assert by[0x800]["probe"]["exit"] is None and by[0x800]["tail"] is True
 

@@ -18,9 +18,7 @@ CALL_ARGS = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
 
 
 def test_known_syscall_instruction_is_one_exit_only_breakpoint_validated_by_rcx() -> None:
-    p = ProbeSpec(
-        "syscall", entry=0x1000, exit=0x1002, nr=9, nr_reg="rax", arg_regs=KERNEL_ARG_REGS, condition_nrs=None
-    )
+    p = ProbeSpec("syscall", 0x1000, 0x1000, 0x1002, 9, "rax", KERNEL_ARG_REGS, None)
     [bp] = breakpoints_for(p, 0x7F0000000000, wrapper_return=None)
     assert bp.role == "exit-only" and bp.address == 0x7F0000001002
     assert bp.rcx_after == 0x7F0000001002 and not bp.accept_failed
@@ -29,7 +27,7 @@ def test_known_syscall_instruction_is_one_exit_only_breakpoint_validated_by_rcx(
 
 
 def test_known_call_site_uses_the_verified_glibc_wrapper() -> None:
-    p = ProbeSpec("call", entry=0x2000, exit=0x2005, nr=9, nr_reg="rdi", arg_regs=CALL_ARGS, condition_nrs=None)
+    p = ProbeSpec("call", 0x2000, 0x2000, 0x2005, 9, "rdi", CALL_ARGS, None)
     [bp] = breakpoints_for(p, 0x1000, wrapper_return=0x5555)
     assert bp.role == "exit-only" and bp.address == 0x3005
     assert bp.rcx_after == 0x5555 and bp.accept_failed
@@ -37,14 +35,15 @@ def test_known_call_site_uses_the_verified_glibc_wrapper() -> None:
 
 
 def test_call_site_without_verified_wrapper_falls_back_to_entry_and_exit() -> None:
-    p = ProbeSpec("call", entry=0x2000, exit=0x2005, nr=9, nr_reg="rdi", arg_regs=CALL_ARGS, condition_nrs=None)
+    p = ProbeSpec("call", 0x2000, 0x2000, 0x2005, 9, "rdi", CALL_ARGS, None)
     entry, exit_ = breakpoints_for(p, 0, wrapper_return=None)
     assert (entry.role, entry.address, entry.condition_nrs, entry.arg_regs) == ("entry", 0x2000, None, CALL_ARGS)
     assert (exit_.role, exit_.address) == ("exit", 0x2005)
 
 
 def test_generic_wrapper_is_entered_at_its_first_instruction_never_on_the_syscall() -> None:
-    p = ProbeSpec("syscall", 0x17, 0x19, None, "rax", KERNEL_ARG_REGS, (9, 11), generic=True, function_start=0)
+    wrapper_args = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
+    p = ProbeSpec("syscall", 0x17, 0x0, 0x19, None, "rdi", wrapper_args, (9, 11))
     entry, exit_ = breakpoints_for(p, 0x100, wrapper_return=0x999)
     assert entry.address == 0x100 and entry.condition_nrs == (9, 11) and entry.nr_reg == "rdi"
     assert entry.arg_regs == ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
@@ -53,12 +52,12 @@ def test_generic_wrapper_is_entered_at_its_first_instruction_never_on_the_syscal
 
 def test_unknown_number_that_is_not_from_the_caller_gets_no_breakpoint() -> None:
     # a breakpoint ON a syscall instruction deadlocks multi-threaded targets when the call blocks
-    p = ProbeSpec("syscall", 0x17, 0x19, None, "rax", KERNEL_ARG_REGS, (9,), generic=False, function_start=0)
+    p = ProbeSpec("syscall", 0x17, 0x17, 0x19, None, "rax", KERNEL_ARG_REGS, (9,))
     assert breakpoints_for(p, 0, wrapper_return=None) == []
 
 
 def test_tail_call_has_entry_only() -> None:
-    p = ProbeSpec("call", 0x10, None, 9, "rdi", CALL_ARGS, None)
+    p = ProbeSpec("call", 0x10, 0x10, None, 9, "rdi", CALL_ARGS, None)
     [bp] = breakpoints_for(p, 0, wrapper_return=0x999)
     assert bp.role == "entry"
 

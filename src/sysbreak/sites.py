@@ -49,6 +49,11 @@ SITES_FORMAT = "sysbreak-sites/1"
 SYSCALL_ARG_REGS: tuple[str, ...] = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
 TAIL_CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
+# At a wrapper's first instruction the C arguments are where a tail jump left them (return address at $rsp).
+WRAPPER_ENTRY_ARG_REGS = TAIL_CALL_ARG_REGS
+# A generic wrapper's syscall instruction this close to its start has no room to change rdi before copying it
+# to rax (glibc's is at +23): rdi at the first instruction is the number.
+WRAPPER_MAX_OFFSET = 64
 
 
 @dataclass(frozen=True)
@@ -293,9 +298,14 @@ def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False)
     """The breakpoints that catch the syscalls ``wanted`` (numbers) made from ``scan``'s module.
 
     * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
-      none otherwise; with an unknown number, a probe conditioned on ``rax`` in ``wanted``.
-    * The generic ``syscall()`` wrapper's own instruction is probed (conditioned) only when ``exhaustive``: by
-      default its callers are probed instead.
+      none otherwise. With an unknown number that is not taken from the caller, none at all: the tracer never
+      puts a breakpoint ON a ``syscall`` instruction (stepping a blocking call over it with the other threads
+      held deadlocks the process; see :mod:`sysbreak.tracing`).
+    * A generic wrapper (glibc's ``syscall()``, or any function that copies its first argument into rax) is
+      probed only when ``exhaustive``, at its first instruction (``entry`` = the function start, ``nr_reg``
+      rdi, the C arguments in :data:`WRAPPER_ENTRY_ARG_REGS`), conditioned on the number; by default its
+      callers are probed instead. A wrapper whose start is unknown (stripped, unnamed) or far from its
+      ``syscall`` instruction cannot be probed safely and is skipped.
     * A call to ``syscall()`` with a known number: an unconditional probe when wanted, none otherwise (so a hot
       ``syscall(SYS_getppid)`` costs nothing); with an unknown number, a probe conditioned on ``rdi``.
     * ``exhaustive`` drops every call probe: the conditioned wrapper (in libc, which must be planned too)
@@ -311,7 +321,10 @@ def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False)
         if action is None:
             continue
         conditioned = action == "cond"
-        if site.kind == "syscall":
+        if site.kind == "syscall" and site.generic:
+            start = site.vaddr - (site.symbol_offset or 0)
+            probes.append(Probe(site, start, site.next_vaddr, "rdi", WRAPPER_ENTRY_ARG_REGS, want))
+        elif site.kind == "syscall":
             probes.append(
                 Probe(site, site.vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, want if conditioned else None)
             )
@@ -333,10 +346,10 @@ def _action(site: Site, wanted: set[int], exhaustive: bool) -> str | None:
     """``"break"`` (unconditional), ``"cond"`` (conditioned on the number register) or None (no probe)."""
     if site.kind == "syscall":
         if site.generic:
-            return "cond" if exhaustive else None
+            return "cond" if exhaustive and _wrapper_start_known(site) else None
         if site.nr is not None:
             return "break" if site.nr in wanted else None
-        return "cond"
+        return None  # never ON a syscall instruction whose number is unknown
     if exhaustive:
         return None
     if site.nr is not None:
@@ -344,9 +357,15 @@ def _action(site: Site, wanted: set[int], exhaustive: bool) -> str | None:
     return "cond"
 
 
+def _wrapper_start_known(site: Site) -> bool:
+    return site.symbol_offset is not None and site.symbol_offset <= WRAPPER_MAX_OFFSET
+
+
 def _skip_reason(site: Site, exhaustive: bool) -> str:
     if site.kind == "syscall" and site.generic:
-        return "generic; --exhaustive"
+        return "generic; --exhaustive" if not exhaustive else "generic; start unknown"
+    if site.kind == "syscall" and site.nr is None:
+        return "number unknown"
     if site.kind == "call" and exhaustive:
         return "caught in syscall(); --exhaustive"
     if site.nr is not None:
@@ -360,9 +379,11 @@ def _skip_reason(site: Site, exhaustive: bool) -> str:
 
 def _describe(site: Site, wanted: set[int], exhaustive: bool) -> dict[str, Any]:
     action = _action(site, wanted, exhaustive)
-    reg = "rax" if site.kind == "syscall" else "rdi"
+    reg = "rax" if site.kind == "syscall" and not site.generic else "rdi"
     if action == "break":
-        text = "break"
+        text = "break after"
+    elif action == "cond" and site.generic:
+        text = f"break at {site.symbol or 'entry'} if rdi in {{{','.join(str(n) for n in sorted(wanted))}}}"
     elif action == "cond":
         text = f"break if {reg} in {{{','.join(str(n) for n in sorted(wanted))}}}"
     else:
@@ -388,6 +409,8 @@ def _skipped_summary(skipped: dict[str, int]) -> str:
     labels = {
         "generic; --exhaustive": "in a generic wrapper, number from the caller (probed with --exhaustive)",
         "caught in syscall(); --exhaustive": "calls caught in the syscall() wrapper instead",
+        "number unknown": "number not inferred (no breakpoint ON a syscall instruction: it could deadlock threads)",
+        "generic; start unknown": "in a generic wrapper whose start is unknown",
     }
     special = {labels.get(k, k): v for k, v in skipped.items() if k in labels or k == "nothing wanted"}
     others = {k: v for k, v in skipped.items() if k not in labels and k != "nothing wanted"}
@@ -479,7 +502,7 @@ def sites_json(
                "nr": 9 | null, "name": "mmap" | null,
                "symbol": "mmap" | null, "symbol_offset": 17 | null,
                "action": "break" | "break-if" | "skip",
-               "reason": null | "getppid" | "generic" | "exhaustive" | "nothing wanted",   # why skipped
+               "reason": null | "getppid" | "generic" | "exhaustive" | "number unknown" | "nothing wanted",
                "probe": null | {"entry": vaddr, "exit": vaddr | null, "nr_reg": "rax" | "rdi",
                                 "arg_regs": ["rdi", ...], "condition_nrs": [9, 11] | null}}]}]}
 
@@ -500,6 +523,8 @@ def sites_json(
                     reason = "exhaustive"
                 elif site.nr is not None:
                     reason = syscalls.name(site.nr)
+                elif site.kind == "syscall":
+                    reason = "number unknown"
                 else:
                     reason = "nothing wanted"
             else:

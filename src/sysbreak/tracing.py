@@ -97,23 +97,14 @@ class Breakpoint:
 class ProbeSpec:
     """The subset of :class:`sysbreak.sites.Probe` the arming logic needs (kept separate for tests)."""
 
-    kind: str
-    entry: int  # vaddr
-    exit: int | None  # vaddr
+    kind: str  # "syscall" or "call"
+    site: int  # vaddr of the syscall instruction or of the call
+    entry: int  # vaddr where the arguments are read (the site, or a generic wrapper's first instruction)
+    exit: int | None  # vaddr of the instruction after the site
     nr: int | None
     nr_reg: str
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
-    generic: bool = False  # a syscall instruction whose number is copied from rdi (a generic wrapper)
-    function_start: int | None = None  # vaddr of the enclosing function, for generic wrappers
-
-
-# The C arguments 2..7 of syscall(nr, a1, ..., a6) at the wrapper's first instruction: a6 is above the
-# return address.
-WRAPPER_ENTRY_ARGS = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
-# A wrapper's syscall instruction this close to the function start has no room to change rdi before copying
-# it (glibc's is at +23): rdi at the first instruction is the number.
-WRAPPER_MAX_OFFSET = 64
 
 
 def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) -> list[Breakpoint]:
@@ -122,7 +113,7 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
     ``wrapper_return`` is the runtime address of the instruction after the ``syscall`` instruction of libc's
     ``syscall()`` when that function was verified to be glibc's (see :data:`GLIBC_SYSCALL_WRAPPER`), else None.
     """
-    site = probe.entry + bias
+    site = probe.site + bias
     call = probe.kind == "call"
     if probe.condition_nrs is None and probe.exit is not None and (not call or wrapper_return is not None):
         return [
@@ -140,18 +131,9 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
                 synthetic_wrapper_frame=call,
             )
         ]
-    entry, nr_reg, arg_regs = site, probe.nr_reg, probe.arg_regs
-    if probe.kind == "syscall":
-        # never ON a syscall instruction (it may block: see the module docstring)
-        if (
-            probe.nr is not None
-            or not probe.generic
-            or probe.function_start is None
-            or probe.exit is None
-            or probe.entry - probe.function_start > WRAPPER_MAX_OFFSET
-        ):
-            return []
-        entry, nr_reg, arg_regs = probe.function_start + bias, "rdi", WRAPPER_ENTRY_ARGS
+    if probe.kind == "syscall" and probe.entry == probe.site:
+        return []  # never ON a syscall instruction (it may block: see the module docstring); plan() agrees
+    entry, nr_reg, arg_regs = probe.entry + bias, probe.nr_reg, probe.arg_regs
     bps = [
         Breakpoint(
             address=entry,

@@ -232,16 +232,13 @@ class Tracer:
         for probe in probes:
             probe_spec = ProbeSpec(
                 kind=probe.site.kind,
+                site=probe.site.vaddr,
                 entry=probe.entry,
                 exit=probe.exit,
                 nr=probe.site.nr,
                 nr_reg=probe.nr_reg,
                 arg_regs=probe.arg_regs,
                 condition_nrs=probe.condition_nrs,
-                generic=probe.site.generic,
-                function_start=(
-                    probe.site.vaddr - probe.site.symbol_offset if probe.site.symbol_offset is not None else None
-                ),
             )
             specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
             if probe.site.kind == "call" and self.wrapper_return is None:
@@ -336,8 +333,8 @@ class Tracer:
     def _regs(self, frame: Any, names: tuple[str, ...]) -> list[int]:
         out = []
         for reg in names:
-            if reg.startswith("*sp"):
-                sp = int(frame.read_register("rsp")) + (8 if reg == "*sp+8" else 0)
+            if reg.startswith("*sp"):  # "*sp" or "*sp+N": 8 bytes on the stack
+                sp = int(frame.read_register("rsp")) + int(reg[4:] or 0)
                 raw = bytes(gdb.selected_inferior().read_memory(sp, 8))
                 out.append(int.from_bytes(raw, "little"))
             else:
