@@ -19,6 +19,8 @@ times) is counted on the decoding side and returned once, at the end, as a :clas
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pickle
 import subprocess
@@ -33,7 +35,8 @@ from sysbreak.capture import EventReader, StackRecord, SyscallRecord
 from sysbreak.errors import SysbreakError
 
 CODES = {"mmap": 1, "munmap": 2, "mremap": 3, "brk": 4}
-BATCH = 4096
+BATCH = 2048  # items per batch (about 80 KB pickled)
+PIPE_BYTES = 1 << 20  # the pipe's buffer: the most an unprivileged process may ask for by default
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
 _U64_FAIL = (1 << 64) - 4095
 
@@ -167,9 +170,15 @@ def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | Non
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "sysbreak.analysis.stream", path, "1" if allow_empty else "0"]
     try:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
     except OSError:
         return None
+    # A pipe that holds several batches, so that neither side waits for the other at every batch.
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(proc.stdout.fileno(), set_size, PIPE_BYTES)
+    return proc
 
 
 def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Generator[Batch, None, StreamSummary]:
