@@ -5,9 +5,10 @@
  * "unreleased" queue that is never drained (UCX_RCACHE_MAX_UNRELEASED=inf), and does ordinary malloc/free
  * work whose heap stays flat.  It prints a heartbeat line per tick, so tests can see it is alive.
  *
- *   leaky_server [--ticks N] [--interval-ms MS] [--block-kb KB] [--no-ucm]
+ *   leaky_server [--ticks N] [--interval-ms MS] [--block-kb KB] [--linger-ms MS] [--no-ucm]
  *
- * N = 0 (the default) runs until killed.
+ * N = 0 (the default) runs until killed.  After N ticks it prints "LEAKED <bytes>" and stays alive for
+ * --linger-ms (default 0) so a last snapshot of its maps can be taken.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,21 +49,21 @@ __attribute__((noinline)) void decode_step(size_t block) {
 }
 
 int main(int argc, char **argv) {
-    long ticks = 0, interval_ms = 50, block_kb = 256;
+    long ticks = 0, interval_ms = 50, block_kb = 256, linger_ms = 0;
     int use_ucm = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ticks") && i + 1 < argc) ticks = atol(argv[++i]);
         else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc) interval_ms = atol(argv[++i]);
         else if (!strcmp(argv[i], "--block-kb") && i + 1 < argc) block_kb = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--linger-ms") && i + 1 < argc) linger_ms = atol(argv[++i]);
         else if (!strcmp(argv[i], "--no-ucm")) use_ucm = 0;
-        else { fprintf(stderr, "usage: leaky_server [--ticks N] [--interval-ms MS] [--block-kb KB] [--no-ucm]\n"); return 2; }
+        else { fprintf(stderr, "usage: leaky_server [--ticks N] [--interval-ms MS] [--block-kb KB] [--linger-ms MS] [--no-ucm]\n"); return 2; }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
 #ifndef SB_NO_UCM
-    if (use_ucm && ucm_set_event_handler(UCM_EVENT_MMAP | UCM_EVENT_MUNMAP, 0, on_event, NULL) != UCS_OK) {
-        fprintf(stderr, "leaky_server: ucm_set_event_handler failed\n");
-        return 1;
-    }
+    if (use_ucm && ucm_set_event_handler(UCM_EVENT_MMAP | UCM_EVENT_MUNMAP, 0, on_event, NULL) != UCS_OK)
+        fprintf(stderr, "leaky_server: libucm memory events unavailable (UCX_MEM_MMAP_HOOK_MODE=none?); "
+                        "going on without them\n");
 #else
     (void)use_ucm;
 #endif
@@ -72,5 +73,8 @@ int main(int argc, char **argv) {
         printf("heartbeat %ld\n", n);
         nanosleep(&ts, NULL);
     }
+    printf("LEAKED %ld\n", ticks * block_kb * 1024);
+    struct timespec linger = { linger_ms / 1000, (linger_ms % 1000) * 1000000L };
+    nanosleep(&linger, NULL);
     return 0;
 }

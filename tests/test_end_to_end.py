@@ -1,0 +1,129 @@
+"""The whole pipeline on a real process: `sysbreak run` on a libucm fixture -> capture -> `sysbreak report`/`diff`.
+
+leaky_server registers LEAK blocks through libucm (mmap -> libucm -> syscall()) and never releases them, while
+its scratch mappings are unmapped at once and its heap stays flat: the report must put the libucm stack first
+with exactly the leaked bytes live, and attribute the grown anonymous regions of the smaps snapshots to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gdbutil import BUILD, build_fixtures
+
+pytestmark = pytest.mark.gdb
+
+TICKS = 16
+BLOCK_KB = 512
+LEAKED = TICKS * BLOCK_KB * 1024
+
+
+def sysbreak(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "sysbreak"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def capture(out: Path, env: dict[str, str] | None = None) -> None:
+    res = sysbreak(
+        "run",
+        "-o",
+        str(out),
+        "-i",
+        "0.2",
+        "--quiet",
+        "--",
+        str(BUILD / "leaky_server"),
+        "--ticks",
+        str(TICKS),
+        "--interval-ms",
+        "20",
+        "--block-kb",
+        str(BLOCK_KB),
+        "--linger-ms",
+        "1200",
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"LEAKED {LEAKED}" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    build_fixtures()
+    root = tmp_path_factory.mktemp("e2e")
+    caps = {"ucm": root / "ucm", "no_hook": root / "no-hook"}
+    capture(caps["ucm"])
+    # the seed's fix: libucm no longer hooks mmap, the program's mmap() goes straight to libc
+    capture(caps["no_hook"], env={**os.environ, "UCX_MEM_MMAP_HOOK_MODE": "none"})
+    return caps
+
+
+def report_json(cap: Path, *extra: str) -> dict[str, Any]:
+    res = sysbreak("report", str(cap), "-f", "json", *extra)
+    assert res.returncode == 0, res.stderr
+    doc: dict[str, Any] = json.loads(res.stdout)
+    return doc
+
+
+def functions(stack: dict[str, Any]) -> list[str | None]:
+    return [f["function"] for f in stack["frames"]]
+
+
+def test_leaking_libucm_stack_is_first_with_exact_live_bytes(captures: dict[str, Path]) -> None:
+    doc = report_json(captures["ucm"])
+    assert doc["format"] == "sysbreak-report/1"
+    top = doc["stacks"][0]
+    names = functions(top)
+    modules = [Path(f["module"] or "").name for f in top["frames"]]
+    assert names[0] == "syscall" and modules[0].startswith("libc.so")
+    assert any(m.startswith("libucm.so") for m in modules)
+    assert "register_kv_block" in names and "decode_step" in names
+    assert top["live_bytes"] == LEAKED
+    assert top["by_syscall"] == {"mmap": TICKS}
+    # the grown smaps regions are attributed to it, every leaked byte of them
+    owned = [(r, o["bytes"]) for r in doc["regions"] for o in r["owners"] if o["stack"] == top["id"]]
+    assert sum(b for _, b in owned) == LEAKED
+    assert all(r["status"] in ("new", "grew") for r, _ in owned)
+    assert top["growth_bytes"] >= LEAKED * 0.9 and top["rss_bytes"] >= LEAKED * 0.9
+    # the scratch mappings are unmapped at once: mapped a lot, live nothing
+    scratch = [s for s in doc["stacks"] if "scratch_work" in functions(s) and "mmap" in s["by_syscall"]]
+    assert scratch and all(s["live_bytes"] == 0 and s["mapped_bytes"] > 0 for s in scratch)
+    assert doc["totals"]["by_syscall"]["mmap"] >= 2 * TICKS
+
+
+def test_group_outside_libucm_names_the_first_caller(captures: dict[str, Path]) -> None:
+    doc = report_json(captures["ucm"], "--group-outside", r"libucm|libucs|libc\.so")
+    assert functions(doc["stacks"][0])[0] == "register_kv_block"
+    assert doc["stacks"][0]["live_bytes"] == LEAKED
+
+
+@pytest.mark.parametrize("fmt", ["text", "html", "collapsed"])
+def test_other_formats(captures: dict[str, Path], fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / f"report.{fmt}"
+    res = sysbreak("report", str(captures["ucm"]), "-f", fmt, "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "register_kv_block" in text
+    if fmt == "collapsed":
+        top = max(text.splitlines(), key=lambda ln: int(ln.rsplit(" ", 1)[1]))
+        assert top.endswith(f" {LEAKED}") and "ucm_mmap" in top
+    if fmt == "html":
+        assert "<svg" in text and "<script src" not in text
+
+
+def test_diff_before_and_after_turning_the_hook_off(captures: dict[str, Path]) -> None:
+    after = report_json(captures["no_hook"])
+    top = after["stacks"][0]
+    assert top["live_bytes"] == LEAKED and "register_kv_block" in functions(top)
+    assert not any(Path(f["module"] or "").name.startswith("libucm") for f in top["frames"])
+    res = sysbreak("diff", str(captures["ucm"]), str(captures["no_hook"]), "-f", "json")
+    assert res.returncode == 0, res.stderr
+    assert "ucm_mmap" in res.stdout  # the stack through libucm is only in A
+    res = sysbreak("diff", str(captures["ucm"]), str(captures["no_hook"]))
+    assert res.returncode == 0 and "only in A" in res.stdout and "only in B" in res.stdout
