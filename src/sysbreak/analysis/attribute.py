@@ -30,7 +30,7 @@ moments of a program that exits shows); with no snapshot: its live bytes (all of
 capture); with one snapshot: the bytes it owns in that snapshot plus those mapped after it and still live.
 ``growth_per_min`` divides by the minutes from the first snapshot to the end of the capture (the capture's
 duration when there are fewer than two snapshots). ``label`` = the first frame outside libc, libucm, libucs,
-ld-linux and libpthread (:data:`LABEL_SKIP`), as ``function (module+0xoff)`` (the outermost frame when all
+ld-linux and libpthread (:data:`LABEL_SKIP`), as ``function (module+0xoff)`` (the first non-primitive frame when all
 frames are in those libraries).
 
 *Ranking* (``Analysis.stacks``): leak candidates first: by ``live_bytes`` (bytes mapped and never unmapped),
@@ -88,14 +88,23 @@ def frame_name(f: Frame) -> str:
     return f"{f.function} ({where})" if f.function else where
 
 
+# The system-call primitives themselves: never what a label should name (glibc's __GI___mmap64, __brk, ...).
+_PRIMITIVE = re.compile(r"^(?:__GI_)?_*(?:mmap(?:64)?|munmap|mremap|brk|sbrk|syscall|mprotect)$")
+
+
 def stack_label(frames: Sequence[Frame], skip: re.Pattern[str] = LABEL_SKIP) -> str:
-    """The first frame whose module does not match ``skip`` (the outermost frame when all do)."""
+    """The first frame whose module does not match ``skip``. When every frame is in those libraries (the dynamic
+    loader mapping a library, libc's own allocator), the first frame that is not a system-call primitive, e.g.
+    ``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``; the innermost frame when all are primitives."""
     if not frames:
         return ""
     for f in frames:
         if f.module is None or not skip.search(f.module):
             return frame_name(f)
-    return frame_name(frames[-1])
+    for f in frames:
+        if f.function and not _PRIMITIVE.match(f.function):
+            return frame_name(f)
+    return frame_name(frames[0])
 
 
 def _frame_key(f: Frame) -> tuple[Any, ...]:
