@@ -151,7 +151,7 @@ def _depth_note(n_gaps: int, depths: list[int], depth: int) -> str:
     d = median([float(x) for x in depths]) if depths else 0.0
     note = f"{n_gaps} gaps, stacks of {d:.0f} frames"
     if d < depth:
-        note += f" (the workload's are > {depth}: recorded stacks are cut short, so this is cheaper than it should be)"
+        note += f" - fewer than the workload's > {depth}: the tracer dropped or merged frames"
     return note
 
 
