@@ -236,3 +236,18 @@ def test_loader_reports_missing_dependencies(tmp_path: Path) -> None:
     )
     assert "cannot import: sysbreak" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_recursive_frames_are_all_recorded(tmp_path: Path) -> None:
+    """Recursion gives consecutive equal frames; only GDB's inline duplicates may be merged, never these."""
+    log = tmp_path / "events.jsonl"
+    res = run_gdb(
+        [f"sysbreak break mmap --log {log} --quiet", "run"],
+        [str(BUILD / "workload"), "-c", "0", "-m", "4", "-d", "20", "-u", "0"],
+    )
+    assert res.returncode == 0, res.stderr
+    data = read_log(log)
+    ours = events_through(data, "descend", "mmap")
+    assert len(ours) == 4
+    for e in ours:
+        assert functions(data, e).count("descend") >= 20

@@ -83,19 +83,24 @@ class StackReader:
         frames: list[dict[str, Any]] = []
         eval_frames: list[Any] = []
         frame = newest if newest is not None else gdb.newest_frame()
+        prev_inline = False
         while frame is not None and len(pcs) < self.max_depth:
             pc = frame.pc()
             if pc < 0x1000:  # a null or tiny "return address": the unwinder ran off the stack
                 break
-            key = (pc, frame.type())
+            ftype = frame.type()
+            key = (pc, ftype)
             rec = sym.get(key)
             if rec is None:
                 rec = sym[key] = self._describe(frame, pc)
             prev = frames[-1] if frames else None
-            # an inline frame and its container that GDB names alike (glibc's INLINE_SYSCALL) read as one
-            if prev is None or (prev["pc"], prev["function"], prev["line"]) != (pc, rec["function"], rec["line"]):
+            # GDB shows an inlined call and the function it was inlined into as two frames at one pc; when both
+            # have the same name and line (glibc's INLINE_SYSCALL) they read as one. Recursion (equal frames
+            # that are not inline) is kept.
+            if not (prev_inline and prev is not None and (prev["pc"], prev["function"]) == (pc, rec["function"])):
                 pcs.append(pc)
                 frames.append(rec)
+            prev_inline = ftype == gdb.INLINE_FRAME
             if self.python and rec["function"] == EVAL_FRAME:
                 eval_frames.append(frame)
             if rec["function"] in OUTERMOST:
