@@ -109,6 +109,19 @@ def test_attach_max_events_stops_and_detaches(fixture_paths: FixturePaths, spawn
     assert_no_int3(server.pid, out)
 
 
+def test_attach_until_the_process_exits(fixture_paths: FixturePaths, spawn: Spawn, tmp_path: Path) -> None:
+    server = spawn([fixture_paths.leaky_server, "--ticks", "30", "--interval-ms", "50"])
+    server.wait_lines(1)
+    out = tmp_path / "cap"
+    res = run_sysbreak("attach", server.pid, "-q", "-o", out)
+    assert res.returncode == 0, res.stderr
+    m = meta(out)
+    assert m["end_reason"] == "exited" and m["target_alive"] is False
+    assert m["target_exit"] == "exited with status 0"
+    assert events(out)
+    assert server.popen.wait(timeout=10) == 0 and server.count() == 30
+
+
 # --------------------------------------------------------------------------------------------- run
 def test_run_catches_the_raw_and_libc_mappings_with_their_return_values(
     fixture_paths: FixturePaths, tmp_path: Path

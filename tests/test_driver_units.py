@@ -111,7 +111,10 @@ def test_restore_puts_back_an_int3_we_wrote(tmp_path: Path) -> None:
         res = restore(child.pid, rf)
         assert (res.checked, res.restored, res.errors) == (1, 1, [])
         assert int3_addresses(child.pid, entries) == []
-        assert procfs.read_status(child.pid)["State"].startswith("S")  # resumed after the SIGSTOP
+        deadline = time.monotonic() + 5
+        while procfs.read_status(child.pid)["State"].startswith("T"):  # resumed after the SIGSTOP
+            assert time.monotonic() < deadline, "left stopped"
+            time.sleep(0.01)
         assert restore(child.pid, rf).restored == 0  # nothing left to do
     finally:
         child.kill()

@@ -67,14 +67,21 @@ def assert_clean_and_reattachable(server: Proc, out: Path, tmp_path: Path) -> No
     server.assert_alive_and_beating()
 
 
-@pytest.mark.parametrize(("sig", "reason"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
+@pytest.mark.parametrize(
+    ("sig", "reason", "mode"),
+    [
+        (signal.SIGINT, "interrupted", "--all-stop"),
+        (signal.SIGTERM, "terminated", "--all-stop"),
+        (signal.SIGINT, "interrupted", "--non-stop"),
+    ],
+)
 def test_signal_to_sysbreak_ends_the_capture_cleanly(
-    fixture_paths: FixturePaths, spawn: Spawn, tmp_path: Path, sig: int, reason: str
+    fixture_paths: FixturePaths, spawn: Spawn, tmp_path: Path, sig: int, reason: str, mode: str
 ) -> None:
     server = spawn([fixture_paths.leaky_server, "--interval-ms", "50"])
     server.wait_lines(1)
     out = tmp_path / "cap"
-    sb = start_capture(server.pid, out)
+    sb = start_capture(server.pid, out, mode)
     sb.send_signal(sig)
     stdout, stderr = sb.communicate(timeout=60)
     assert sb.returncode == 0, stderr

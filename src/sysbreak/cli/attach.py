@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         epilog="Example:  sysbreak attach 4242 --duration 60 -o leak.capture   then   sysbreak report leak.capture",
     )
     def command(
-        pid: Annotated[int, typer.Argument(help="Process id to attach to.")],
+        pid: Annotated[int, typer.Argument(metavar="PID", help="Process id to attach to.")],
         syscall: SyscallOpt = None,
         lib: LibOpt = None,
         duration: DurationOpt = None,

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sysbreak.driver import demo as demo_build
-from sysbreak.driver.frontend import Frontend, human_kb
+from sysbreak.driver.frontend import Frontend, human_kb, summary_line
 from sysbreak.driver.session import CaptureOptions, CaptureResult, CaptureSession
 from sysbreak.errors import SysbreakError
 
@@ -23,7 +23,7 @@ def _say(message: str) -> None:
 
 
 def _report(res: CaptureResult) -> bool:
-    """Print the text report of the capture; False when this sysbreak cannot analyse captures yet."""
+    """Print the text report of the capture (its summary line when it cannot be analysed)."""
     from sysbreak.cli.report import load_analysis
     from sysbreak.report import render
 
@@ -31,6 +31,7 @@ def _report(res: CaptureResult) -> bool:
         analysis = load_analysis(res.directory)
     except SysbreakError as err:
         _say(f"no report: {err}")
+        print(summary_line(res))
         return False
     color = sys.stdout.isatty()
     width = shutil.get_terminal_size((100, 24)).columns if color else None

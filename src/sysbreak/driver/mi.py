@@ -62,11 +62,13 @@ class MiSession:
         log_path: str,
         env: Mapping[str, str] | None = None,
         poll_interval: float = 0.005,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.mi_path = mi_path
         self.log_path = log_path
         self._poll = poll_interval
+        self.on_exit = on_exit  # called once, from the reader thread, as soon as gdb is seen gone
         self._cond = threading.Condition()
         self._results: dict[int, Record] = {}
         self._async: list[Record] = []
@@ -113,6 +115,12 @@ class MiSession:
                         self._handle_line(raw.decode("utf-8", "replace").rstrip("\r"))
                     continue
                 if self.proc.poll() is not None:
+                    if self.on_exit is not None:
+                        callback, self.on_exit = self.on_exit, None
+                        try:
+                            callback()
+                        except Exception as exc:  # never lose the reader over it
+                            self.write_log(f"(sysbreak) exit handler failed: {exc!r}")
                     # drain what gdb wrote before it exited, then report its end
                     chunk = fh.read()
                     if chunk:

@@ -180,6 +180,8 @@ class CaptureSession:
         self.restored: RestoreResult | None = None
         self._phase = "attaching"
         self.t_capture: float | None = None
+        self._quitting = False
+        self._restore_lock = threading.Lock()
         self.probe: gdbenv.GdbProbe | None = None
 
     # ------------------------------------------------------------------------------------------- public
@@ -362,6 +364,7 @@ class CaptureSession:
             mi_path=str(self.directory / capdir.GDB_MI),
             log_path=str(self.directory / capdir.GDB_LOG),
             env=gdbenv.gdb_env(),
+            on_exit=self._gdb_exited,
         )
         mi = self.mi
         assert self.meta is not None
@@ -618,6 +621,7 @@ class CaptureSession:
     def _finish(self) -> None:
         """Leave the target running, untouched: every path of a capture ends here exactly once."""
         self._phase = "stopping"
+        self._quitting = True
         mi = self.mi
         if self.snap is not None:
             self.snap.stop()
@@ -727,28 +731,49 @@ class CaptureSession:
             return True
         return all(t.get("state") == "stopped" for t in threads)
 
-    def _check_leftover_int3(self) -> None:
-        assert self.directory is not None
-        path = self.directory / capdir.RESTORE
-        entries = read_entries(path, self.pid)
-        if not entries:
-            if self.end_reason == "gdb-died" or self.mi is None:
-                # A dead tracer can leave threads stopped: SIGCONT is harmless to a running process.
-                self.restored = restore(self.pid, path)
+    def _gdb_exited(self) -> None:
+        """Called by the MI reader thread the moment GDB is gone. Unless we were quitting it, GDB died with its
+        breakpoints in the target's memory: put the bytes back at once, every millisecond counts (the next hit
+        of an int3 without a tracer kills the target with SIGTRAP)."""
+        if self._quitting:
             return
+        if not self.end_reason:
+            self.end_reason = "gdb-died"
         try:
-            left = int3_addresses(self.pid, entries)
-        except OSError as exc:
-            self.warnings.append(f"could not check the program's code for leftover breakpoints: {exc.strerror}")
+            self._restore_if_needed(only_if_int3=True)
+        finally:
+            self._stop.set()
+
+    def _restore_if_needed(self, only_if_int3: bool) -> None:
+        """Put back the original bytes wherever an int3 from restore.jsonl is still in the target's memory."""
+        if self.directory is None or self.pid <= 0 or not procfs.alive(self.pid):
             return
-        if left or self.end_reason == "gdb-died":
-            self.restored = restore(self.pid, path)
-            if self.restored.restored:
+        path = self.directory / capdir.RESTORE
+        with self._restore_lock:
+            entries = read_entries(path, self.pid)
+            try:
+                left = int3_addresses(self.pid, entries) if entries else []
+            except OSError as exc:
+                self.warnings.append(f"could not check the program's code for leftover breakpoints: {exc.strerror}")
+                return
+            if not left and only_if_int3:
+                return
+            # with nothing to write this is still SIGSTOP + SIGCONT, which wakes threads a dead tracer left stopped
+            res = restore(self.pid, path)
+            if self.restored is None:
+                self.restored = res
+            else:
+                self.restored.restored += res.restored
+                self.restored.errors += res.errors
+            if res.restored:
                 self.warnings.append(
-                    f"restored the original bytes at {self.restored.restored} breakpoint address(es) GDB left behind"
+                    f"restored the original bytes at {res.restored} breakpoint address(es) GDB left behind"
                 )
-            for err in self.restored.errors:
+            for err in res.errors:
                 self.warnings.append(f"restore: {err}")
+
+    def _check_leftover_int3(self) -> None:
+        self._restore_if_needed(only_if_int3=self.end_reason != "gdb-died")
 
     def _result(self) -> CaptureResult:
         assert self.directory is not None
