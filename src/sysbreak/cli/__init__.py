@@ -58,7 +58,8 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
 def main() -> None:
     """Console entry point."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns the code of a typer.Exit instead of raising it
+        code = app(standalone_mode=False)
     except SysbreakError as err:
         print(f"sysbreak: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -70,3 +71,4 @@ def main() -> None:
     except _click_exception_types() as exc:
         exc.show()  # type: ignore[attr-defined]
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)
