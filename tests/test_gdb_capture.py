@@ -251,3 +251,29 @@ def test_recursive_frames_are_all_recorded(tmp_path: Path) -> None:
     assert len(ours) == 4
     for e in ours:
         assert functions(data, e).count("descend") >= 20
+
+
+def test_stack_cache_gives_exactly_the_unwound_stacks(tmp_path: Path) -> None:
+    """The stack-key cache must never change a recorded stack: same multiset with it on and off (4 threads)."""
+    import json
+    from collections import Counter
+
+    def capture(setting: str) -> tuple[Counter[tuple[object, ...]], dict[str, int]]:
+        log = tmp_path / f"{setting}.jsonl"
+        cmds = [f"set sysbreak stack-cache {setting}", f"sysbreak break mmap munmap --log {log} --quiet"]
+        res = run_gdb(
+            [*cmds, "run", "sysbreak status --json"], [str(BUILD / "workload"), "-c", "0", "-m", "80", "-t", "4"]
+        )
+        assert res.returncode == 0, res.stderr
+        data = read_log(log)
+        stacks = Counter(
+            (e["name"], tuple((f["pc"], f["function"]) for f in data["stacks"][e["stack"]]["frames"]))
+            for e in data["events"]
+        )
+        status = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("{")))
+        return stacks, status["stack_cache"]
+
+    on, on_stats = capture("on")
+    off, off_stats = capture("off")
+    assert on == off
+    assert on_stats["hits"] > 100 and off_stats["hits"] == 0

@@ -82,6 +82,12 @@ def _register_params() -> None:
             False,
         ),
         ("log", gdb.PARAM_STRING, "Event log file `sysbreak break` writes when --log is not given.", ""),
+        (
+            "stack-cache",
+            gdb.PARAM_BOOLEAN,
+            "Whether sysbreak reuses the unwind of a call path it has seen (keyed by the stack's code pointers).",
+            True,
+        ),
     ]
     for name, kind, doc, default in spec:
         _PARAMS[name] = _Param(name, kind, doc, default)
@@ -105,7 +111,7 @@ class SysbreakPrefix(gdb.Command):
       sysbreak status [--json]               what is armed and what was caught
       sysbreak clear                         remove every sysbreak breakpoint and close the log
 
-    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log."""
+    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log|stack-cache."""
 
     def __init__(self) -> None:
         super().__init__("sysbreak", gdb.COMMAND_BREAKPOINTS, prefix=True)
@@ -183,6 +189,7 @@ class BreakCommand(gdb.Command):
             max_events=ns.max_events,
             restore_file=ns.restore_file,
             max_depth=int(param("max-depth")) or 64,
+            stack_cache=bool(param("stack-cache")),
         )
         t = Tracer(config)
         _TRACER[0] = t

@@ -7,6 +7,7 @@ exactly one stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,6 +47,7 @@ class Config:
     max_events: int = 0
     restore_file: str | None = None
     max_depth: int = 64
+    stack_cache: bool = True
 
 
 @dataclass
@@ -108,7 +110,9 @@ class Tracer:
         self.wanted = frozenset(config.syscalls)
         self.lib_re = re.compile(config.lib) if config.lib else None
         self.modules = ModuleMap()
-        self.stacks = StackReader(self.modules, max_depth=config.max_depth, python=config.python_stacks)
+        self.stacks = StackReader(
+            self.modules, max_depth=config.max_depth, python=config.python_stacks, cache=config.stack_cache
+        )
         self.armed: dict[str, ArmedModule] = {}
         self.skipped: dict[str, str] = {}
         self.pending = PendingCalls()
@@ -183,6 +187,8 @@ class Tracer:
             scans[path] = scan
             biases[path] = scan.load_bias(base)
         self.modules.update([(r[0], r[1], r[4]) for r in maps if r[4] in biases], biases)
+        with contextlib.suppress(OSError):
+            self.stacks.refresh_maps(inf.pid)
         notes = []
         if self.wrapper_return is None:
             self._find_wrapper(scans, biases)
@@ -446,4 +452,10 @@ class Tracer:
                 for m in self.armed.values()
             ],
             "glibc_wrapper_verified": self.wrapper_return is not None,
+            "stack_cache": {
+                "enabled": self.stacks.cache,
+                "hits": self.stacks.hits,
+                "misses": self.stacks.misses,
+                "uncacheable": self.stacks.uncacheable,
+            },
         }
