@@ -127,3 +127,60 @@ def test_diff_before_and_after_turning_the_hook_off(captures: dict[str, Path]) -
     assert "ucm_mmap" in res.stdout  # the stack through libucm is only in A
     res = sysbreak("diff", str(captures["ucm"]), str(captures["no_hook"]))
     assert res.returncode == 0 and "only in A" in res.stdout and "only in B" in res.stdout
+
+
+def _events(cap: Path) -> tuple[dict[int, Any], list[dict[str, Any]]]:
+    stacks: dict[int, Any] = {}
+    events = []
+    for line in (cap / "events.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "stack":
+            stacks[rec["id"]] = rec
+        elif rec["type"] == "syscall":
+            events.append(rec)
+    return stacks, events
+
+
+def test_run_lib_filter_only_arms_matching_modules(tmp_path: Path) -> None:
+    build_fixtures()
+    cap = tmp_path / "cap"
+    res = sysbreak("run", "-o", str(cap), "-q", "--lib", "libucm", "-s", "mmap", "--", str(BUILD / "ucm_leak"), "4")
+    assert res.returncode == 0, res.stderr
+    stacks, events = _events(cap)
+    assert events and all("libucm" in e["site"]["module"] for e in events)  # nothing armed outside libucm
+    ours = [e for e in events if "leak_region" in [f["function"] for f in stacks[e["stack"]]["frames"]]]
+    assert len(ours) == 4
+    meta = json.loads((cap / "meta.json").read_text())
+    assert meta["syscalls"] == ["mmap"]
+
+
+def test_run_python_stacks_names_the_python_line(tmp_path: Path) -> None:
+    cap = tmp_path / "cap"
+    script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "ucm_arenas.py"
+    res = sysbreak(
+        "run", "-o", str(cap), "-q", "--python-stacks", "-s", "mmap", "--", "/usr/bin/python3.11", str(script)
+    )
+    assert res.returncode == 0, res.stderr
+    stacks, events = _events(cap)
+    arena = [
+        stacks[e["stack"]]
+        for e in events
+        if "_PyObject_ArenaMmap" in [f["function"] for f in stacks[e["stack"]]["frames"]]
+    ]
+    assert arena, "no arena mmap caught"
+    assert any(s["python"] and s["python"][0]["function"] == "grow_kv_cache" for s in arena)
+
+
+def test_run_exhaustive_catches_a_wrapper_called_through_a_pointer(tmp_path: Path) -> None:
+    """dlopener calls the stripped library's own syscall wrapper through dlsym: invisible statically."""
+    build_fixtures()
+    lib = str(BUILD / "libsbstripped.so")
+    counts = {}
+    for mode in ("default", "exhaustive"):
+        cap = tmp_path / mode
+        extra = ["--exhaustive"] if mode == "exhaustive" else []
+        res = sysbreak("run", "-o", str(cap), "-q", "-s", "munmap", *extra, "--", str(BUILD / "dlopener"), lib, "4")
+        assert res.returncode == 0, res.stderr
+        _, events = _events(cap)
+        counts[mode] = sum(1 for e in events if (e["site"]["module"] or "").endswith("libsbstripped.so"))
+    assert counts == {"default": 0, "exhaustive": 2}
