@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -175,8 +176,37 @@ def probe_gdb(gdb: str) -> GdbProbe:
     return probe
 
 
+def _probe_stamp(gdb: str) -> Path | None:
+    """Where a successful probe of this GDB (same binary, same Python path, same sysbreak) is remembered."""
+    import hashlib
+
+    from sysbreak.sites import cache_dir
+
+    exe = shutil.which(gdb) if os.sep not in gdb else gdb
+    if not exe:
+        return None
+    try:
+        st = os.stat(exe)
+    except OSError:
+        return None
+    ident = repr((os.path.realpath(exe), st.st_size, st.st_mtime_ns, gdb_python_path(), sysbreak.__version__))
+    return cache_dir().parent / "gdb-probes" / hashlib.sha1(ident.encode()).hexdigest()
+
+
 def check_gdb(gdb: str) -> GdbProbe:
-    """:func:`probe_gdb`, raising a one-line :class:`SysbreakError` for anything that stops a capture."""
+    """:func:`probe_gdb`, raising a one-line :class:`SysbreakError` for anything that stops a capture.
+
+    A probe that passed is remembered per GDB binary (path, size, mtime) and Python path, so later captures do
+    not pay its two GDB start-ups (~0.2 s); a failure is never remembered, so its message is always current.
+    """
+    stamp = _probe_stamp(gdb)
+    if stamp is not None and extension_available():
+        try:
+            version, _, python = stamp.read_text(encoding="utf-8", errors="replace").partition("\n")
+        except OSError:  # not probed yet, or a cache we may not read: probe
+            pass
+        else:
+            return GdbProbe(gdb=gdb, version=version.strip(), python=python.strip() or "?", missing=[], error="")
     probe = probe_gdb(gdb)
     if probe.error:
         raise SysbreakError(probe.error, EXIT_TOOL)
@@ -194,6 +224,10 @@ def check_gdb(gdb: str) -> GdbProbe:
             "reinstall sysbreak",
             EXIT_TOOL,
         )
+    if stamp is not None:
+        with contextlib.suppress(OSError):
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(f"{probe.version}\n{probe.python}\n", encoding="utf-8")
     return probe
 
 

@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,26 +51,28 @@ SIGNAL_REASONS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: 
 # sysbreak's alone), it lets sysbreak and its children (GDB) trace it under Yama ptrace_scope 1, waits for one byte
 # on a pipe (sent once GDB is attached and has `catch exec`; end of file means sysbreak gave up: exit without
 # running anything), puts back the signals Python ignores, and execs the program.
-_HELPER = r"""
-import os, signal, sys
-fd = int(sys.argv[1])
-os.setpgid(0, 0)
-try:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(0x59616d61, os.getppid(), 0, 0, 0)
-except Exception:
-    pass
-if not os.read(fd, 1):
-    os._exit(125)
-os.close(fd)
-for s in (signal.SIGPIPE, signal.SIGXFSZ):
-    signal.signal(s, signal.SIG_DFL)
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as e:
-    sys.stderr.write("sysbreak: cannot run %s: %s\n" % (sys.argv[2], e.strerror))
-    os._exit(127)
-"""
+# The holder GDB attaches to before the program exists: a POSIX shell, because GDB loads the symbols of whatever
+# it attaches to, and a Python interpreter (with python3.11-dbg installed) cost 200 ms of that. It waits for one
+# byte on fd 3, then execs the program in place. Process group and PR_SET_PTRACER are set in _hold() before.
+_HOLDER = ["/bin/sh", "-c", 'read -r go <&3; [ "$go" = g ] || exit 125; exec 3<&-; exec "$@"', "sysbreak-holder"]
+PR_SET_PTRACER = 0x59616D61
+
+
+def _hold(go_fd: int) -> None:
+    """In the forked child, before the holder runs: the go pipe on fd 3, own process group (Ctrl-C on sysbreak's
+    terminal is sysbreak's to handle), SIGPIPE/SIGXFSZ back to default for the program, and, under Yama
+    ptrace_scope 1, permission for sysbreak's GDB to attach (PR_SET_PTRACER, inherited through exec)."""
+    if go_fd != 3:
+        os.dup2(go_fd, 3)  # fd 3 is kept open: it is in pass_fds
+    os.setpgid(0, 0)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PTRACER, os.getppid(), 0, 0, 0)
+    except Exception:  # noqa: BLE001 - no Yama, no libc: nothing to allow
+        pass
 
 
 @dataclass
@@ -329,9 +330,10 @@ class CaptureSession:
         r, w = os.pipe()
         try:
             self.child = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HELPER, str(r), *self.argv],
-                pass_fds=(r,),
+                [*_HOLDER, *self.argv],
+                pass_fds=(r, 3),
                 stdout=self.opts.program_stdout,
+                preexec_fn=lambda: _hold(r),
             )
         finally:
             os.close(r)
