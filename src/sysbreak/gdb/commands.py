@@ -12,7 +12,7 @@ import gdb
 
 from sysbreak import syscalls
 from sysbreak.errors import SysbreakError
-from sysbreak.gdb.tracer import Config, Tracer, read_maps
+from sysbreak.gdb.tracer import Config, Tracer
 
 _TRACER: list[Tracer | None] = [None]
 
@@ -244,20 +244,18 @@ class SitesCommand(gdb.Command):
         inf = gdb.selected_inferior()
         modules: list[tuple[Any, int | None]] = []
         if inf.pid:
-            seen: dict[str, int] = {}
-            rows = read_maps(inf.pid)
-            for start, _end, offset, _perms, path in rows:
-                if offset == 0 and path not in seen:
-                    seen[path] = start
-            exec_paths = {r[4] for r in rows if "x" in r[3]}
-            for path, base in seen.items():
-                if path not in exec_paths or (lib_re and not lib_re.search(path)):
+            try:
+                mapped = sites.mapped_modules(inf.pid)
+            except SysbreakError as err:
+                raise gdb.GdbError(str(err)) from None
+            for path, base in mapped:
+                if lib_re and not lib_re.search(path):
                     continue
                 try:
                     scan = sites.scan(path)
                 except SysbreakError:
                     continue
-                modules.append((scan, scan.load_bias(base)))
+                modules.append((scan, scan.load_bias(base) if base is not None else None))
         else:
             exe = inf.progspace.filename if inf.progspace else None
             if not exe:

@@ -19,11 +19,15 @@ would share a cached stack. ``set sysbreak stack-cache off`` unwinds every stack
 from __future__ import annotations
 
 import bisect
+import contextlib
 import struct
 import time
 from typing import Any
 
 import gdb
+
+from sysbreak import procfs
+from sysbreak.errors import SysbreakError
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
@@ -85,18 +89,9 @@ class StackReader:
 
     def refresh_maps(self, pid: int) -> None:
         """Re-read every mapping of the process: stack bounds per thread, executable ranges."""
-        regions: list[tuple[int, int]] = []
-        execs: list[tuple[int, int]] = []
-        with open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                span, perms = line.split(None, 2)[:2]
-                lo_s, hi_s = span.split("-")
-                lo, hi = int(lo_s, 16), int(hi_s, 16)
-                regions.append((lo, hi))
-                if "x" in perms:
-                    execs.append((lo, hi))
-        regions.sort()
-        execs.sort()
+        vmas = procfs.read_maps(pid).vmas
+        regions = [(v.start, v.end) for v in vmas]
+        execs = [(v.start, v.end) for v in vmas if "x" in v.perms]
         self._pid = pid
         self._regions, self._region_starts = regions, [r[0] for r in regions]
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
@@ -112,7 +107,8 @@ class StackReader:
     def _key(self, pc: int, sp: int) -> tuple[int, ...] | None:
         end = self._stack_end(sp)
         if end is None and self._pid and time.monotonic() - self._refreshed > 0.05:
-            self.refresh_maps(self._pid)  # a thread created since: its stack is a new mapping
+            with contextlib.suppress(SysbreakError):
+                self.refresh_maps(self._pid)  # a thread created since: its stack is a new mapping
             end = self._stack_end(sp)
         if end is None or sp % 8 or not 0 < end - sp <= STACK_WINDOW:
             return None

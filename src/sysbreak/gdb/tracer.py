@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import gdb
 
-from sysbreak import __version__, syscalls
+from sysbreak import __version__, procfs, syscalls
 from sysbreak.capture import EventLogWriter
 from sysbreak.errors import SysbreakError
 from sysbreak.gdb.probes import ProbeBreakpoint
@@ -62,19 +62,13 @@ class ArmedModule:
 
 
 def read_maps(pid: int) -> list[tuple[int, int, int, str, str]]:
-    """(start, end, file offset, perms, path) of every file-backed mapping of /proc/PID/maps."""
-    rows = []
-    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            parts = line.split(None, 5)
-            if len(parts) < 6:
-                continue
-            path = parts[5].rstrip("\n")
-            if not path.startswith("/"):
-                continue
-            lo, hi = parts[0].split("-")
-            rows.append((int(lo, 16), int(hi, 16), int(parts[2], 16), parts[1], path))
-    return rows
+    """(start, end, file offset, perms, path) of every file-backed mapping of /proc/PID/maps (deleted files left
+    out), through the one maps parser of :mod:`sysbreak.procfs`."""
+    return [
+        (v.start, v.end, v.offset or 0, v.perms, v.path)
+        for v in procfs.read_maps(pid).vmas
+        if v.path.startswith("/") and not v.deleted
+    ]
 
 
 class _TracerProbe(ProbeBreakpoint):
@@ -167,8 +161,8 @@ class Tracer:
         self._write_header()
         try:
             maps = read_maps(inf.pid)
-        except OSError as exc:
-            return [f"cannot read /proc/{inf.pid}/maps: {exc.strerror}"]
+        except SysbreakError as exc:
+            return [str(exc)]
         from sysbreak import sites
 
         by_path: dict[str, list[tuple[int, int, int, str, str]]] = {}
@@ -187,7 +181,7 @@ class Tracer:
             scans[path] = scan
             biases[path] = scan.load_bias(base)
         self.modules.update([(r[0], r[1], r[4]) for r in maps if r[4] in biases], biases)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(SysbreakError):
             self.stacks.refresh_maps(inf.pid)
         notes = []
         if self.wrapper_return is None:
