@@ -86,3 +86,9 @@ def test_describe_call_reads_like_strace() -> None:
 def test_signed_unsigned_round_trip() -> None:
     assert to_signed(to_unsigned(-12)) == -12 and to_unsigned(-1) == (1 << 64) - 1
     assert len(GLIBC_SYSCALL_WRAPPER) == 25 and GLIBC_SYSCALL_WRAPPER.endswith(b"\x0f\x05")
+
+
+def test_mmap_flags_are_named() -> None:
+    line = describe_call("mmap", [0x1000, 4096, 5, 0x812, 3, 0x5000], 0x1000)
+    assert line == "mmap(0x1000, 4096, READ|EXEC, PRIVATE|FIXED|DENYWRITE, 3, 0x5000) = 0x1000"
+    assert "SHARED|0x80000000" in describe_call("mmap", [0, 4096, 1, 0x80000001, 3, 0], 0)

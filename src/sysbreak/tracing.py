@@ -205,11 +205,35 @@ class PendingCalls:
 
 
 _MMAP_PROT = {1: "READ", 2: "WRITE", 4: "EXEC"}
-_MMAP_FLAGS = {0x01: "SHARED", 0x02: "PRIVATE", 0x10: "FIXED", 0x20: "ANONYMOUS", 0x100000: "FIXED_NOREPLACE"}
+_MMAP_FLAGS = {
+    0x01: "SHARED",
+    0x02: "PRIVATE",
+    0x03: "SHARED_VALIDATE",
+    0x10: "FIXED",
+    0x20: "ANONYMOUS",
+    0x100: "GROWSDOWN",
+    0x800: "DENYWRITE",
+    0x1000: "EXECUTABLE",
+    0x2000: "LOCKED",
+    0x4000: "NORESERVE",
+    0x8000: "POPULATE",
+    0x10000: "NONBLOCK",
+    0x20000: "STACK",
+    0x40000: "HUGETLB",
+    0x80000: "SYNC",
+    0x100000: "FIXED_NOREPLACE",
+}
 
 
 def _bits(value: int, names: dict[int, str], none: str) -> str:
-    parts = [n for bit, n in names.items() if value & bit]
+    if names is _MMAP_FLAGS:  # the map type is a 2-bit field, not bits
+        kind = {1: "SHARED", 2: "PRIVATE", 3: "SHARED_VALIDATE"}.get(value & 3)
+        parts = [kind] if kind else []
+        value &= ~3
+        names = {bit: n for bit, n in names.items() if bit > 3}
+    else:
+        parts = []
+    parts += [n for bit, n in names.items() if value & bit]
     rest = value & ~sum(names)
     if rest:
         parts.append(hex(rest))
