@@ -5,12 +5,16 @@ Unwinding is the expensive part of a captured call: GDB's unwinder costs about 2
 150-250 us. Leaks are the same call path mapping again and again, so :class:`StackReader` keys each stack
 cheaply and exactly, and unwinds only stacks it has not seen:
 
-* one ``read_memory`` of the thread's whole stack, from $rsp to the end of its mapping (about 17 us for 8 KiB),
-  when that is at most :data:`STACK_WINDOW` bytes (deeper stacks are always unwound);
-* the key is the pc, the stack depth, and every word of that stack that points into executable code,
-  together with its offset from $rsp. Every return address of the real call path is such a word at a fixed
-  offset, so two different call paths give different keys; stale code pointers left in dead stack slots can
-  only make two equal paths look different (a redundant unwind), never the reverse.
+* the thread's *base* is learned from its first unwind: the stack pointer of the outermost frame recorded
+  (``_start``, ``start_thread``, or the last frame within ``max-depth``). Every return address that decides
+  which frames get recorded lies in ``[$rsp, base)``: the one into frame k+1 sits just below frame k+1's
+  stack pointer;
+* one ``read_memory`` of ``[$rsp, base)`` (at most :data:`STACK_WINDOW` bytes; deeper stacks are always
+  unwound), and the key is the pc, the depth, and every word there that points into executable code, with its
+  offset. Two different recorded paths have a different return address at some offset, so they get different
+  keys; stale code pointers in dead stack slots can only make two equal paths look different (a redundant
+  unwind), never the reverse. A path whose outermost recorded frame lies above the base raises it (and is
+  unwound: its key is computed over the new, longer window).
 
 Code that is not in a file mapping (JIT) is not part of the key: two paths that differ only in JIT frames
 would share a cached stack. ``set sysbreak stack-cache off`` unwinds every stack.
@@ -19,7 +23,6 @@ would share a cached stack. ``set sysbreak stack-cache off`` unwinds every stack
 from __future__ import annotations
 
 import bisect
-import contextlib
 import struct
 import time
 from typing import Any
@@ -27,7 +30,6 @@ from typing import Any
 import gdb
 
 from sysbreak import procfs
-from sysbreak.errors import SysbreakError
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
@@ -68,8 +70,7 @@ class StackReader:
         self.hits = self.misses = self.uncacheable = 0
         self._by_key: dict[tuple[int, ...], tuple[tuple[int, ...], list[dict[str, Any]], bool]] = {}
         self._pid = 0
-        self._regions: list[tuple[int, int]] = []
-        self._region_starts: list[int] = []
+        self._base: dict[int, int] = {}  # thread id -> stack pointer of its outermost recorded frame
         self._exec: list[tuple[int, int]] = []
         self._exec_starts: list[int] = []
         self._exec_buckets: frozenset[int] = frozenset()
@@ -88,31 +89,15 @@ class StackReader:
         self._by_key.clear()
 
     def refresh_maps(self, pid: int) -> None:
-        """Re-read every mapping of the process: stack bounds per thread, executable ranges."""
-        vmas = procfs.read_maps(pid).vmas
-        regions = [(v.start, v.end) for v in vmas]
-        execs = [(v.start, v.end) for v in vmas if "x" in v.perms]
+        """Re-read the executable ranges of the process (code pointers are recognised by them)."""
+        execs = sorted((v.start, v.end) for v in procfs.read_maps(pid).vmas if "x" in v.perms)
         self._pid = pid
-        self._regions, self._region_starts = regions, [r[0] for r in regions]
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
         self._exec_buckets = frozenset(b for lo, hi in execs for b in range(lo >> _BUCKET, ((hi - 1) >> _BUCKET) + 1))
         self._refreshed = time.monotonic()
 
-    def _stack_end(self, sp: int) -> int | None:
-        i = bisect.bisect_right(self._region_starts, sp) - 1
-        if i >= 0 and sp < self._regions[i][1]:
-            return self._regions[i][1]
-        return None
-
-    def _key(self, pc: int, sp: int) -> tuple[int, ...] | None:
-        end = self._stack_end(sp)
-        if end is None and self._pid and time.monotonic() - self._refreshed > 0.05:
-            with contextlib.suppress(SysbreakError):
-                self.refresh_maps(self._pid)  # a thread created since: its stack is a new mapping
-            end = self._stack_end(sp)
-        if end is None or sp % 8 or not 0 < end - sp <= STACK_WINDOW:
-            return None
-        n = end - sp
+    def _key(self, pc: int, sp: int, base: int) -> tuple[int, ...]:
+        n = base - sp
         words = struct.unpack_from(f"<{n // 8}Q", bytes(gdb.selected_inferior().read_memory(sp, n)))
         buckets, starts, execs = self._exec_buckets, self._exec_starts, self._exec
         key = [pc, n]
@@ -145,16 +130,23 @@ class StackReader:
         module, offset = self.modules.lookup(pc)
         return {"pc": pc, "module": module, "offset": offset, "function": function, "file": None, "line": None}
 
-    def capture(self, newest: Any = None) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]]]:
+    def capture(
+        self, newest: Any = None, tid: int = 0
+    ) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]]]:
         """Unwind from the newest frame: (pcs, frame records, python frames), innermost first.
 
-        Pass the ``gdb.newest_frame()`` the caller already has: each call of it costs about 30 us.
+        Pass the ``gdb.newest_frame()`` the caller already has (each call of it costs about 30 us) and the
+        thread id (stack keys are per thread).
         """
         frame = newest if newest is not None else gdb.newest_frame()
         key = None
+        sp = 0
         if self.cache and self._pid:
             try:
-                key = self._key(frame.pc(), int(frame.read_register("rsp")))
+                sp = int(frame.read_register("rsp"))
+                base = self._base.get(tid, 0)
+                if sp % 8 == 0 and 0 < base - sp <= STACK_WINDOW:
+                    key = self._key(frame.pc(), sp, base)
             except (gdb.error, gdb.MemoryError):
                 key = None
             if key is None:
@@ -169,15 +161,21 @@ class StackReader:
                         python_c = self._pyframes.python_frames([frame])  # only its emptiness is looked at
                     return pcs_c, frames_c, python_c
                 self.misses += 1
-        pcs_t, frames_t, python_t, had_eval_t = self._unwind(frame)
-        if key is not None:
-            if len(self._by_key) >= 100_000:
-                self._by_key.clear()
-            self._by_key[key] = (pcs_t, frames_t, had_eval_t)
+        pcs_t, frames_t, python_t, had_eval_t, outer_sp = self._unwind(frame)
+        if self.cache and self._pid and sp and outer_sp:
+            base = self._base.get(tid, 0)
+            if not 0 < base - sp <= STACK_WINDOW or outer_sp > base:  # first unwind here, a new thread, deeper
+                self._base[tid] = outer_sp
+            if key is not None and outer_sp <= base:
+                if len(self._by_key) >= 100_000:
+                    self._by_key.clear()
+                self._by_key[key] = (pcs_t, frames_t, had_eval_t)
         return pcs_t, frames_t, python_t
 
-    def _unwind(self, frame: Any) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]], bool]:
+    def _unwind(self, frame: Any) -> tuple[tuple[int, ...], list[dict[str, Any]], list[dict[str, Any]], bool, int]:
+        """The full unwind, and the stack pointer of the outermost frame recorded (0 when unknown)."""
         sym = self._sym
+        outer: Any = None
         pcs: list[int] = []
         frames: list[dict[str, Any]] = []
         eval_frames: list[Any] = []
@@ -199,6 +197,7 @@ class StackReader:
                 pcs.append(pc)
                 frames.append(rec)
             prev_inline = ftype == gdb.INLINE_FRAME
+            outer = frame
             if self.python and rec["function"] == EVAL_FRAME:
                 eval_frames.append(frame)
             if rec["function"] in OUTERMOST:
@@ -210,4 +209,10 @@ class StackReader:
         python: list[dict[str, Any]] = []
         if eval_frames and self._pyframes is not None:
             python = self._pyframes.python_frames(eval_frames)
-        return tuple(pcs), frames, python, bool(eval_frames)
+        outer_sp = 0
+        if outer is not None:
+            try:
+                outer_sp = int(outer.read_register("rsp"))
+            except gdb.error:
+                outer_sp = 0
+        return tuple(pcs), frames, python, bool(eval_frames), outer_sp

@@ -303,7 +303,7 @@ class Tracer:
         return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
 
     def _stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
-        pcs, frames, python = self.stacks.capture(newest)
+        pcs, frames, python = self.stacks.capture(newest, gdb.selected_thread().ptid[1])
         if exit_only and frames:
             if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
                 # call site: the stack as GDB shows it inside syscall(): libc's syscall first, then the caller
