@@ -3,17 +3,15 @@
 GDB's rules (they bite): ``Breakpoint.stop()`` may read registers, memory and frames, but must not resume,
 step, or add, delete or change breakpoints. :class:`ProbeBreakpoint` hides this: subclasses implement
 :meth:`ProbeBreakpoint.hit`, which runs inside ``stop()``; anything that would change breakpoints waits for a
-stop event or is queued with :func:`defer`. ``hit`` returning True makes the inferior stop (used when a limit
-is reached). Exceptions never escape into GDB (an exception in ``stop()`` would stop the production target):
-they are counted and the first few are printed.
+stop event: ``hit`` returning True makes the inferior stop (used when a limit is reached, and the stop handler
+then removes the breakpoints). Exceptions never escape into GDB (an exception in ``stop()`` would stop the
+production target): they are counted and the first few are printed.
 
 Why ``stop()`` and not a native condition calling a Python convenience function: see :mod:`sysbreak.tracing`
 (the latter hangs GDB 13 with multi-threaded targets, and is not faster).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import gdb
 
@@ -22,6 +20,7 @@ ERROR_PRINT_LIMIT = 3
 
 
 def errors() -> list[str]:
+    """The Python errors raised inside breakpoint hits so far (the hits went on: the inferior never stopped)."""
     return list(_ERRORS)
 
 
@@ -48,8 +47,3 @@ class ProbeBreakpoint(gdb.Breakpoint):
     def remove(self) -> None:
         if self.is_valid():
             self.delete()
-
-
-def defer(action: Callable[[], None]) -> None:
-    """Run ``action`` when GDB is back in its event loop (never inside a breakpoint hit)."""
-    gdb.post_event(action)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import struct
-import time
 from typing import Any
 
 import gdb
@@ -74,7 +73,6 @@ class StackReader:
         self._exec: list[tuple[int, int]] = []
         self._exec_starts: list[int] = []
         self._exec_buckets: frozenset[int] = frozenset()
-        self._refreshed = 0.0
         # symbolised frames by (pc, frame type): an inlined function and the function it was inlined into
         # share a pc and differ in type (INLINE_FRAME vs NORMAL_FRAME)
         self._sym: dict[tuple[int, int], dict[str, Any]] = {}
@@ -84,17 +82,12 @@ class StackReader:
 
             self._pyframes = pyframes
 
-    def forget_symbols(self) -> None:
-        self._sym.clear()
-        self._by_key.clear()
-
     def refresh_maps(self, pid: int) -> None:
         """Re-read the executable ranges of the process (code pointers are recognised by them)."""
         execs = sorted((v.start, v.end) for v in procfs.read_maps(pid).vmas if "x" in v.perms)
         self._pid = pid
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
         self._exec_buckets = frozenset(b for lo, hi in execs for b in range(lo >> _BUCKET, ((hi - 1) >> _BUCKET) + 1))
-        self._refreshed = time.monotonic()
 
     def _key(self, pc: int, sp: int, base: int) -> tuple[int, ...]:
         n = base - sp

@@ -22,6 +22,7 @@ from sysbreak import __version__, procfs, syscalls
 from sysbreak.capture import EventLogWriter
 from sysbreak.errors import SysbreakError
 from sysbreak.gdb.probes import ProbeBreakpoint
+from sysbreak.gdb.probes import errors as probe_errors
 from sysbreak.gdb.stacks import ModuleMap, StackReader
 from sysbreak.tracing import (
     GLIBC_SYSCALL_WRAPPER,
@@ -124,9 +125,6 @@ class Tracer:
         self._header_written = False
 
     # ----------------------------------------------------------------------------------------------- arming
-    def _frame(self) -> Any:
-        return gdb.selected_frame()
-
     def _write_header(self) -> None:
         if self.writer is None or self._header_written:
             return
@@ -446,6 +444,7 @@ class Tracer:
                 for m in self.armed.values()
             ],
             "glibc_wrapper_verified": self.wrapper_return is not None,
+            "internal_errors": probe_errors()[:5],
             "stack_cache": {
                 "enabled": self.stacks.cache,
                 "hits": self.stacks.hits,
