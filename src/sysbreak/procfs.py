@@ -254,16 +254,21 @@ def parse_smaps(text: str, *, source: str = "<text>", t: float | None = None) ->
             fields[name] = int(value)  # THPeligible, ProtectionKey: plain numbers
         # other fields (text values) are ignored
     for v in vmas:
-        f2 = v.fields
-        v.rss = f2.get("Rss")
-        v.pss = f2.get("Pss")
-        v.anonymous = f2.get("Anonymous")
-        v.private_dirty = f2.get("Private_Dirty")
-        v.swap = f2.get("Swap")
-        sd = f2.get("Shared_Dirty")
-        if sd is not None and v.private_dirty is not None:
-            v.dirty = sd + v.private_dirty
+        _fields_to_attributes(v)
     return _finish(vmas, snap)
+
+
+def _fields_to_attributes(vma: Vma) -> None:
+    """Copy the smaps fields (bytes) that the analysis reads onto the VMA's attributes."""
+    f = vma.fields
+    vma.rss = f.get("Rss")
+    vma.pss = f.get("Pss")
+    vma.anonymous = f.get("Anonymous")
+    vma.private_dirty = f.get("Private_Dirty")
+    vma.swap = f.get("Swap")
+    shared_dirty = f.get("Shared_Dirty")
+    if shared_dirty is not None and vma.private_dirty is not None:
+        vma.dirty = shared_dirty + vma.private_dirty
 
 
 def parse_pmap_x(text: str, *, source: str = "<text>", t: float | None = None) -> Snapshot:
@@ -401,14 +406,7 @@ def _pmap_X_row(line: str, columns: list[str], source: str, lineno: int) -> Vma:
         vma.vm_flags = tuple(flags)
         rest = " ".join(words[k:])
     vma.path = _pmap_name(rest.strip(" "))
-    f = vma.fields
-    vma.rss = f.get("Rss")
-    vma.pss = f.get("Pss")
-    vma.anonymous = f.get("Anonymous")
-    vma.private_dirty = f.get("Private_Dirty")
-    vma.swap = f.get("Swap")
-    if "Shared_Dirty" in f and vma.private_dirty is not None:
-        vma.dirty = f["Shared_Dirty"] + vma.private_dirty
+    _fields_to_attributes(vma)
     return vma
 
 
