@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+
+from rich.console import Console
 
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, StackStats
 
@@ -170,3 +173,18 @@ def headline(analysis: Analysis) -> str:
     else:
         text += "; nothing the captured stacks mapped is still live"
     return text[0].upper() + text[1:]
+
+
+def text_console(out: io.StringIO, *, color: bool, width: int | None) -> Console:
+    """The rich console both text reports print into: plain text unless ``color`` (a real terminal)."""
+    return Console(
+        file=out,
+        width=width or (100 if color else 200),
+        color_system="auto" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+        markup=False,
+        legacy_windows=False,
+    )

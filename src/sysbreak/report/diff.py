@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +27,7 @@ from sysbreak.report._common import (
     region_growth,
     rss_change,
     stack_label,
+    text_console,
 )
 
 FORMAT = "sysbreak-diff/1"
@@ -313,16 +313,7 @@ def _num(side: Side | None, name: str, *, is_bytes: bool = True) -> str:
 def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = False, width: int | None = None) -> str:
     top = DEFAULT_TOP if top is None else top
     out = io.StringIO()
-    console = Console(
-        file=out,
-        width=width or (100 if color else 200),
-        color_system="auto" if color else None,
-        force_terminal=color,
-        no_color=not color,
-        highlight=False,
-        emoji=False,
-        markup=False,
-    )
+    console = text_console(out, color=color, width=width)
     console.print(Text(diff_headline(d), style="bold"), soft_wrap=True)
     console.print()
     ta, tb = d.a_totals, d.b_totals

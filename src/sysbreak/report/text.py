@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -23,6 +22,7 @@ from sysbreak.report._common import (
     ranks,
     source_location,
     stack_label,
+    text_console,
 )
 
 DEFAULT_TOP = 10
@@ -200,17 +200,7 @@ def render_text(
     """The terminal report as a string; ``color`` adds ANSI styles (only for a terminal)."""
     top = DEFAULT_TOP if top is None else top
     out = io.StringIO()
-    console = Console(
-        file=out,
-        width=width or (100 if color else 200),
-        color_system="auto" if color else None,
-        force_terminal=color,
-        no_color=not color,
-        highlight=False,
-        emoji=False,
-        markup=False,
-        legacy_windows=False,
-    )
+    console = text_console(out, color=color, width=width)
     console.print(Text(headline(analysis), style="bold"), soft_wrap=True)
     console.print()
 
