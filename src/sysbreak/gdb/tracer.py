@@ -76,6 +76,7 @@ class _TracerProbe(ProbeBreakpoint):
     def __init__(self, tracer: Tracer, spec: Breakpoint) -> None:
         self.tracer = tracer
         self.spec = spec
+        self.site = tracer.site_record(spec)  # fixed while the breakpoint lives: computed once, not per event
         super().__init__(spec.address)
 
 
@@ -296,7 +297,7 @@ class Tracer:
         return sum(len(m.breakpoints) for m in self.armed.values())
 
     # ----------------------------------------------------------------------------------------------- hits
-    def _site(self, spec: Breakpoint) -> dict[str, Any]:
+    def site_record(self, spec: Breakpoint) -> dict[str, Any]:
         module, offset = self.modules.lookup(spec.site_address)
         return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
 
@@ -352,7 +353,7 @@ class Tracer:
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=True, newest=frame)
         nr = spec.nr if spec.nr is not None else -1
-        return self._emit(t, tid, nr, args, ret, sid, self._site(spec))
+        return self._emit(t, tid, nr, args, ret, sid, probe.site)
 
     def on_entry(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
@@ -367,7 +368,7 @@ class Tracer:
         sp = int(frame.read_register("rsp"))
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=False, newest=frame)
-        self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, self._site(spec)))
+        self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, probe.site))
         return False
 
     def on_exit(self, probe: _TracerProbe) -> bool:
