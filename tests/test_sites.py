@@ -20,6 +20,7 @@ from sysbreak.elfscan import elf as elfmod
 from sysbreak.elfscan import scanner, x86
 from sysbreak.errors import SysbreakError
 from sysbreak.sites import ModuleScan, Probe, Site
+from sysbreak.sites import cache as sites_cache
 
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 LIBUCM = Path("/lib/x86_64-linux-gnu/libucm.so.0")
@@ -33,9 +34,9 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     """Every test gets its own empty cache directory and an empty in-process memo."""
     d = tmp_path / "cache"
     monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(d))
-    sites._memo.clear()
+    sites.forget_memo()
     yield d
-    sites._memo.clear()
+    sites.forget_memo()
 
 
 @pytest.fixture(scope="module")
@@ -296,14 +297,14 @@ def test_cache_miss_then_hit_without_parsing(fixture_paths: FixturePaths, monkey
     path = str(fixture_paths.libsbstripped)
     first = sites.scan(path)
     assert list(sites.cache_dir().glob("v*/*.json"))
-    sites._memo.clear()
+    sites.forget_memo()
 
     def boom(_path: str) -> None:
         raise AssertionError("the ELF file was parsed on a warm look-up")
 
-    monkeypatch.setattr(sites, "scan_file", boom)
-    monkeypatch.setattr(sites, "ElfFile", boom)
-    monkeypatch.setattr(sites, "scan_elf", boom)
+    monkeypatch.setattr(sites_cache, "scan_file", boom)
+    monkeypatch.setattr(sites_cache, "ElfFile", boom)
+    monkeypatch.setattr(sites_cache, "scan_elf", boom)
     assert sites.scan(path) == first
     assert sites.scan(path) is sites.scan(path)  # in-process memo
 
@@ -315,8 +316,8 @@ def test_cache_shared_by_build_id_across_paths(
     first = sites.scan(original)
     copy = tmp_path / "copy.so"
     shutil.copy(original, copy)
-    sites._memo.clear()
-    monkeypatch.setattr(sites, "scan_elf", lambda _e: (_ for _ in ()).throw(AssertionError("rescanned")))
+    sites.forget_memo()
+    monkeypatch.setattr(sites_cache, "scan_elf", lambda _e: (_ for _ in ()).throw(AssertionError("rescanned")))
     second = sites.scan(str(copy))
     assert second.path == str(copy) and second.sites == first.sites and second.build_id == first.build_id
 
@@ -327,12 +328,12 @@ def test_corrupt_cache_is_ignored_and_rewritten(fixture_paths: FixturePaths) -> 
     (data,) = sites.cache_dir().glob("v*/*.json")
     for garbage in ("{not json", json.dumps({"format": "sysbreak-sitescache/1", "scanner": -1}), '{"sites": 3}'):
         data.write_text(garbage)
-        sites._memo.clear()
+        sites.forget_memo()
         assert sites.scan(path) == good
         assert json.loads(data.read_text())["sites"]  # rewritten whole
     (index,) = sites.cache_dir().glob("v*/by-stat/*")
     index.write_text("../../etc/passwd\n")
-    sites._memo.clear()
+    sites.forget_memo()
     assert sites.scan(path) == good
 
 

@@ -1,0 +1,98 @@
+"""Planning: which breakpoint probes catch the wanted syscalls at a module's sites."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sysbreak import syscalls
+from sysbreak.sites.model import (
+    CALL_ARG_REGS,
+    SYSCALL_ARG_REGS,
+    TAIL_CALL_ARG_REGS,
+    WRAPPER_ENTRY_ARG_REGS,
+    WRAPPER_MAX_OFFSET,
+    ModuleScan,
+    Probe,
+    Site,
+)
+
+__all__ = ["plan", "site_action", "skip_reason"]
+
+
+def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False) -> list[Probe]:
+    """The breakpoints that catch the syscalls ``wanted`` (numbers) made from ``scan``'s module.
+
+    * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
+      none otherwise. With an unknown number that is not taken from the caller, none at all: the tracer never
+      puts a breakpoint ON a ``syscall`` instruction (stepping a blocking call over it with the other threads
+      held deadlocks the process; see :mod:`sysbreak.tracing`).
+    * A generic wrapper (glibc's ``syscall()``, or any function that copies its first argument into rax) is
+      probed only when ``exhaustive``, at its first instruction (``entry`` = the function start, ``nr_reg``
+      rdi, the C arguments in :data:`WRAPPER_ENTRY_ARG_REGS`), conditioned on the number; by default its
+      callers are probed instead. A wrapper whose start is unknown (stripped, unnamed) or far from its
+      ``syscall`` instruction cannot be probed safely and is skipped.
+    * A call to ``syscall()`` with a known number: an unconditional probe when wanted, none otherwise (so a hot
+      ``syscall(SYS_getppid)`` costs nothing); with an unknown number, a probe conditioned on ``rdi``.
+    * ``exhaustive`` drops every call probe: the conditioned wrapper (in libc, which must be planned too)
+      catches those calls, and keeping both would count each call twice.
+    """
+    want = tuple(sorted(set(wanted)))
+    if not want:
+        return []
+    wanted_set = set(want)
+    probes = []
+    for site in scan.sites:
+        action = site_action(site, wanted_set, exhaustive)
+        if action is None:
+            continue
+        conditioned = action == "cond"
+        if site.kind == "syscall" and site.generic:
+            start = site.vaddr - (site.symbol_offset or 0)
+            probes.append(Probe(site, start, site.next_vaddr, "rdi", WRAPPER_ENTRY_ARG_REGS, want))
+        elif site.kind == "syscall":
+            probes.append(
+                Probe(site, site.vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, want if conditioned else None)
+            )
+        else:
+            probes.append(
+                Probe(
+                    site,
+                    site.vaddr,
+                    None if site.tail else site.next_vaddr,
+                    "rdi",
+                    TAIL_CALL_ARG_REGS if site.tail else CALL_ARG_REGS,
+                    want if conditioned else None,
+                )
+            )
+    return probes
+
+
+def site_action(site: Site, wanted: set[int], exhaustive: bool) -> str | None:
+    """``"break"`` (unconditional), ``"cond"`` (conditioned on the number register) or None (no probe)."""
+    if site.kind == "syscall":
+        if site.generic:
+            return "cond" if exhaustive and _wrapper_start_known(site) else None
+        if site.nr is not None:
+            return "break" if site.nr in wanted else None
+        return None  # never ON a syscall instruction whose number is unknown
+    if exhaustive:
+        return None
+    if site.nr is not None:
+        return "break" if site.nr in wanted else None
+    return "cond"
+
+
+def _wrapper_start_known(site: Site) -> bool:
+    return site.symbol_offset is not None and site.symbol_offset <= WRAPPER_MAX_OFFSET
+
+
+def skip_reason(site: Site, exhaustive: bool) -> str:
+    if site.kind == "syscall" and site.generic:
+        return "generic; --exhaustive" if not exhaustive else "generic; start unknown"
+    if site.kind == "syscall" and site.nr is None:
+        return "number unknown"
+    if site.kind == "call" and exhaustive:
+        return "caught in syscall(); --exhaustive"
+    if site.nr is not None:
+        return syscalls.name(site.nr)
+    return "nothing wanted"
