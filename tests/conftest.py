@@ -29,6 +29,7 @@ class FixturePaths:
     libsbstripped: Path
     ucm_leak: Path
     leaky_server: Path
+    grower: Path
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,7 @@ def fixture_paths() -> FixturePaths:
         libsbstripped=b / "libsbstripped.so",
         ucm_leak=b / "ucm_leak",
         leaky_server=b / "leaky_server",
+        grower=b / "grower",
     )
 
 
@@ -166,3 +168,53 @@ def gdb_without_python(tmp_path: Path) -> Path:
     )
     fake.chmod(0o755)
     return fake
+
+
+class Grower:
+    """A running ``fixtures/build/grower``: send it a command, get its answer line (see fixtures/src/grower.c)."""
+
+    def __init__(self, path: Path) -> None:
+        self.popen = subprocess.Popen(
+            [str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
+        assert self.ask_line() == "READY"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def ask_line(self) -> str:
+        assert self.popen.stdout is not None
+        return self.popen.stdout.readline().strip()
+
+    def do(self, command: str) -> tuple[int, int]:
+        """Run one command; its (address, length) when it reports them, else (0, 0)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(command + "\n")
+        self.popen.stdin.flush()
+        answer = self.ask_line()
+        assert answer.startswith("OK"), (command, answer)
+        words = answer.split()
+        if len(words) >= 4:
+            return int(words[2], 16), int(words[3])
+        return 0, 0
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+
+@pytest.fixture
+def grower(fixture_paths: FixturePaths) -> Iterator[Callable[[], Grower]]:
+    """``grower() -> Grower``: start a grower; every one is killed when the test ends."""
+    started: list[Grower] = []
+
+    def _start() -> Grower:
+        g = Grower(fixture_paths.grower)
+        started.append(g)
+        return g
+
+    yield _start
+    for g in started:
+        g.kill()

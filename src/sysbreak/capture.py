@@ -443,6 +443,7 @@ class SnapshotRef:
     path: str  # absolute path of the smaps file (it may be missing or half written)
     rss_kb: int | None = None
     wall: str | None = None
+    pid: int | None = None  # the process it is of (index lines of captures with several processes carry it)
 
 
 class Capture:
@@ -514,6 +515,7 @@ def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
                     path=os.path.join(snapdir, name),
                     rss_kb=_opt_int(obj.get("rss_kb")),
                     wall=_opt_str(obj.get("wall")),
+                    pid=_opt_int(obj.get("pid")),
                 )
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 warnings.append(f"{index}, line {lineno}: damaged, skipped")
@@ -542,12 +544,13 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
         events_path: str | None = os.path.join(p, "events.jsonl")
         has_meta = os.path.exists(os.path.join(p, "meta.json"))
         assert events_path is not None
+        meta = _read_meta(os.path.join(p, "meta.json"), warnings)
         if not os.path.isfile(events_path):
             if not has_meta and not os.path.isdir(os.path.join(p, "snapshots")):
                 raise SysbreakError(f"{p}: not a sysbreak capture directory (no meta.json, no events.jsonl)")
-            warnings.append(f"{events_path}: missing; only the snapshots can be analysed")
+            if meta.get("command") != "watch":  # `sysbreak watch` writes snapshots only
+                warnings.append(f"{events_path}: missing; only the snapshots can be analysed")
             events_path = None
-        meta = _read_meta(os.path.join(p, "meta.json"), warnings)
         snaps = _read_index(os.path.join(p, "snapshots"), warnings)
         cap = Capture(p, events_path, meta, snaps)
         cap.warnings.extend(warnings)

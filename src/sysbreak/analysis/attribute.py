@@ -327,9 +327,18 @@ def analyze(
     # The snapshots, in time order.
     slots: list[_Slot] = []
     if cap is not None:
+        others: set[int] = set()
         for ref in cap.snapshots:
             assert ref.t is not None
+            if ref.pid is not None and analysis.pid is not None and ref.pid != analysis.pid:
+                others.add(ref.pid)  # a capture of several processes: this analysis is of the main one
+                continue
             slots.append(_Slot(t=ref.t, name=os.path.basename(ref.path), ref=ref))
+        if others:
+            warnings.append(
+                f"the capture holds snapshots of {len(others)} other process{'es' if len(others) > 1 else ''} "
+                f"({', '.join(map(str, sorted(others)))}); this report is of pid {analysis.pid}"
+            )
     if maps_files:
         wall0 = _iso_to_epoch(meta.get("started")) or _iso_to_epoch(header.get("wall0") if header else None)
         end_t = _tail_time(cap.events_path) if cap is not None and cap.events_path else None

@@ -28,9 +28,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from sysbreak.cli import attach, demo, diff, doctor, report, run, sites
+    from sysbreak.cli import attach, demo, diff, doctor, report, run, sites, watch
 
-    for module in (sites, run, attach, report, diff, doctor, demo):
+    for module in (sites, watch, run, attach, report, diff, doctor, demo):
         module.register(app)
 
 

@@ -85,10 +85,11 @@ class Meta:
 class Snapshotter:
     """Copies /proc/PID/smaps into the capture every ``interval`` seconds from a thread (plus on demand)."""
 
-    def __init__(self, directory: Path, pid: int, interval: float) -> None:
+    def __init__(self, directory: Path, pid: int, interval: float, *, several: bool = False) -> None:
         self.dir = directory / SNAPSHOTS
         self.pid = pid
         self.interval = interval
+        self.several = several  # snapshots of several processes: the pid goes into each file's name
         self.seq = 0
         self.first_rss_kb: int | None = None
         self.last_rss_kb: int | None = None
@@ -108,21 +109,26 @@ class Snapshotter:
         wall = now_wall()
         if not raw:  # a process that is exiting has no mappings left
             return None
-        text = raw.decode("utf-8", "replace")
-        rss = sum_rss_kb(text)
+        return self.write(raw, t, wall)
+
+    def write(self, raw: bytes, t: float, wall: str, pid: int | None = None) -> int | None:
+        """Add one snapshot (the raw smaps text of ``pid``, default this writer's, read at ``t``); its RSS in kB."""
+        pid = self.pid if pid is None else pid
+        rss = sum_rss_kb(raw.decode("utf-8", "replace"))
         with self._lock:
             if self._index.closed:
                 return None
             self.seq += 1
-            name = f"smaps-{self.seq:06d}.txt"
+            name = f"smaps-{pid}-{self.seq:06d}.txt" if self.several else f"smaps-{self.seq:06d}.txt"
             with open(self.dir / name, "wb") as fh:
                 fh.write(raw)
-            line = {"seq": self.seq, "t": t, "wall": wall, "file": name, "rss_kb": rss}
+            line = {"seq": self.seq, "t": t, "wall": wall, "file": name, "rss_kb": rss, "pid": pid}
             self._index.write(json.dumps(line) + "\n")
             self._index.flush()
-            if self.first_rss_kb is None:
-                self.first_rss_kb = rss
-            self.last_rss_kb = rss
+            if pid == self.pid:
+                if self.first_rss_kb is None:
+                    self.first_rss_kb = rss
+                self.last_rss_kb = rss
         return rss
 
     def start(self) -> None:

@@ -10,6 +10,8 @@ from rich.console import Console
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, StackStats
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+#: the shortest span over which a growth rate (bytes per minute) is shown: below it, a rate is extrapolation
+MIN_RATE_SECONDS = 5.0
 
 
 def human_bytes(n: int | float | None, *, signed: bool = False) -> str:
