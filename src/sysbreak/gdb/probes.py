@@ -7,7 +7,7 @@ stop event: ``hit`` returning True makes the inferior stop (used when a limit is
 then removes the breakpoints). Exceptions never escape into GDB (an exception in ``stop()`` would stop the
 production target): they are counted and the first few are printed.
 
-Why ``stop()`` and not a native condition calling a Python convenience function: see :mod:`sysbreak.tracing`
+Why ``stop()`` and not a native condition calling a Python convenience function: see :mod:`sysbreak.arming`
 (the latter hangs GDB 13 with multi-threaded targets, and is not faster).
 """
 

@@ -1,7 +1,7 @@
 """The tracer: arms probes in every loaded module (and in modules loaded later), turns hits into events.
 
-Data flows one way: ``sites.scan`` -> ``sites.plan`` -> ``tracing.breakpoints_for`` -> :class:`ProbeBreakpoint`
--> hit -> :class:`~sysbreak.capture.EventLogWriter`. See :mod:`sysbreak.tracing` for why a wanted call costs
+Data flows one way: ``sites.scan`` -> ``sites.plan`` -> ``arming.breakpoints_for`` -> :class:`ProbeBreakpoint`
+-> hit -> :class:`~sysbreak.capture.EventLogWriter`. See :mod:`sysbreak.arming` for why a wanted call costs
 exactly one stop.
 """
 
@@ -24,7 +24,7 @@ from sysbreak.errors import SysbreakError
 from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.probes import errors as probe_errors
 from sysbreak.gdb.stacks import ModuleMap, StackReader
-from sysbreak.tracing import (
+from sysbreak.arming import (
     GLIBC_SYSCALL_WRAPPER,
     Breakpoint,
     PendingCall,

@@ -25,7 +25,7 @@ def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False)
     * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
       none otherwise. With an unknown number that is not taken from the caller, none at all: the tracer never
       puts a breakpoint ON a ``syscall`` instruction (stepping a blocking call over it with the other threads
-      held deadlocks the process; see :mod:`sysbreak.tracing`).
+      held deadlocks the process; see :mod:`sysbreak.arming`).
     * A generic wrapper (glibc's ``syscall()``, or any function that copies its first argument into rax) is
       probed only when ``exhaustive``, at its first instruction (``entry`` = the function start, ``nr_reg``
       rdi, the C arguments in :data:`WRAPPER_ENTRY_ARG_REGS`), conditioned on the number; by default its

@@ -1,50 +1,10 @@
-"""Plain-Python logic of the in-GDB tracer: which breakpoints a probe needs, how a hit becomes an event.
+"""Arming (plain Python): which breakpoints a probe needs, how a hit becomes an event.
 
 Nothing here imports ``gdb``; :mod:`sysbreak.gdb` feeds it integers and strings read from the inferior. That
 keeps the decisions (and their tests) independent of a debugger.
 
-How calls are caught, and why this way is the fastest correct one
-------------------------------------------------------------------
-Measured here (GDB 13.1, 2-core VM, see notes/mechanisms.md): one breakpoint hit costs about 270 us in
-all-stop mode whatever decides to ignore it (a false native condition and a Python ``stop()`` returning False
-cost the same within noise: 6.0 s and 5.9 s for 22,000 hits), about 175 us in non-stop mode and about 90 us
-through gdbserver with the condition evaluated on the target side. The cost is the ptrace stop itself (kernel
-scheduling and ptrace round trips dominate a ``perf`` profile of GDB), not Python. So the design minimises
-*stops*, in this order:
-
-1. Sites whose syscall number is a constant that was not asked for get no breakpoint at all, and calls to
-   libc's generic ``syscall()`` are probed at their call sites, where the number is usually a constant, not
-   in the wrapper: ``syscall(SYS_getppid)`` in a hot loop costs nothing.
-2. A site whose number is a wanted constant gets ONE breakpoint, on the instruction after it (the return
-   address of ``call syscall``, or the instruction after a ``syscall`` instruction). There the kernel has
-   preserved rdi, rsi, rdx, r10, r8 and r9 (it clobbers only rax, rcx and r11), glibc's ``syscall()`` has
-   moved its C arguments into exactly those registers before entering the kernel and leaves them alone on
-   the way out, and rax holds the result. One stop gives the six arguments, the return value and the stack
-   (still the caller's frame). :data:`GLIBC_SYSCALL_WRAPPER` is checked against the process's libc before
-   this shortcut is used for call sites; otherwise the site falls back to rule 3. Each hit is validated: the
-   ``syscall`` instruction leaves the address of the instruction after it in rcx (that is how the kernel
-   returns), so ``rcx == that address`` proves that a syscall really ran there, and a branch that merely
-   jumps to the same address is ignored. (glibc's error path reloads rcx, so call sites also accept -1.)
-3. A site whose number comes from its caller (a generic wrapper such as glibc's ``syscall()``: the number is
-   copied from rdi) gets an entry breakpoint at the wrapper's FIRST instruction, where rdi is the number and
-   the C arguments are in their registers, that compares the number with the wanted ones and remembers the
-   call, and an exit breakpoint after the ``syscall`` instruction that returns at once when no wanted call
-   is in flight. (Only with ``--exhaustive``: by default the wrapper's callers are probed instead.)
-
-Never a breakpoint ON a ``syscall`` instruction. To resume a thread from a breakpoint GDB must step it over
-the original instruction; in all-stop mode it does so with every other thread held, and if that instruction
-is a blocking system call (futex, read, epoll_wait) the stepping thread blocks in the kernel while the
-threads that would wake it are held: the whole process deadlocks (seen here: a 16-thread program froze in
-``pthread_barrier_wait``). Displaced stepping does not help (one step-over buffer, the next thread queues
-behind the blocked one). Every sysbreak breakpoint is therefore on an instruction that cannot block: the
-instruction after a ``syscall`` or after a ``call``, or a wrapper's first instruction. A site whose number
-is neither a constant nor taken from the caller gets no breakpoint; ``sysbreak sites`` lists such sites.
-
-All the work happens in ``gdb.Breakpoint.stop()`` returning False. A Python convenience function called from
-a native condition (``$rax == 9 && $_fn()``) would have let GDB pre-filter without Python, but it hangs GDB
-13 in multi-threaded all-stop targets (the stepping thread is never resumed), and it would not be faster.
-``breakpoint always-inserted`` made no difference within noise for a handful of breakpoints, so it is left
-at GDB's default.
+The arming rules (one breakpoint after the site, never ON a ``syscall`` instruction, all work in
+``stop()``) and the measurements behind them are written down in notes/arming.md.
 """
 
 from __future__ import annotations
@@ -132,7 +92,7 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
             )
         ]
     if probe.kind == "syscall" and probe.entry == probe.site:
-        return []  # never ON a syscall instruction (it may block: see the module docstring); plan() agrees
+        return []  # never ON a syscall instruction (it may block: see notes/arming.md); plan() agrees
     entry, nr_reg, arg_regs = probe.entry + bias, probe.nr_reg, probe.arg_regs
     bps = [
         Breakpoint(

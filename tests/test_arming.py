@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sysbreak.tracing import (
+from sysbreak.arming import (
     GLIBC_SYSCALL_WRAPPER,
     KERNEL_ARG_REGS,
     PendingCall,
