@@ -6,15 +6,17 @@ import json
 import shutil
 import sys
 
-from benchmarks.common import NOT_BUILT, RESULTS, Config, Row, fmt_s, median, run_timed, verdict
+from benchmarks.common import NOT_BUILT, RESULTS, ROOT, Config, Row, fmt_s, median, run_timed, verdict
 
 TARGET_EVENTS_PER_S = 200_000
 TARGET_RSS_MB = 500
 
+# The synthetic capture is test-only code (tests/support/synthetic.py), not part of the package.
 GENERATE = """
 import json, sys, time
+sys.path.insert(0, sys.argv[4])
 try:
-    from sysbreak.analysis import synthetic_capture
+    from support.synthetic import synthetic_capture
 except ImportError as exc:
     print(json.dumps({"error": "import: %s" % exc})); sys.exit(0)
 t = time.perf_counter()
@@ -52,7 +54,9 @@ def run(cfg: Config) -> list[Row]:
     done = cap / ".complete"
     if not done.exists():  # generated once, kept (git-ignored) for later runs: it is deterministic
         shutil.rmtree(cap, ignore_errors=True)
-        t = run_timed([sys.executable, "-c", GENERATE, str(cap), str(events), str(snaps)], timeout=1200)
+        t = run_timed(
+            [sys.executable, "-c", GENERATE, str(cap), str(events), str(snaps), str(ROOT / "tests")], timeout=1200
+        )
         res = _json(t.stdout) if t.rc == 0 else {"error": (t.stderr.strip().splitlines() or ["?"])[-1][:120]}
         if "error" in res:
             value = NOT_BUILT if "import" in str(res["error"]) else "n/a"

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.synthetic import synthetic_capture
 
-from sysbreak.analysis import analyze, synthetic_capture
+from sysbreak.analysis import analyze
 from sysbreak.analysis.attribute import frame_name, stack_label
 from sysbreak.analysis.model import Analysis, Frame, Region, StackStats
 from sysbreak.capture import EventLogWriter

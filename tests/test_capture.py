@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sysbreak.analysis.model import Frame
 from sysbreak.capture import (
     EndRecord,
     EventLogWriter,
+    Frame,
     HeaderRecord,
     ModuleRecord,
     NoteRecord,

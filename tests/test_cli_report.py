@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.sample import sample_analysis
 
 from sysbreak.cli import main
 from sysbreak.report import render
-from sysbreak.report._sample import sample_analysis
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -209,7 +209,7 @@ def test_a_real_process_prints_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from sysbreak.analysis import synthetic_capture
+    from support.synthetic import synthetic_capture
 
     root = tmp_path_factory.mktemp("captures")
     synthetic_capture(root / "a", 600, 4, stacks=12, leak_stacks=2, seed=1, duration=60.0, live_target=300)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import AS_NOBODY, FixturePaths, Spawn, run_sysbreak, sysbreak_argv
 
-from sysbreak.driver import procfs
+from sysbreak.driver import process
 from sysbreak.driver.restore import int3_addresses, read_entries
 
 pytestmark = pytest.mark.gdb
@@ -319,5 +319,5 @@ def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
     assert f"sysbreak report {tmp_path / 'demo'}" in res.stdout
     m = meta(tmp_path / "demo")
     assert m["end_reason"] == "duration"
-    assert not procfs.alive(m["pid"]), "the demo server was left running"
+    assert not process.alive(m["pid"]), "the demo server was left running"
     assert list((tmp_path / "cache" / "sysbreak" / "demo").glob("leaky_server-*"))

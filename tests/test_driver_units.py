@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sysbreak.driver import capdir, procfs
+from sysbreak.capture import directory as capdir
+from sysbreak.capture.follow import EventTail
+from sysbreak.driver import process
 from sysbreak.driver.mi import mi_quote
-from sysbreak.driver.progress import EventTail
 from sysbreak.driver.restore import INT3, int3_addresses, read_entries, restore
 from sysbreak.driver.session import _describe_exit, _gdb_quote, validate_syscalls
 from sysbreak.errors import SysbreakError
+from sysbreak.maps import sum_rss_kb
 
 
 def test_event_tail_counts_and_waits_for_a_cut_line(tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_snapshots_of_our_own_process(tmp_path: Path) -> None:
     assert len(lines) >= 3
     assert [ln["seq"] for ln in lines] == list(range(1, len(lines) + 1))
     first = (d / "snapshots" / lines[0]["file"]).read_text()
-    assert "Rss:" in first and procfs.sum_rss_kb(first) == lines[0]["rss_kb"] > 0
+    assert "Rss:" in first and sum_rss_kb(first) == lines[0]["rss_kb"] > 0
     assert snap.take() is None  # closed: nothing more is written
 
 
@@ -86,7 +88,7 @@ def test_restore_puts_back_an_int3_we_wrote(tmp_path: Path) -> None:
     # Overwrite the first byte of a process's ELF header (mapped, never executed) with int3, then restore it.
     child = subprocess.Popen(["sleep", "30"])
     try:
-        while procfs.cmdline(child.pid) != ["sleep", "30"]:  # wait for the exec
+        while process.cmdline(child.pid) != ["sleep", "30"]:  # wait for the exec
             time.sleep(0.01)
         exe = os.readlink(f"/proc/{child.pid}/exe")
         base = next(
@@ -112,7 +114,7 @@ def test_restore_puts_back_an_int3_we_wrote(tmp_path: Path) -> None:
         assert (res.checked, res.restored, res.errors) == (1, 1, [])
         assert int3_addresses(child.pid, entries) == []
         deadline = time.monotonic() + 5
-        while procfs.read_status(child.pid)["State"].startswith("T"):  # resumed after the SIGSTOP
+        while process.read_status(child.pid)["State"].startswith("T"):  # resumed after the SIGSTOP
             assert time.monotonic() < deadline, "left stopped"
             time.sleep(0.01)
         assert restore(child.pid, rf).restored == 0  # nothing left to do
@@ -123,21 +125,21 @@ def test_restore_puts_back_an_int3_we_wrote(tmp_path: Path) -> None:
 
 def test_procfs_checks() -> None:
     with pytest.raises(SysbreakError, match="no process with pid 999999999 exists"):
-        procfs.check_traceable(999999999)
+        process.check_traceable(999999999)
     with pytest.raises(SysbreakError, match="cannot attach to itself"):
-        procfs.check_traceable(os.getpid())
+        process.check_traceable(os.getpid())
     child = subprocess.Popen(["sleep", "30"])
     try:
-        while procfs.cmdline(child.pid) != ["sleep", "30"]:  # wait for the exec
+        while process.cmdline(child.pid) != ["sleep", "30"]:  # wait for the exec
             time.sleep(0.01)
-        info = procfs.check_traceable(child.pid)
+        info = process.check_traceable(child.pid)
         assert info.name == "sleep" and info.tracer == 0
-        assert procfs.alive(child.pid) and procfs.cmdline(child.pid) == ["sleep", "30"]
-        assert (procfs.rss_kb(child.pid) or 0) > 0
+        assert process.alive(child.pid) and process.cmdline(child.pid) == ["sleep", "30"]
+        assert (process.rss_kb(child.pid) or 0) > 0
     finally:
         child.kill()
         child.wait()
-    assert not procfs.alive(child.pid)
+    assert not process.alive(child.pid)
 
 
 def test_quoting_and_exit_records() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import FixturePaths, Proc, Spawn, run_sysbreak, sysbreak_argv
 
-from sysbreak.driver import procfs
+from sysbreak.driver import process
 from sysbreak.driver.restore import int3_addresses, read_entries
 
 pytestmark = pytest.mark.gdb
@@ -49,7 +49,7 @@ def meta(out: Path) -> dict[str, Any]:
 
 def wait_gone(pid: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while procfs.alive(pid):
+    while process.alive(pid):
         if time.monotonic() > deadline:
             pytest.fail(f"process {pid} still there after {timeout} s")
         time.sleep(0.05)
@@ -103,7 +103,7 @@ def test_sigkill_of_sysbreak_lets_gdb_detach_on_its_own(
     sb.kill()
     sb.wait(timeout=10)
     wait_gone(gdb_pid)  # end of file on its stdin: the extension clears, GDB detaches and quits
-    status = procfs.read_status(server.pid)
+    status = process.read_status(server.pid)
     assert status["TracerPid"] == "0"
     assert "end_reason" not in meta(out)  # cut short: sysbreak never got to write its end
     assert_clean_and_reattachable(server, out, tmp_path)
@@ -159,7 +159,7 @@ def test_sigkill_of_gdb_during_run_leaves_the_program_alive(fixture_paths: Fixtu
         os.kill(meta(out)["gdb_pid"], signal.SIGKILL)
         sb.wait(timeout=60)
         assert meta(out)["end_reason"] == "gdb-died", err.read_text()
-        assert procfs.alive(pid)
+        assert process.alive(pid)
         assert int3_addresses(pid, read_entries(out / "restore.jsonl", pid)) == []
         n = log.read_text().count("heartbeat")
         time.sleep(1.3)
@@ -195,7 +195,7 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
             time.sleep(0.05)
         assert meta(out)["end_reason"] == "interrupted"
         time.sleep(0.3)
-        assert sb.poll() is None and procfs.alive(meta(out)["pid"])
+        assert sb.poll() is None and process.alive(meta(out)["pid"])
         sb.send_signal(signal.SIGINT)  # passed on to the program, which dies of it
         _, stderr = sb.communicate(timeout=30)
         assert sb.returncode == 128 + signal.SIGINT, stderr
@@ -204,5 +204,5 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
         if sb.poll() is None:
             sb.kill()
             sb.wait()
-        if (out / "meta.json").exists() and procfs.alive(meta(out)["pid"]):
+        if (out / "meta.json").exists() and process.alive(meta(out)["pid"]):
             os.kill(meta(out)["pid"], signal.SIGKILL)

@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sysbreak import procfs
+from sysbreak import maps
 from sysbreak.analysis import analyze
 from sysbreak.capture import EventLogWriter, open_capture, read_events
 from sysbreak.errors import SysbreakError
@@ -131,13 +131,13 @@ def test_well_formed_json_with_wrong_types(recs: list[dict[str, object]]) -> Non
 
 def _check_maps(data: bytes) -> None:
     try:
-        procfs.parse_maps_file(data)
+        maps.parse_maps_file(data)
     except SysbreakError as e:
         assert "\n" not in str(e)
     text = data.decode("utf-8", errors="replace")
-    for kind in procfs.KINDS:
+    for kind in maps.KINDS:
         with contextlib.suppress(SysbreakError):
-            procfs.parse_maps_file(text + "\n", kind=kind)
+            maps.parse_maps_file(text + "\n", kind=kind)
 
 
 @SETTINGS

@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.sample import sample_analysis
 
 from sysbreak.report import render
-from sysbreak.report._sample import sample_analysis
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

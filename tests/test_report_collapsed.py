@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from support.sample import sample_analysis
 
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, StackStats
 from sysbreak.report import render
-from sysbreak.report._sample import sample_analysis
 from sysbreak.report.collapsed import fold
 
 MiB = 1024 * 1024

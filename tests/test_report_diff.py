@@ -6,9 +6,10 @@ import dataclasses
 import json
 import re
 
+from support.sample import sample_analysis
+
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, Sample, StackStats
 from sysbreak.report import diff, diff_headline, render_diff
-from sysbreak.report._sample import sample_analysis
 from sysbreak.report.diff import signature
 
 MiB = 1024 * 1024

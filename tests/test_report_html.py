@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
+from support.sample import sample_analysis
+
 from sysbreak.analysis.model import Analysis, Sample
 from sysbreak.report import render
-from sysbreak.report._sample import sample_analysis
 from sysbreak.report.html_report import MAX_PLOT_POINTS, plot
 
 MiB = 1024 * 1024

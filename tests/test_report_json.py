@@ -6,11 +6,11 @@ import dataclasses
 import json
 
 import pytest
+from support.sample import sample_analysis
 
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
 from sysbreak.errors import SysbreakError
 from sysbreak.report import from_dict, render, to_dict
-from sysbreak.report._sample import sample_analysis
 
 MiB = 1024 * 1024
 

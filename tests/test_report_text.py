@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+from support.sample import sample_analysis
+
 from sysbreak.analysis.model import Analysis, Frame, Region, RegionOwner, Sample, StackStats
 from sysbreak.report import render
 from sysbreak.report._common import headline, human_bytes, human_duration, pmap_mode
-from sysbreak.report._sample import sample_analysis
 
 MiB = 1024 * 1024
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import Grower, run_sysbreak, sysbreak_argv
 from rich.console import Console
 
-from sysbreak.procfs import parse_smaps
+from sysbreak.maps import parse_smaps
 from sysbreak.watch import RegionChange, Watched, compare, rate_text, sparkline, verdict, watch
 
 KIB = 1024

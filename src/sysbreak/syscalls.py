@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from sysbreak.errors import SysbreakError
 
-__all__ = ["DEFAULT_SYSCALLS", "X86_64", "name", "number", "parse_list"]
+__all__ = ["DEFAULT_SYSCALLS", "X86_64", "known_name", "name", "number", "parse_list"]
 
 #: Every x86-64 system call, name -> number. 335 is ``uretprobe``; 336-423 are unused on x86-64.
 # fmt: off
@@ -128,6 +128,17 @@ def number(spec: str) -> int:
 def name(nr: int) -> str:
     """The name of system call number ``nr`` (``9`` -> ``"mmap"``); ``f"syscall_{nr}"`` when the table has none."""
     return _BY_NUMBER.get(nr, f"syscall_{nr}")
+
+
+def known_name(nr: int, arch: str | None = None) -> str | None:
+    """The name of ``nr`` on ``arch`` (None: x86-64) when this table knows it, else None.
+
+    Only the x86-64 table is here: sysbreak captures on x86-64 only, so a log of another architecture that
+    lost a record's ``name`` cannot have it back.
+    """
+    if arch not in (None, "x86_64"):
+        return None
+    return _BY_NUMBER.get(nr)
 
 
 def parse_list(specs: Iterable[str]) -> list[int]:

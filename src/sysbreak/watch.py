@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sysbreak.errors import SysbreakError
-from sysbreak.procfs import Snapshot, Vma, parse_smaps
+from sysbreak.maps import Snapshot, Vma, parse_smaps
 from sysbreak.report._common import MIN_RATE_SECONDS, human_bytes, human_duration, plural
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -384,8 +384,8 @@ def watch(
     every process gone, or SIGINT/SIGTERM. ``live``: redraw in place (default: when the console is a terminal);
     otherwise one line per process and snapshot is printed. Returns what was seen."""
     from sysbreak import __version__
-    from sysbreak.driver import capdir
-    from sysbreak.driver.procfs import cmdline, exe
+    from sysbreak.capture import directory as capdir
+    from sysbreak.driver.process import cmdline, exe
 
     check_pids(pids)
     if interval <= 0:

@@ -60,10 +60,10 @@ from typing import Any
 
 from sysbreak.analysis.ledger import OWNER_SHIFT, Replay
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
-from sysbreak.analysis.stream import Batch, StreamSummary, stream
 from sysbreak.capture import Capture, SnapshotRef, open_capture
+from sysbreak.capture.decode import Batch, StreamSummary, stream
 from sysbreak.errors import SysbreakError
-from sysbreak.procfs import Snapshot, Vma, parse_maps_file
+from sysbreak.maps import Snapshot, Vma, parse_maps_file
 
 LABEL_SKIP = re.compile(r"(?:^|/)(?:libc\.so|libc-[0-9.]+\.so|libucm\.so|libucs\.so|ld-linux|libpthread)")
 MAX_SAMPLES = 1000
@@ -285,7 +285,7 @@ def analyze(
     are known, else they count as taken after the whole log, in the given order.
     ``depth``: fold stacks to the N frames nearest the syscall. ``group_outside``: group stacks by their first
     frame whose module does not match this regular expression. ``parallel``: decode the log in a second
-    process (default: when it is big, see :mod:`sysbreak.analysis.stream`). See the module doc for every number.
+    process (default: when it is big, see :mod:`sysbreak.capture.decode`). See the module doc for every number.
     """
     warnings: list[str] = []
     stacks = _Stacks(depth, group_outside)
@@ -450,7 +450,7 @@ def analyze(
         used_snaps[0] += 1
         samples.append(Sample(t=slot.t if slot.t != math.inf else math.nan, rss_bytes=rss, live_bytes=ledger.live))
 
-    # The replay. Items: see sysbreak.analysis.stream.
+    # The replay. Items: see sysbreak.capture.decode.
     ops = (None, replay.mmap, replay.munmap, replay.mremap, replay.brk_call)
     if source_stream is not None:
         batch_iter = _chain_first(pending, source_stream)

@@ -9,26 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sysbreak.capture.schema import Frame, PyFrame
 
-@dataclass(frozen=True)
-class Frame:
-    """One native frame, innermost first in a stack. Unknown parts are None."""
-
-    pc: int | None
-    module: str | None
-    offset: int | None
-    function: str | None
-    file: str | None = None
-    line: int | None = None
-
-
-@dataclass(frozen=True)
-class PyFrame:
-    """One CPython frame (innermost first)."""
-
-    file: str
-    line: int | None
-    function: str
+__all__ = ["Analysis", "Frame", "PyFrame", "Region", "RegionOwner", "Sample", "StackStats"]
 
 
 @dataclass

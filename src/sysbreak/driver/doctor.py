@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from sysbreak.driver import gdbenv, procfs
+from sysbreak.driver import gdbenv, process
 from sysbreak.errors import SysbreakError
 
 
@@ -93,29 +93,29 @@ def _check_ptrace_live(gdb: str) -> Check:
     if "Operation not permitted" in out or "ptrace:" in out and "detached" not in out:
         reason = next((ln for ln in out.splitlines() if "ptrace" in ln), out.strip()[-200:])
         return Check(
-            "ptrace attach", "FAIL", f"GDB could not attach to a test process ({reason})", procfs.ptrace_hint()
+            "ptrace attach", "FAIL", f"GDB could not attach to a test process ({reason})", process.ptrace_hint()
         )
     return Check("ptrace attach", "ok", f"GDB attached to and detached from a test process in {took:.1f} s")
 
 
 def _check_ptrace_policy() -> Check:
-    scope = procfs.yama_scope()
+    scope = process.yama_scope()
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    cap = "with CAP_SYS_PTRACE" if procfs.has_cap_sys_ptrace() else "without CAP_SYS_PTRACE"
+    cap = "with CAP_SYS_PTRACE" if process.has_cap_sys_ptrace() else "without CAP_SYS_PTRACE"
     if scope is None:
         return Check("ptrace policy", "ok", f"no Yama ptrace_scope; running as {who} {cap}")
     detail = f"kernel.yama.ptrace_scope={scope}; running as {who} {cap}"
-    if scope == 0 or procfs.has_cap_sys_ptrace() and scope < 3:
+    if scope == 0 or process.has_cap_sys_ptrace() and scope < 3:
         return Check("ptrace policy", "ok", detail)
-    return Check("ptrace policy", "FAIL", detail, procfs.ptrace_hint())
+    return Check("ptrace policy", "FAIL", detail, process.ptrace_hint())
 
 
 def _check_target(pid: int) -> Check:
     try:
-        info = procfs.check_traceable(pid)
+        info = process.check_traceable(pid)
     except SysbreakError as err:
         return Check(f"pid {pid}", "FAIL", str(err))
-    return Check(f"pid {pid}", "ok", f"{info.name}, user {procfs.user_name(info.uid)}, not traced by anyone")
+    return Check(f"pid {pid}", "ok", f"{info.name}, user {process.user_name(info.uid)}, not traced by anyone")
 
 
 def _check_libucm() -> Check:

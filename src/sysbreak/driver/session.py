@@ -35,9 +35,10 @@ from typing import Any
 
 import sysbreak
 from sysbreak import syscalls as syscall_table
-from sysbreak.driver import capdir, gdbenv, procfs
+from sysbreak.capture import directory as capdir
+from sysbreak.capture.follow import EventTail
+from sysbreak.driver import gdbenv, process
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
-from sysbreak.driver.progress import EventTail
 from sysbreak.driver.restore import RestoreResult, int3_addresses, read_entries, restore
 from sysbreak.errors import SysbreakError
 
@@ -241,7 +242,7 @@ class CaptureSession:
                 raise SysbreakError(f"'{prog}' is not an executable program", 2)
         self.gdb_path = gdbenv.find_gdb(self.opts.gdb)
         if self.argv is None:
-            procfs.check_traceable(self.pid)
+            process.check_traceable(self.pid)
         self.probe = gdbenv.check_gdb(self.gdb_path)
 
     # ------------------------------------------------------------------------------------------- signals
@@ -279,8 +280,8 @@ class CaptureSession:
             d,
             command="run" if self.argv is not None else "attach",
             pid=self.pid,
-            cmdline=list(self.argv) if self.argv is not None else procfs.cmdline(self.pid),
-            exe=procfs.exe(self.pid),
+            cmdline=list(self.argv) if self.argv is not None else process.cmdline(self.pid),
+            exe=process.exe(self.pid),
             started=capdir.now_wall(),
             t0=self.t_start,
             tool=f"sysbreak {sysbreak.__version__}",
@@ -401,7 +402,7 @@ class CaptureSession:
         if self.argv is not None:
             self.say(f"starting {' '.join(self.argv)} (pid {self.pid}) under GDB")
         else:
-            self.say(f"attaching to pid {self.pid} ({' '.join(procfs.cmdline(self.pid)) or '?'})")
+            self.say(f"attaching to pid {self.pid} ({' '.join(process.cmdline(self.pid)) or '?'})")
         try:
             mi.command(f"-target-attach {self.pid}", timeout=60)
         except MiError as err:
@@ -431,11 +432,11 @@ class CaptureSession:
                 self._wait_stopped_all(timeout=10)
             mi.console("delete")
             assert self.meta is not None
-            self.meta.update(exe=procfs.exe(self.pid), cmdline=procfs.cmdline(self.pid) or list(self.argv))
+            self.meta.update(exe=process.exe(self.pid), cmdline=process.cmdline(self.pid) or list(self.argv))
 
     def _attach_error(self, message: str) -> str:
         pid = self.pid
-        if self.argv is None and not procfs.alive(pid):
+        if self.argv is None and not process.alive(pid):
             try:
                 os.stat(f"/proc/{pid}")
                 return f"process {pid} exited before sysbreak could attach"
@@ -443,11 +444,11 @@ class CaptureSession:
                 return f"process {pid} exited before sysbreak could attach (no process with pid {pid} exists now)"
         if "Operation not permitted" in message or "EPERM" in message:
             try:
-                procfs.check_traceable(pid)
+                process.check_traceable(pid)
             except SysbreakError as err:
                 return str(err)
             return f"the kernel did not let GDB trace process {pid} (ptrace: Operation not permitted): " + (
-                procfs.ptrace_hint(pid)
+                process.ptrace_hint(pid)
             )
         if "No such process" in message:
             return f"no process with pid {pid} exists"
@@ -527,7 +528,7 @@ class CaptureSession:
             if not mi.alive():
                 self.end_reason = "gdb-died"
                 return
-            if self.argv is None and not procfs.alive(self.pid):
+            if self.argv is None and not process.alive(self.pid):
                 self._wait_exit_record(2.0)
                 self.end_reason = "exited"
                 self.target_gone = True
@@ -614,7 +615,7 @@ class CaptureSession:
                 elapsed=time.monotonic() - (self.t_capture or self.t_start),
                 events=tail.events if tail else 0,
                 counts=dict(tail.counts) if tail else {},
-                rss_kb=procfs.rss_kb(self.pid) if self.pid else None,
+                rss_kb=process.rss_kb(self.pid) if self.pid else None,
                 phase=self._phase,
             )
         )
@@ -634,7 +635,7 @@ class CaptureSession:
             else:
                 self.end_reason = self.end_reason or "gdb-died"
             mi.close()
-        target_alive = self.pid > 0 and procfs.alive(self.pid) and not self.target_gone
+        target_alive = self.pid > 0 and process.alive(self.pid) and not self.target_gone
         if target_alive and self.directory is not None:
             self._check_leftover_int3()
         if self.snap is not None:
@@ -748,7 +749,7 @@ class CaptureSession:
 
     def _restore_if_needed(self, only_if_int3: bool) -> None:
         """Put back the original bytes wherever an int3 from restore.jsonl is still in the target's memory."""
-        if self.directory is None or self.pid <= 0 or not procfs.alive(self.pid):
+        if self.directory is None or self.pid <= 0 or not process.alive(self.pid):
             return
         path = self.directory / capdir.RESTORE
         with self._restore_lock:

@@ -18,12 +18,7 @@ from typing import IO, Any
 
 import gdb
 
-from sysbreak import __version__, procfs, syscalls
-from sysbreak.capture import EventLogWriter
-from sysbreak.errors import SysbreakError
-from sysbreak.gdb.probes import ProbeBreakpoint
-from sysbreak.gdb.probes import errors as probe_errors
-from sysbreak.gdb.stacks import ModuleMap, StackReader
+from sysbreak import __version__, maps, syscalls
 from sysbreak.arming import (
     GLIBC_SYSCALL_WRAPPER,
     Breakpoint,
@@ -35,6 +30,11 @@ from sysbreak.arming import (
     to_signed,
     to_unsigned,
 )
+from sysbreak.capture import EventLogWriter
+from sysbreak.errors import SysbreakError
+from sysbreak.gdb.probes import ProbeBreakpoint
+from sysbreak.gdb.probes import errors as probe_errors
+from sysbreak.gdb.stacks import ModuleMap, StackReader
 
 
 @dataclass
@@ -64,10 +64,10 @@ class ArmedModule:
 
 def read_maps(pid: int) -> list[tuple[int, int, int, str, str]]:
     """(start, end, file offset, perms, path) of every file-backed mapping of /proc/PID/maps (deleted files left
-    out), through the one maps parser of :mod:`sysbreak.procfs`."""
+    out), through the one maps parser of :mod:`sysbreak.maps`."""
     return [
         (v.start, v.end, v.offset or 0, v.perms, v.path)
-        for v in procfs.read_maps(pid).vmas
+        for v in maps.read_maps(pid).vmas
         if v.path.startswith("/") and not v.deleted
     ]
 

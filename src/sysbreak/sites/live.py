@@ -1,9 +1,9 @@
-"""The modules of a live process that can hold sites, from the one maps parser (:func:`sysbreak.procfs.read_maps`)."""
+"""The modules of a live process that can hold sites, from the one maps parser (:func:`sysbreak.maps.read_maps`)."""
 
 from __future__ import annotations
 
-from sysbreak import procfs
-from sysbreak.procfs import Vma
+from sysbreak import maps
+from sysbreak.maps import Vma
 
 __all__ = ["mapped_modules", "module_bases"]
 
@@ -30,4 +30,4 @@ def module_bases(vmas: list[Vma]) -> list[tuple[str, int | None]]:
 def mapped_modules(pid: int) -> list[tuple[str, int | None]]:
     """:func:`module_bases` of ``/proc/PID/maps``. Raises :class:`~sysbreak.errors.SysbreakError` (exit code 3)
     when the process cannot be read."""
-    return module_bases(procfs.read_maps(pid).vmas)
+    return module_bases(maps.read_maps(pid).vmas)

@@ -1,4 +1,7 @@
-"""The capture directory (``sysbreak-capture/1``, docs/capture-dir.md): meta.json and the /proc snapshots.
+"""Writing the capture directory (``sysbreak-capture/1``, docs/capture-dir.md): meta.json and the /proc snapshots.
+
+The event log inside it is written by :mod:`sysbreak.capture.writer` (in GDB); reading is
+:mod:`sysbreak.capture.reader`.
 
 Everything here is incremental: meta.json is replaced atomically (write + fsync + rename), each snapshot file is
 complete before its line is appended to ``snapshots/index.jsonl``, so a capture cut short at any moment is
@@ -16,16 +19,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sysbreak.driver.procfs import sum_rss_kb
+from sysbreak.capture.schema import (
+    CAPTURE_FORMAT,
+    EVENTS,
+    GDB_LOG,
+    GDB_MI,
+    META,
+    RESTORE,
+    SNAPSHOT_INDEX,
+    SNAPSHOTS,
+)
 from sysbreak.errors import SysbreakError
+from sysbreak.maps import sum_rss_kb
 
-FORMAT = "sysbreak-capture/1"
-EVENTS = "events.jsonl"
-META = "meta.json"
-GDB_LOG = "gdb.log"
-GDB_MI = "gdb-mi.log"
-RESTORE = "restore.jsonl"
-SNAPSHOTS = "snapshots"
+__all__ = [
+    "EVENTS",
+    "GDB_LOG",
+    "GDB_MI",
+    "META",
+    "RESTORE",
+    "SNAPSHOTS",
+    "Meta",
+    "Snapshotter",
+    "create",
+    "default_name",
+    "now_wall",
+]
 
 
 def now_wall() -> str:
@@ -62,7 +81,7 @@ class Meta:
 
     def __init__(self, directory: Path, **fields: Any) -> None:
         self.path = directory / META
-        self.data: dict[str, Any] = {"format": FORMAT, **fields}
+        self.data: dict[str, Any] = {"format": CAPTURE_FORMAT, **fields}
         self._lock = threading.Lock()
         self.write()
 
@@ -96,7 +115,7 @@ class Snapshotter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._index = open(self.dir / "index.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._index = open(self.dir / SNAPSHOT_INDEX, "a", encoding="utf-8")  # noqa: SIM115
 
     def take(self) -> int | None:
         """One snapshot now; returns its RSS in kB, or None when the process is gone."""

@@ -151,14 +151,3 @@ def check_traceable(pid: int) -> TargetInfo:
     if yama_scope() == 3:
         raise SysbreakError(f"cannot trace process {pid} ({name}): {ptrace_hint(pid)}", EXIT_TARGET)
     return TargetInfo(pid=pid, uid=target_uid, tracer=tracer, name=name)
-
-
-def sum_rss_kb(smaps_text: str) -> int:
-    """Total ``Rss:`` of an smaps text, in kB."""
-    total = 0
-    for line in smaps_text.splitlines():
-        if line.startswith("Rss:"):
-            parts = line.split()
-            if len(parts) >= 2 and parts[1].isdigit():
-                total += int(parts[1])
-    return total

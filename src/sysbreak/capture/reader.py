@@ -1,12 +1,10 @@
-"""The event log (``sysbreak-events/1``, see docs/event-log.md): the writer used inside GDB, and the readers.
+"""The typed readers of the event log (docs/event-log.md) and of a capture directory (docs/capture-dir.md).
 
-Plain Python, no ``gdb`` import: the in-GDB layer hands plain dicts and ints to :class:`EventLogWriter`.
-Every record is one line, written and flushed at once, so a crash of GDB loses at most the line in flight.
-
-Reading: :func:`read_events` streams typed records (dataclasses: :class:`HeaderRecord`, :class:`ModuleRecord`,
-:class:`StackRecord`, :class:`SyscallRecord`, :class:`NoteRecord`, :class:`EndRecord`) from a log, collecting
-the damaged lines it skips in ``reader.warnings``; :func:`open_capture` opens a capture directory (see
-docs/capture-dir.md) or a bare log and gives its meta, its event stream and its snapshot list.
+:func:`read_events` streams typed records (the dataclasses of :mod:`sysbreak.capture.schema`:
+:class:`HeaderRecord`, :class:`ModuleRecord`, :class:`StackRecord`, :class:`SyscallRecord`, :class:`NoteRecord`,
+:class:`EndRecord`) from a log, collecting the damaged lines it skips in ``reader.warnings``; :func:`open_capture`
+opens a capture directory or a bare log and gives its meta, its event stream and its snapshot list. Both tolerate
+what a capture cut short leaves behind.
 """
 
 from __future__ import annotations
@@ -14,146 +12,30 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any
 
-from sysbreak.analysis.model import Frame, PyFrame
+from sysbreak import syscalls
+from sysbreak.capture.schema import (
+    CAPTURE_FORMAT,
+    EVENTS,
+    EVENTS_FORMAT,
+    META,
+    SNAPSHOT_INDEX,
+    SNAPSHOTS,
+    EndRecord,
+    Frame,
+    HeaderRecord,
+    ModuleRecord,
+    NoteRecord,
+    PyFrame,
+    Record,
+    StackRecord,
+    SyscallRecord,
+)
 from sysbreak.errors import SysbreakError
 
-FORMAT = "sysbreak-events/1"
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-
-
-class EventLogWriter:
-    """Appends records to an event log; interns stacks so a repeated stack costs one integer."""
-
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = True) -> None:
-        self.path = os.fspath(path)
-        self._fh: IO[str] = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
-        self._stacks: dict[tuple[Any, ...], int] = {}
-        self.seq = 0
-
-    def _write(self, record: dict[str, Any]) -> None:
-        self._fh.write(_dumps(record) + "\n")
-        self._fh.flush()
-
-    def header(self, **fields: Any) -> None:
-        self._write({"type": "header", "format": FORMAT, **fields})
-
-    def module(self, **fields: Any) -> None:
-        self._write({"type": "module", **fields})
-
-    def note(self, message: str, t: float) -> None:
-        self._write({"type": "note", "t": t, "message": message})
-
-    def stack_id(self, key: tuple[Any, ...], frames: list[dict[str, Any]], python: list[dict[str, Any]]) -> int:
-        """Return the id of the stack identified by ``key``, writing its record the first time it is seen.
-
-        ``key`` is any hashable that identifies the stack cheaply (the tuple of pcs plus Python frames).
-        """
-        sid = self._stacks.get(key)
-        if sid is None:
-            sid = len(self._stacks) + 1
-            self._stacks[key] = sid
-            self._write({"type": "stack", "id": sid, "frames": frames, "python": python})
-        return sid
-
-    def known_stack(self, key: tuple[Any, ...]) -> int | None:
-        return self._stacks.get(key)
-
-    def event(self, **fields: Any) -> None:
-        self.seq += 1
-        self._write({"type": "syscall", "seq": self.seq, **fields})
-
-    def end(self, reason: str, t: float) -> None:
-        self._write({"type": "end", "t": t, "events": self.seq, "reason": reason})
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-
-
-# --- the reader -----------------------------------------------------------------------------------------------------
-#
-# ``read_events(path)`` streams typed records (the dataclasses below) from a log; ``open_capture(path)`` opens a
-# capture directory (or a bare log) and gives its meta, its event stream and its snapshot list. Both tolerate
-# what a capture cut short leaves behind; see docs/event-log.md and docs/capture-dir.md.
-
-CAPTURE_FORMAT = "sysbreak-capture/1"
 MAX_WARNINGS = 50  # warnings kept word for word; the others are only counted
-
-# Syscall numbers, for a record that lost its ``name`` (``nr`` -> name), per architecture.
-SYSCALL_NAMES: dict[str, dict[int, str]] = {
-    "x86_64": {9: "mmap", 11: "munmap", 12: "brk", 25: "mremap"},
-    "aarch64": {222: "mmap", 215: "munmap", 214: "brk", 216: "mremap"},
-}
-
-
-@dataclass(slots=True)
-class HeaderRecord:
-    format: str
-    pid: int | None = None
-    arch: str | None = None
-    exe: str | None = None
-    syscalls: list[str] = field(default_factory=list)
-    mode: str | None = None
-    t0: float | None = None
-    wall0: str | None = None
-    tool: str | None = None
-    gdb: str | None = None
-
-
-@dataclass(slots=True)
-class ModuleRecord:
-    path: str
-    base: int | None = None
-    bias: int | None = None
-    build_id: str | None = None
-    sites: int | None = None
-    breakpoints: int | None = None
-
-
-@dataclass(slots=True)
-class StackRecord:
-    id: int
-    frames: tuple[Frame, ...]
-    python: tuple[PyFrame, ...] = ()
-
-
-@dataclass(slots=True)
-class SyscallRecord:
-    name: str  # "mmap", "munmap", "mremap", "brk", or another syscall's name
-    args: tuple[int, ...]  # six unsigned arguments in kernel order (padded with 0 when the log has fewer)
-    ret: int | None  # signed; None when the return was not seen
-    t: float | None = None
-    stack: int | None = None
-    seq: int | None = None
-    tid: int | None = None
-    nr: int | None = None
-    site: dict[str, Any] | None = None
-
-    @property
-    def failed(self) -> bool:
-        """The call did not succeed (``-errno``), or its return is unknown."""
-        return self.ret is None or -4095 <= self.ret < 0 or self.ret >= (1 << 64) - 4095
-
-
-@dataclass(slots=True)
-class NoteRecord:
-    message: str
-    t: float | None = None
-
-
-@dataclass(slots=True)
-class EndRecord:
-    t: float | None = None
-    events: int | None = None
-    reason: str | None = None
-
-
-Record = HeaderRecord | ModuleRecord | StackRecord | SyscallRecord | NoteRecord | EndRecord
-
 
 _DECODER = json.JSONDecoder()
 
@@ -308,11 +190,13 @@ class EventReader:
             if self.allow_empty and not first.endswith("\n") and first.startswith('{"type":"header"'):
                 self.warnings.append(f"{self.path}: the header line is cut short; no events")
                 return None
-            raise SysbreakError(f"{self.path}: not a sysbreak event log (the first line is not a {FORMAT} header)")
-        fmt = obj.get("format")
-        if fmt != FORMAT:
             raise SysbreakError(
-                f"{self.path}: event log format {fmt!r} is not supported (this sysbreak reads {FORMAT})"
+                f"{self.path}: not a sysbreak event log (the first line is not a {EVENTS_FORMAT} header)"
+            )
+        fmt = obj.get("format")
+        if fmt != EVENTS_FORMAT:
+            raise SysbreakError(
+                f"{self.path}: event log format {fmt!r} is not supported (this sysbreak reads {EVENTS_FORMAT})"
             )
         return obj
 
@@ -360,7 +244,7 @@ class EventReader:
                 tool=_opt_str(obj.get("tool")),
                 gdb=_opt_str(obj.get("gdb")),
             )
-            if h.format != FORMAT:
+            if h.format != EVENTS_FORMAT:
                 raise ValueError("format")
             if self.header is None:
                 self.header = h
@@ -402,7 +286,7 @@ class EventReader:
         nr = _opt_int(obj.get("nr"))
         if not isinstance(name, str):
             arch = self.header.arch if self.header is not None else None
-            name = SYSCALL_NAMES.get(arch or "x86_64", {}).get(nr or -1)
+            name = syscalls.known_name(nr, arch) if nr is not None else None
             if name is None:
                 raise TypeError("name")
         stack = obj.get("stack")
@@ -493,7 +377,7 @@ def _read_meta(path: str, warnings: list[str]) -> dict[str, Any]:
 
 
 def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
-    index = os.path.join(snapdir, "index.jsonl")
+    index = os.path.join(snapdir, SNAPSHOT_INDEX)
     refs: list[SnapshotRef] = []
     try:
         fh = open(index, "rb")  # noqa: SIM115
@@ -536,22 +420,22 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
 
     Raises :class:`SysbreakError` for a path that is neither. A capture cut short is accepted: a missing
     ``meta.json`` end, a missing ``end`` record, an index line naming a missing file (skipped, with a warning);
-    a half-written smaps file is left for the parser (:func:`sysbreak.procfs.parse_maps_file` drops a cut line).
+    a half-written smaps file is left for the parser (:func:`sysbreak.maps.parse_maps_file` drops a cut line).
     """
     p = os.fspath(path)
     if os.path.isdir(p):
         warnings: list[str] = []
-        events_path: str | None = os.path.join(p, "events.jsonl")
-        has_meta = os.path.exists(os.path.join(p, "meta.json"))
+        events_path: str | None = os.path.join(p, EVENTS)
+        has_meta = os.path.exists(os.path.join(p, META))
         assert events_path is not None
-        meta = _read_meta(os.path.join(p, "meta.json"), warnings)
+        meta = _read_meta(os.path.join(p, META), warnings)
         if not os.path.isfile(events_path):
-            if not has_meta and not os.path.isdir(os.path.join(p, "snapshots")):
+            if not has_meta and not os.path.isdir(os.path.join(p, SNAPSHOTS)):
                 raise SysbreakError(f"{p}: not a sysbreak capture directory (no meta.json, no events.jsonl)")
             if meta.get("command") != "watch":  # `sysbreak watch` writes snapshots only
                 warnings.append(f"{events_path}: missing; only the snapshots can be analysed")
             events_path = None
-        snaps = _read_index(os.path.join(p, "snapshots"), warnings)
+        snaps = _read_index(os.path.join(p, SNAPSHOTS), warnings)
         cap = Capture(p, events_path, meta, snaps)
         cap.warnings.extend(warnings)
         if meta and cap.cut_short:

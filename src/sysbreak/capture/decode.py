@@ -1,7 +1,8 @@
-"""The event log as compact batches for the ledger, decoded in a second process when the log is big.
+"""The fast batch decoder of the event log (docs/event-log.md): compact batches for the ledger, decoded in a second
+process when the log is big.
 
 Decoding JSON is most of the cost of an analysis; replaying the ledger is the rest, and it must run in log
-order. So a big log is decoded by a worker process (``python -m sysbreak.analysis.stream LOG``) while the main
+order. So a big log is decoded by a worker process (``python -m sysbreak.capture.decode LOG``) while the main
 process replays: the worker writes pickled batches of compact items to a pipe (whose buffer bounds the memory
 in flight), the main process applies them. A small log (or where no process can be started) is decoded in
 process, by the same code.
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import sysbreak
-from sysbreak.capture import EventReader, StackRecord, SyscallRecord
+from sysbreak.capture.reader import EventReader
+from sysbreak.capture.schema import StackRecord, SyscallRecord
 from sysbreak.errors import SysbreakError
 
 CODES = {"mmap": 1, "munmap": 2, "mremap": 3, "brk": 4}
@@ -168,7 +170,7 @@ def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | Non
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(sysbreak.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "sysbreak.analysis.stream", path, "1" if allow_empty else "0"]
+    cmd = [sys.executable, "-m", "sysbreak.capture.decode", path, "1" if allow_empty else "0"]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
     except OSError:
@@ -217,7 +219,7 @@ def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Gen
 
 
 if __name__ == "__main__":
-    # Through the module's real name, so that what is pickled names sysbreak.analysis.stream, not __main__.
-    from sysbreak.analysis.stream import _worker as worker
+    # Through the module's real name, so that what is pickled names sysbreak.capture.decode, not __main__.
+    from sysbreak.capture.decode import _worker as worker
 
     worker(sys.argv[1], sys.argv[2] == "1", sys.stdout.buffer)

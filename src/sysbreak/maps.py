@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sysbreak.errors import SysbreakError
@@ -45,12 +44,11 @@ __all__ = [
     "parse_smaps",
     "read_maps",
     "read_smaps",
-    "rss_bytes",
     "sniff",
+    "sum_rss_kb",
 ]
 
 KINDS = ("maps", "smaps", "pmap-x", "pmap-X")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 _DELETED = " (deleted)"
 
@@ -523,15 +521,12 @@ def read_maps(pid: int) -> Snapshot:
     return snap
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident set size of a live process in bytes (``/proc/PID/statm``, cheap enough to poll)."""
-    text = _read_proc(pid, "statm")
-    try:
-        return int(text.split()[1]) * PAGE_SIZE
-    except (IndexError, ValueError):
-        raise SysbreakError(f"/proc/{pid}/statm has an unexpected format: {text[:60]!r}", 3) from None
-
-
-def vmas_overlapping(vmas: Iterable[Vma], start: int, end: int) -> list[Vma]:
-    """The VMAs of ``vmas`` that overlap ``[start, end)`` (a linear scan; for small lists and tests)."""
-    return [v for v in vmas if v.start < end and v.end > start]
+def sum_rss_kb(smaps_text: str) -> int:
+    """Total ``Rss:`` of an smaps text, in kB."""
+    total = 0
+    for line in smaps_text.splitlines():
+        if line.startswith("Rss:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                total += int(parts[1])
+    return total

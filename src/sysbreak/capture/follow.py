@@ -1,4 +1,4 @@
-"""Following an event log as the in-GDB layer writes it: counts per syscall, modules, the ``end`` record."""
+"""Following an event log (docs/event-log.md) as the in-GDB layer writes it: counts per syscall, modules, the end."""
 
 from __future__ import annotations
 

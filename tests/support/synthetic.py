@@ -1,4 +1,4 @@
-"""A synthetic capture directory of any size, for benchmarks and tests: :func:`synthetic_capture`.
+"""A synthetic capture directory of any size, for benchmarks and tests: :func:`synthetic_capture` (test-only code).
 
 It simulates a process whose threads map and unmap anonymous memory from a few dozen call stacks (through
 libucm and libc, as in the seed's situation), a few of which leak; some calls fail, some munmaps are partial,
@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sysbreak.capture import EventLogWriter
+from sysbreak.capture import CAPTURE_FORMAT, EventLogWriter
 
 PAGE = 4096
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -88,7 +88,7 @@ def synthetic_capture(
     os.makedirs(os.path.join(d, "snapshots"), exist_ok=True)
     t0 = 1000.0
     meta = {
-        "format": "sysbreak-capture/1",
+        "format": CAPTURE_FORMAT,
         "pid": 4242,
         "cmdline": ["/srv/app/bin/server"],
         "exe": APP,

@@ -1,4 +1,4 @@
-"""A hand-made :class:`Analysis` of a leaking process, for previews (``sysbreak report --sample``) and tests.
+"""A hand-made :class:`Analysis` of a leaking process, for the reporter tests (test-only: not part of the package).
 
 It has what real captures have: a libucm mmap leak that owns most of the growth, a C++ stack under Python frames,
 a stripped library, a brk user, a stack that unmapped everything it mapped, and regions that are new, grew, shrank,

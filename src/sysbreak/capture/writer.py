@@ -1,0 +1,64 @@
+"""The event-log writer used inside GDB (``sysbreak-events/1``, docs/event-log.md).
+
+Plain Python, no ``gdb`` import: the in-GDB layer hands plain dicts and ints to :class:`EventLogWriter`.
+Every record is one line, written and flushed at once, so a crash of GDB loses at most the line in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any
+
+from sysbreak.capture.schema import EVENTS_FORMAT
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+class EventLogWriter:
+    """Appends records to an event log; interns stacks so a repeated stack costs one integer."""
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = True) -> None:
+        self.path = os.fspath(path)
+        self._fh: IO[str] = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        self._stacks: dict[tuple[Any, ...], int] = {}
+        self.seq = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(_dumps(record) + "\n")
+        self._fh.flush()
+
+    def header(self, **fields: Any) -> None:
+        self._write({"type": "header", "format": EVENTS_FORMAT, **fields})
+
+    def module(self, **fields: Any) -> None:
+        self._write({"type": "module", **fields})
+
+    def note(self, message: str, t: float) -> None:
+        self._write({"type": "note", "t": t, "message": message})
+
+    def stack_id(self, key: tuple[Any, ...], frames: list[dict[str, Any]], python: list[dict[str, Any]]) -> int:
+        """Return the id of the stack identified by ``key``, writing its record the first time it is seen.
+
+        ``key`` is any hashable that identifies the stack cheaply (the tuple of pcs plus Python frames).
+        """
+        sid = self._stacks.get(key)
+        if sid is None:
+            sid = len(self._stacks) + 1
+            self._stacks[key] = sid
+            self._write({"type": "stack", "id": sid, "frames": frames, "python": python})
+        return sid
+
+    def known_stack(self, key: tuple[Any, ...]) -> int | None:
+        return self._stacks.get(key)
+
+    def event(self, **fields: Any) -> None:
+        self.seq += 1
+        self._write({"type": "syscall", "seq": self.seq, **fields})
+
+    def end(self, reason: str, t: float) -> None:
+        self._write({"type": "end", "t": t, "events": self.seq, "reason": reason})
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
