@@ -158,6 +158,25 @@ def test_libucm_call_sites_equal_objdump() -> None:
     assert {s.vaddr for s in sites.scan(str(LIBUCM)).sites if s.kind == "call"} == expected
 
 
+@needs_libucm
+def test_without_section_headers_the_dynamic_tags_find_symbols_and_calls(tmp_path: Path) -> None:
+    """A file whose section headers are gone (sstrip, packers) is read through its program headers and dynamic
+    tags: the same sites, numbers and function names as with them (libucm calls syscall() through its PLT)."""
+    raw = bytearray(LIBUCM.read_bytes())
+    struct.pack_into("<Q", raw, 0x28, 0)  # e_shoff
+    struct.pack_into("<HHH", raw, 0x3A, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    bare = tmp_path / "libucm-noshdr.so"
+    bare.write_bytes(bytes(raw))
+    with elfmod.ElfFile(str(bare)) as f:
+        assert f.sections == [] and "DT_SYMTAB" in f.dynamic_tags()
+    full, stripped = sites.scan(str(LIBUCM), cache=False), sites.scan(str(bare), cache=False)
+    assert stripped.build_id == full.build_id
+    assert [(s.vaddr, s.kind, s.nr, s.tail, s.symbol) for s in stripped.sites] == [
+        (s.vaddr, s.kind, s.nr, s.tail, s.symbol) for s in full.sites
+    ]
+    assert sum(s.kind == "call" for s in stripped.sites) >= 7
+
+
 def test_stripped_library(fixture_paths: FixturePaths) -> None:
     path = fixture_paths.libsbstripped
     with elfmod.ElfFile(str(path)) as f:

@@ -1,10 +1,17 @@
-"""A small, fast reader for the parts of 64-bit little-endian x86-64 ELF files that site discovery needs.
+"""The parts of an x86-64 ELF file that site discovery needs, read with pyelftools.
 
-pyelftools would do, but importing it alone costs about 40 ms and walking a libc's symbol and relocation tables
-with it costs as much again, which is the whole budget of a cold scan. What is needed here is little: the
-program and section headers, the GNU build-id note, the function symbols of ``.symtab``/``.dynsym``, the GOT
-slots of the relocations against one symbol, and the function starts listed in ``.eh_frame_hdr``. All of it is
-read with :mod:`struct` from ``pread`` calls on the file.
+pyelftools reads the ELF header, the program and section headers, the notes (the GNU build-id) and the dynamic
+tags. The big tables are decoded here in bulk instead, with one :func:`struct.iter_unpack` (or a byte search)
+over the raw bytes of their section: a libc's ``.symtab``/``.dynsym`` hold thousands of symbols and its
+relocation tables thousands of entries; one pyelftools object per entry costs 150-260 ms for a libc (issue 13) where the
+bulk decode costs about a millisecond (see notes/sites.md). Those tables are the function symbols, the
+GOT slots of the relocations against one symbol, and the function starts listed in ``.eh_frame_hdr``.
+
+A file without section headers (``sstrip``-ed, or some packers) is still read through its program headers: the
+executable ``PT_LOAD`` segments are the code, ``PT_NOTE`` the build-id, and the dynamic tags of ``PT_DYNAMIC``
+(``DT_SYMTAB``, ``DT_STRTAB``, ``DT_RELA``, ``DT_JMPREL``, ...) locate the dynamic symbols and relocations.
+
+pyelftools is imported when the first file is opened, so a warm cache look-up never pays for it.
 """
 
 from __future__ import annotations
@@ -16,32 +23,45 @@ import stat
 import struct
 from array import array
 from dataclasses import dataclass
+from typing import IO, Any
 
 from sysbreak.errors import SysbreakError
 
-EM_X86_64 = 62
-PT_LOAD = 1
-PT_NOTE = 4
-PT_GNU_EH_FRAME = 0x6474E550
+PT_LOAD = "PT_LOAD"
+PT_NOTE = "PT_NOTE"
+PT_DYNAMIC = "PT_DYNAMIC"
+PT_GNU_EH_FRAME = "PT_GNU_EH_FRAME"
 PF_X = 1
-SHT_SYMTAB = 2
-SHT_RELA = 4
-SHT_NOBITS = 8
-SHT_DYNSYM = 11
+SHT_SYMTAB = "SHT_SYMTAB"
+SHT_DYNSYM = "SHT_DYNSYM"
+SHT_RELA = "SHT_RELA"
+SHT_NOBITS = "SHT_NOBITS"
+SHT_NOTE = "SHT_NOTE"
 SHF_EXECINSTR = 4
 STT_FUNC = 2
 STT_GNU_IFUNC = 10
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT = 1, 6, 7
 PAGE = 4096
+SYM_SIZE = 24  # Elf64_Sym
+RELA_SIZE = 24  # Elf64_Rela
 _BIND_RANK = {STB_GLOBAL: 0, STB_WEAK: 1}  # then local: the name preferred among aliases
 
-_MACHINES = {3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 21: "PowerPC64", 22: "s390", 8: "MIPS"}
+# pyelftools' e_machine names -> what users call them
+_MACHINES = {
+    "EM_386": "i386",
+    "EM_ARM": "ARM",
+    "EM_AARCH64": "AArch64",
+    "EM_RISCV": "RISC-V",
+    "EM_PPC64": "PowerPC64",
+    "EM_S390": "s390",
+    "EM_MIPS": "MIPS",
+}
 
 
 @dataclass(frozen=True)
 class Segment:
-    type: int
+    type: str | int  # pyelftools' name ("PT_LOAD"), or the number when it has none
     flags: int
     offset: int
     vaddr: int
@@ -53,7 +73,7 @@ class Segment:
 class Section:
     index: int
     name: str
-    type: int
+    type: str | int  # pyelftools' name ("SHT_SYMTAB"), or the number when it has none
     flags: int
     addr: int
     offset: int
@@ -106,29 +126,50 @@ class FunctionIndex:
         return (best[1], best[2]) if best else None
 
     def named(self, name: str) -> list[tuple[int, int]]:
-        """``(start, size)`` of the functions called exactly ``name`` (string tables share suffixes, so every
-        place the name occurs in the string table is a possible ``st_name``)."""
-        want = name.encode() + b"\0"
-        offsets = set()
-        pos = self._strtab.find(want)
-        while pos >= 0:
-            offsets.add(pos)
-            pos = self._strtab.find(want, pos + 1)
+        """``(start, size)`` of the functions called exactly ``name``."""
+        offsets = _name_offsets(self._strtab, name)
         if not offsets:
             return []
         return [(e[0], e[1]) for e in self._entries if e[2] in offsets]
 
 
+def _name_offsets(strtab: bytes, name: str) -> set[int]:
+    """Every offset of ``strtab`` where the NUL-terminated ``name`` starts (string tables share suffixes, so any
+    of them can be an ``st_name``)."""
+    want = name.encode() + b"\0"
+    offsets = set()
+    pos = strtab.find(want)
+    while pos >= 0:
+        offsets.add(pos)
+        pos = strtab.find(want, pos + 1)
+    return offsets
+
+
+def load_library() -> None:
+    """Import pyelftools now (the first :class:`ElfFile` does it otherwise): for timing it apart."""
+    _elftools()
+
+
+def _elftools() -> tuple[Any, Any, Any]:
+    from elftools.common.utils import struct_parse
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.notes import iter_notes
+
+    return ELFFile, struct_parse, iter_notes
+
+
 class ElfFile:
     """One ELF file, open for reading. Use as a context manager (it closes the file).
 
-    Reads are ``pread`` calls rather than slices of a memory map: a map of a file that another process
-    truncates meanwhile would kill the interpreter with SIGBUS.
+    The headers are read through pyelftools from a buffered file; table data with ``pread``, never from a memory
+    map (a map of a file that another process truncates meanwhile would kill the interpreter with SIGBUS).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = -1
+        self._fh: IO[bytes] | None = None
+        self._dyn: dict[str, int] | None = None
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -150,18 +191,23 @@ class ElfFile:
                 raise SysbreakError(f"{path}: not a regular file, so not an ELF file")
             if st.st_size < 64:
                 raise SysbreakError(f"{path}: not an ELF file (too short)")
-            self._parse_header()
+            self._parse_headers()
         except SysbreakError:
             self.close()
             raise
-        except (struct.error, IndexError, ValueError, OverflowError):
-            self.close()
-            raise SysbreakError(f"{path}: damaged ELF file (headers point outside the file)") from None
         except OSError as err:
             self.close()
             raise SysbreakError(f"{path}: cannot read it: {err.strerror or err}") from None
+        except Exception as err:  # pyelftools' ELFError, struct.error, and whatever a damaged header provokes
+            self.close()
+            raise SysbreakError(f"{path}: damaged ELF file ({type(err).__name__}: {_first_line(err)})") from None
 
     def close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()  # closes the descriptor too
+            self._fh = None
+            self._fd = -1
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -175,44 +221,52 @@ class ElfFile:
 
     # -- headers -----------------------------------------------------------------------------------------------
 
-    def _parse_header(self) -> None:
-        head = self.read(0, 64)
+    def _parse_headers(self) -> None:
+        head = self.read(0, 20)
         if head[:4] != b"\x7fELF":
             raise SysbreakError(f"{self.path}: not an ELF file")
         if head[4] != 2 or head[5] != 1:
             bits = {1: "32-bit", 2: "64-bit"}.get(head[4], "odd-class")
             order = {1: "little-endian", 2: "big-endian"}.get(head[5], "odd-endian")
             raise SysbreakError(f"{self.path}: a {bits} {order} ELF file, not x86-64")
-        (e_type, e_machine, _v, self.entry, e_phoff, e_shoff, _f, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum,
-         e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", head, 16)  # fmt: skip
-        if e_machine != EM_X86_64:
-            arch = _MACHINES.get(e_machine, f"machine {e_machine}")
+        elf_file, struct_parse, self._iter_notes = _elftools()
+        self._fh = os.fdopen(self._fd, "rb", closefd=True)
+        elf = elf_file(self._fh)
+        self._elf = elf
+        machine = elf["e_machine"]
+        if machine != "EM_X86_64":
+            arch = _MACHINES.get(machine, f"machine {machine}") if isinstance(machine, str) else f"machine {machine}"
             raise SysbreakError(f"{self.path}: an ELF file for {arch}, not x86-64")
-        self.e_type = e_type
+        self.e_type = elf["e_type"]
+        self.entry = elf["e_entry"]
+        # The headers are parsed with pyelftools' own structures (elf.structs), not through get_segment() and
+        # get_section(): those build a section object per header, and the hash-table sections (and the
+        # dynamic segment, which finds them) decode their whole table when built: 40 ms for a libc.
+        self._parse = lambda struct_, offset: struct_parse(struct_, self._fh, offset)
         self.segments: list[Segment] = []
-        if e_phoff and e_phentsize >= 56:
-            table = self.read(e_phoff, e_phnum * e_phentsize)
-            for i in range(e_phnum):
-                p_type, p_flags, p_offset, p_vaddr, _pa, p_filesz, p_memsz, _al = struct.unpack_from(
-                    "<IIQQQQQQ", table, i * e_phentsize
-                )
-                self.segments.append(Segment(p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz))
+        phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
+        if phoff and phnum and phentsize >= 56:
+            if phoff + phnum * phentsize > self.size:
+                raise SysbreakError(f"{self.path}: damaged ELF file (program headers point outside the file)")
+            for i in range(phnum):
+                h = self._parse(elf.structs.Elf_Phdr, phoff + i * phentsize)
+                self.segments.append(Segment(h.p_type, h.p_flags, h.p_offset, h.p_vaddr, h.p_filesz, h.p_memsz))
         self.sections: list[Section] = []
-        if e_shoff and e_shentsize >= 64 and e_shnum and e_shoff + e_shnum * e_shentsize <= self.size:
-            table = self.read(e_shoff, e_shnum * e_shentsize)
-            raw = [struct.unpack_from("<IIQQQQIIQQ", table, i * e_shentsize) for i in range(e_shnum)]
+        shoff, shentsize = elf["e_shoff"], elf["e_shentsize"]
+        shnum = elf.num_sections() if shoff and shentsize >= 64 else 0
+        if shnum and shoff + shnum * shentsize <= self.size:
+            headers = [self._parse(elf.structs.Elf_Shdr, shoff + i * shentsize) for i in range(shnum)]
             names = b""
-            if e_shstrndx < len(raw):
-                s = raw[e_shstrndx]
-                names = self.read(s[4], s[5])
-            for i, (sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, _in, _al, sh_entsize) in (
-                enumerate(raw)
-            ):  # fmt: skip
-                end = names.find(b"\0", sh_name)
-                nm = names[sh_name : end if end >= 0 else len(names)].decode("ascii", "replace")
+            shstrndx = elf.get_shstrndx()
+            if shstrndx < len(headers):
+                names = self.read(headers[shstrndx].sh_offset, headers[shstrndx].sh_size)
+            for i, h in enumerate(headers):
+                end = names.find(b"\0", h.sh_name)
+                name = names[h.sh_name : end if end >= 0 else len(names)].decode("ascii", "replace")
                 self.sections.append(
-                    Section(i, nm, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_entsize)
-                )
+                    Section(i, name, h.sh_type, h.sh_flags, h.sh_addr, h.sh_offset, h.sh_size, h.sh_link,
+                            h.sh_entsize)
+                )  # fmt: skip
 
     # -- simple facts ------------------------------------------------------------------------------------------
 
@@ -239,23 +293,21 @@ class ElfFile:
         return min(s.vaddr for s in loads) & ~(PAGE - 1)
 
     def build_id(self) -> str | None:
-        blobs: list[bytes] = []
-        for seg in self.segments:
-            if seg.type == PT_NOTE:
-                blobs.append(self.read(seg.offset, seg.filesz))
-        if not blobs:
-            blobs = [self.read(s.offset, s.size) for s in self.sections if s.type == 7]  # SHT_NOTE
-        for blob in blobs:
-            pos = 0
-            while pos + 12 <= len(blob):
-                namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
-                pos += 12
-                name = blob[pos : pos + namesz]
-                pos += (namesz + 3) & ~3
-                desc = blob[pos : pos + descsz]
-                pos += (descsz + 3) & ~3
-                if ntype == 3 and name.rstrip(b"\0") == b"GNU" and desc:
-                    return desc.hex()
+        """The GNU build-id (hex), from the notes (read by pyelftools) of the ``PT_NOTE`` segments, else of the
+        ``SHT_NOTE`` sections."""
+        holders = [(s.offset, s.filesz) for s in self.segments if s.type == PT_NOTE]
+        if not holders:
+            holders = [(s.offset, s.size) for s in self.sections if s.type == SHT_NOTE]
+        for offset, size in holders:
+            if offset + size > self.size:
+                continue
+            try:
+                for note in self._iter_notes(self._elf, offset, size):
+                    if note.n_type == "NT_GNU_BUILD_ID" and note.n_name == "GNU" and note.n_desc:
+                        desc = note.n_desc
+                        return desc if isinstance(desc, str) else bytes(desc).hex()
+            except Exception:  # a damaged note: no build-id from this holder (pyelftools raises many kinds)
+                continue
         return None
 
     def exec_regions(self) -> list[tuple[int, int, int, str]]:
@@ -275,17 +327,75 @@ class ElfFile:
             out = [(seg.vaddr, seg.offset, seg.filesz, f"LOAD@{seg.vaddr:#x}") for seg in xloads if seg.filesz]
         return sorted(out)
 
+    # -- the dynamic section (for files without section headers) ---------------------------------------------
+
+    def dynamic_tags(self) -> dict[str, int]:
+        """The dynamic tags of ``PT_DYNAMIC`` (the first value of each, by pyelftools' name), decoded with
+        pyelftools' ``Elf_Dyn``; empty for static files."""
+        if self._dyn is None:
+            tags: dict[str, int] = {}
+            seg = next((s for s in self.segments if s.type == PT_DYNAMIC), None)
+            if seg is not None:
+                with contextlib.suppress(Exception):  # a damaged dynamic segment: the tags read so far
+                    for i in range(min(seg.filesz, self.size - seg.offset) // 16):
+                        entry = self._parse(self._elf.structs.Elf_Dyn, seg.offset + 16 * i)
+                        if entry.d_tag == "DT_NULL":
+                            break
+                        if isinstance(entry.d_tag, str) and entry.d_tag not in tags:
+                            tags[entry.d_tag] = int(entry.d_val)
+            self._dyn = tags
+        return self._dyn
+
+    def _vaddr_offset(self, vaddr: int) -> int | None:
+        """The file offset of ``vaddr``, through the PT_LOAD segment holding it."""
+        for seg in self.loads():
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return seg.offset + vaddr - seg.vaddr
+        return None
+
+    def _dynamic_symtab(self) -> tuple[bytes, bytes] | None:
+        """``.dynsym`` and ``.dynstr`` located by the dynamic tags: the symbol table ends where the string table
+        starts (``DT_STRTAB`` follows ``DT_SYMTAB`` in what GNU ld, gold, lld and mold write)."""
+        tags = self.dynamic_tags()
+        symtab, strtab, strsz = tags.get("DT_SYMTAB"), tags.get("DT_STRTAB"), tags.get("DT_STRSZ")
+        if symtab is None or strtab is None or strsz is None:
+            return None
+        sym_off, str_off = self._vaddr_offset(symtab), self._vaddr_offset(strtab)
+        if sym_off is None or str_off is None:
+            return None
+        if strtab <= symtab:
+            return None  # not the layout linkers write: no way to tell the table's length without its hash
+        count = (strtab - symtab) // SYM_SIZE
+        return self.read(sym_off, count * SYM_SIZE), self.read(str_off, strsz)
+
+    def _dynamic_relas(self) -> list[bytes]:
+        tags = self.dynamic_tags()
+        out = []
+        for addr_tag, size_tag in (("DT_RELA", "DT_RELASZ"), ("DT_JMPREL", "DT_PLTRELSZ")):
+            addr, size = tags.get(addr_tag), tags.get(size_tag)
+            if addr is None or not size or (addr_tag == "DT_JMPREL" and tags.get("DT_PLTREL") not in (None, 7)):
+                continue
+            off = self._vaddr_offset(addr)
+            if off is not None:
+                out.append(self.read(off, size - size % RELA_SIZE))
+        return out
+
     # -- symbols -----------------------------------------------------------------------------------------------
 
-    def _symtab(self, sh_type: int) -> tuple[Section, bytes, bytes] | None:
+    def _symtab(self, sh_type: str) -> tuple[Section | None, bytes, bytes] | None:
         for s in self.sections:
             if s.type == sh_type and s.size and s.link < len(self.sections):
                 strsec = self.sections[s.link]
-                return s, self.read(s.offset, s.size - s.size % 24), self.read(strsec.offset, strsec.size)
+                return s, self.read(s.offset, s.size - s.size % SYM_SIZE), self.read(strsec.offset, strsec.size)
+        if sh_type == SHT_DYNSYM and not self.sections:
+            found = self._dynamic_symtab()
+            if found is not None:
+                return None, found[0], found[1]
         return None
 
-    def functions(self, sh_type: int) -> FunctionIndex | None:
-        """The defined function symbols of ``.symtab`` (``SHT_SYMTAB``) or ``.dynsym`` (``SHT_DYNSYM``)."""
+    def functions(self, sh_type: str) -> FunctionIndex | None:
+        """The defined function symbols of ``.symtab`` (``SHT_SYMTAB``) or ``.dynsym`` (``SHT_DYNSYM``; found by
+        the dynamic tags when there are no section headers), decoded in bulk."""
         found = self._symtab(sh_type)
         if found is None:
             return None
@@ -305,26 +415,27 @@ class ElfFile:
         if dyn is None:
             return {}
         dynsec, table, strtab = dyn
-        want = symbol.encode() + b"\0"
-        offsets = set()
-        pos = strtab.find(want)
-        while pos >= 0:
-            offsets.add(pos)
-            pos = strtab.find(want, pos + 1)
+        offsets = _name_offsets(strtab, symbol)
         if not offsets:
             return {}
         indexes = [i for i, (st_name,) in enumerate(struct.iter_unpack("<I20x", table)) if st_name in offsets]
+        if dynsec is not None:
+            relas = [
+                self.read(sec.offset, sec.size)
+                for sec in self.sections
+                if sec.type == SHT_RELA and sec.link == dynsec.index and sec.size
+            ]
+        else:
+            relas = self._dynamic_relas()
         slots: dict[int, int] = {}
-        for sec in self.sections:
-            if sec.type != SHT_RELA or sec.link != dynsec.index or not sec.size:
-                continue
-            rela = self.read(sec.offset, sec.size)
+        for rela in relas:
+            # r_info = (symbol index << 32) | type: a byte search for the few wanted values, not a full decode
             for idx in indexes:
                 for rtype in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT, R_X86_64_64):
                     pattern = struct.pack("<Q", (idx << 32) | rtype)
                     pos = rela.find(pattern)
                     while pos >= 0:
-                        if pos % 24 == 8:
+                        if pos % RELA_SIZE == 8:
                             slots[struct.unpack_from("<Q", rela, pos - 8)[0]] = rtype
                         pos = rela.find(pattern, pos + 1)
         return slots
@@ -371,6 +482,11 @@ class ElfFile:
         except (ValueError, struct.error):
             return out
         return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else "?"
 
 
 _ENC_FORMATS = {0x02: "<H", 0x03: "<I", 0x04: "<Q", 0x0A: "<h", 0x0B: "<i", 0x0C: "<q"}

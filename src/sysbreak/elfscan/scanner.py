@@ -29,7 +29,7 @@ from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, Elf
 from sysbreak.errors import SysbreakError
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
-SCANNER_VERSION = 5
+SCANNER_VERSION = 6
 
 _CHUNK = 1 << 16
 _ENDBR64 = b"\xf3\x0f\x1e\xfa"
@@ -98,7 +98,7 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     dynsym = elf.functions(SHT_DYNSYM)
     # Code calls through a GOT slot of its own only when built with -fno-plt, and such slots are GLOB_DAT
     # (the JUMP_SLOT slot is the PLT stub's); the stubs are found through every slot.
-    slots = elf.got_slots("syscall") if elf.sections else {}
+    slots = elf.got_slots("syscall")
     fdes = elf.fde_starts()
     if not regions:
         return RawScan(build_id, first, [])
@@ -174,8 +174,8 @@ def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
     if not got:
         return out
     for r in regions:
-        if not r.name.startswith(".plt"):
-            continue
+        if not r.name.startswith((".plt", "LOAD@")):
+            continue  # (LOAD@: a file without section headers, whose PLT is somewhere in its code segment)
         code = r.code
         pos = code.find(b"\xff\x25")
         while pos >= 0:
