@@ -29,9 +29,16 @@ def _candidates():
 
 
 def _setup_path():
-    for path in reversed(list(_candidates())):
-        if os.path.isdir(path) and path not in sys.path:
-            sys.path.insert(0, path)
+    # In the order of _candidates, ahead of everything else: a candidate already on sys.path (GDB's Python
+    # honours $PYTHONPATH) is moved to the front, not left behind a later candidate (another checkout's src/).
+    wanted = []
+    for path in _candidates():
+        if os.path.isdir(path) and path not in wanted:
+            wanted.append(path)
+    for path in reversed(wanted):
+        while path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
 
 
 def _missing():
