@@ -1,16 +1,22 @@
 """The ``sysbreak`` command line: a typer app with one module per verb.
 
 Every verb turns :class:`sysbreak.errors.SysbreakError` into one line on stderr and a non-zero exit; nothing
-a user types can produce a traceback.
+a user types can produce a traceback. Usage errors (an unknown option, a missing argument) are click's own
+``Usage: ... Error: ...`` lines and exit status 2.
+
+Start-up is kept short: this module and the verb modules import only typer; each verb imports what it needs
+(rich, capstone, the GDB driver, the analysis) inside its function, so ``sysbreak --help`` and ``sysbreak
+sites`` do not pay for what they do not use (benchmarks/startup.py measures it).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError
 
 app = typer.Typer(
     name="sysbreak",
@@ -18,13 +24,33 @@ app = typer.Typer(
         "Find the call stacks that map the memory making a process's RSS grow.\n\n"
         "sysbreak puts GDB breakpoints on the `syscall` instructions (and the calls to libc's syscall()) that "
         "can reach mmap, munmap, mremap or brk, records every call with its full native (and Python) stack and "
-        "its returned address, and matches those addresses to the regions of /proc/PID/smaps or pmap that grow."
+        "its returned address, and matches those addresses to the regions of /proc/PID/smaps or pmap that grow.\n\n"
+        "Inside gdb, `source gdb_scripts/sysbreak.py` gives the same capture as GDB commands (`help sysbreak`)."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no rich import for --help, no <bool> placeholders
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sysbreak import __version__
+
+        typer.echo(f"sysbreak {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print sysbreak's version and exit."),
+    ] = False,
+) -> None:
+    pass
 
 
 def _register() -> None:
@@ -37,38 +63,15 @@ def _register() -> None:
 _register()
 
 
-def _click_exception_types() -> tuple[type[BaseException], ...]:
-    """Click's usage/parameter errors: typer >= 0.22 vendors click as ``typer._click``, older ones use click."""
-    types: list[type[BaseException]] = []
-    try:
-        from typer._click.exceptions import ClickException as VendoredClickException
-
-        types.append(VendoredClickException)
-    except ImportError:
-        pass
-    try:
-        from click.exceptions import ClickException
-
-        types.append(ClickException)
-    except ImportError:
-        pass
-    return tuple(types)
-
-
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (``[project.scripts] sysbreak``)."""
     try:
-        # standalone_mode=False: click returns the code of a typer.Exit instead of raising it
-        code = app(standalone_mode=False)
+        # standalone mode: click prints usage errors itself (exit 2), turns typer.Exit into its exit status and
+        # Ctrl-C outside a capture into 130; what is left for us is SysbreakError
+        app()
     except SysbreakError as err:
         print(f"sysbreak: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
+    except KeyboardInterrupt:  # pragma: no cover - click turns it into exit 130 already
         print("sysbreak: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except _click_exception_types() as exc:
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-    sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(ExitCode.INTERRUPTED)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sysbreak.cli.report import check_output, emit, load_analysis
+from sysbreak.cli.report import check_output, color_terminal, emit
 from sysbreak.errors import SysbreakError
 
 FORMATS = ("text", "json")
@@ -66,13 +66,12 @@ def register(app: typer.Typer) -> None:
             raise SysbreakError(f"--top must be 1 or more, not {top}")
         if output is not None and str(output) != "-":
             check_output(output)
+        from sysbreak.report import diff, load_analysis, render_diff
+
         before = load_analysis(a, depth=depth, group_outside=group_outside)
         after = load_analysis(b, depth=depth, group_outside=group_outside)
 
-        from sysbreak.cli.report import _color_terminal
-        from sysbreak.report import diff, render_diff
-
         color, width = (False, None)
         if fmt == "text" and (output is None or str(output) == "-"):
-            color, width = _color_terminal()
+            color, width = color_terminal()
         emit(render_diff(diff(before, after), fmt, top=top, color=color, width=width), output, f"{fmt} diff")

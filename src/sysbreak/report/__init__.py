@@ -5,6 +5,8 @@ Every reporter works from the analysis result alone and never re-reads the event
     from sysbreak.report import render
     print(render(analysis, "text"))
 
+``load_analysis(source, maps)`` makes the analysis of a capture, an events log, pmap files or a saved JSON
+report; each format is a :class:`Reporter` registered in :data:`REPORTERS` (see :mod:`sysbreak.report.reporters`).
 ``diff``/``render_diff`` compare two analyses stack by stack.
 """
 
@@ -17,13 +19,18 @@ from sysbreak.report.diff import AnalysisDiff, StackChange, diff, diff_headline,
 from sysbreak.report.html_report import render_html
 from sysbreak.report.json_report import FORMAT as JSON_FORMAT
 from sysbreak.report.json_report import from_dict, render_json, to_dict
+from sysbreak.report.load import load_analysis
+from sysbreak.report.reporters import REPORTERS, Reporter, ReportOptions, get_reporter, register_reporter
 from sysbreak.report.text import render_text
 
-FORMATS = ("text", "json", "html", "collapsed")
+FORMATS = ("text", "json", "html", "collapsed")  # the built-in ones; REPORTERS has every registered one
 
 __all__ = [
     "FORMATS",
     "JSON_FORMAT",
+    "REPORTERS",
+    "ReportOptions",
+    "Reporter",
     "WEIGHTS",
     "AnalysisDiff",
     "StackChange",
@@ -31,8 +38,11 @@ __all__ = [
     "diff_headline",
     "diff_to_dict",
     "from_dict",
+    "get_reporter",
     "headline",
     "human_bytes",
+    "load_analysis",
+    "register_reporter",
     "render",
     "render_collapsed",
     "render_diff",
@@ -53,18 +63,14 @@ def render(
     width: int | None = None,
     all_regions: bool = False,
 ) -> str:
-    """The report in one of :data:`FORMATS`, as a string.
+    """The report in one of the registered formats (:data:`FORMATS` and any :func:`register_reporter` added),
+    as a string.
 
     ``top`` limits the stacks shown (text: 10, html: 50 by default; json and collapsed: all unless given).
     ``weight`` (collapsed only) is one of :data:`WEIGHTS`. ``color`` and ``width`` are for text on a terminal;
     ``all_regions`` makes the text report list unchanged regions too.
     """
-    if fmt == "text":
-        return render_text(analysis, top=top, color=color, width=width, all_regions=all_regions)
-    if fmt == "json":
-        return render_json(analysis, top=top)
-    if fmt == "html":
-        return render_html(analysis, top=top)
-    if fmt == "collapsed":
-        return render_collapsed(analysis, weight=weight, top=top)
-    raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in REPORTERS:
+        raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(REPORTERS)}")
+    options = ReportOptions(top=top, weight=weight, color=color, width=width, all_regions=all_regions)
+    return REPORTERS[fmt].render(analysis, options)

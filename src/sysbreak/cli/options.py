@@ -1,0 +1,157 @@
+"""The options ``sysbreak run`` and ``sysbreak attach`` share, defined once.
+
+A verb takes them all with :func:`capture_command`: its function declares its own parameters plus one
+``capture: CaptureArgs``, and the decorator gives typer the shared options after the verb's own, then hands the
+parsed values to the function as one :class:`CaptureArgs` (as memray's ``run`` and ``attach`` share one parser).
+Nothing heavy is imported here: the GDB driver is imported when a capture starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from sysbreak.driver.session import CaptureOptions
+
+DEFAULT_SYSCALLS = "mmap,munmap,mremap,brk"
+
+
+@dataclass
+class CaptureArgs:
+    """The shared capture options as parsed; :meth:`options` makes the driver's ``CaptureOptions``."""
+
+    syscall: list[str] | None = None
+    lib: str | None = None
+    duration: float | None = None
+    max_events: int | None = None
+    output: str | None = None
+    interval: float = 1.0
+    python_stacks: bool = False
+    exhaustive: bool = False
+    quiet: bool = False
+    gdb: str | None = None
+    non_stop: bool = False
+
+    def options(self, **extra: Any) -> CaptureOptions:
+        from sysbreak.driver.session import CaptureOptions
+
+        return CaptureOptions(
+            syscalls=list(self.syscall or []),
+            lib=self.lib,
+            duration=self.duration,
+            max_events=self.max_events,
+            output=self.output,
+            interval=self.interval,
+            python_stacks=self.python_stacks,
+            exhaustive=self.exhaustive,
+            quiet=self.quiet,
+            gdb=self.gdb,
+            non_stop=self.non_stop,
+            **extra,
+        )
+
+
+#: name -> the typer annotation of each shared option (the default is CaptureArgs')
+SHARED: dict[str, Any] = {
+    "syscall": Annotated[
+        list[str] | None,
+        typer.Option(
+            "--syscall",
+            "-s",
+            metavar="NAME",
+            help=f"System call to catch (repeat it, or separate with commas). Default: {DEFAULT_SYSCALLS}.",
+            show_default=False,
+        ),
+    ],
+    "lib": Annotated[
+        str | None,
+        typer.Option(
+            "--lib", metavar="REGEX", help="Only place breakpoints in modules whose path matches.", show_default=False
+        ),
+    ],
+    "duration": Annotated[
+        float | None,
+        typer.Option(
+            "--duration", "-d", metavar="SECONDS", help="End the capture after this long.", show_default=False
+        ),
+    ],
+    "max_events": Annotated[
+        int | None,
+        typer.Option("--max-events", "-n", metavar="N", help="End the capture after N calls.", show_default=False),
+    ],
+    "output": Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="Capture directory to create. Default: sysbreak-capture-PID-YYYYmmdd-HHMMSS.",
+            show_default=False,
+        ),
+    ],
+    "interval": Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            "-i",
+            metavar="SECONDS",
+            help="Seconds between /proc/PID/smaps snapshots (0: first and last only).",
+        ),
+    ],
+    "python_stacks": Annotated[
+        bool,
+        typer.Option("--python-stacks/--no-python-stacks", help="Also record CPython frames.", show_default=False),
+    ],
+    "exhaustive": Annotated[
+        bool,
+        typer.Option(
+            "--exhaustive", help="Also stop in libc's generic syscall() wrapper (callers not found statically; slower)."
+        ),
+    ],
+    "quiet": Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; only the final lines.")],
+    "gdb": Annotated[
+        str | None,
+        typer.Option(
+            "--gdb", metavar="PATH", help="GDB to use (e.g. cuda-gdb). Default: gdb on PATH.", show_default=False
+        ),
+    ],
+    "non_stop": Annotated[
+        bool,
+        typer.Option(
+            "--non-stop/--all-stop",
+            help=(
+                "GDB's non-stop mode (only the thread that hit a breakpoint pauses) or all-stop (every thread "
+                "pauses; the default: with 8 threads on 2 cores non-stop measured no faster, see "
+                "notes/mechanisms.md)."
+            ),
+            show_default=False,
+        ),
+    ],
+}
+assert set(SHARED) == {f.name for f in fields(CaptureArgs)}
+
+
+def capture_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``func`` (which takes ``capture: CaptureArgs`` besides its own parameters) the shared options."""
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "capture"]
+    defaults = CaptureArgs()
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=getattr(defaults, name))
+        for name, ann in SHARED.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        args = CaptureArgs(**{name: kwargs.pop(name) for name in SHARED})
+        return func(capture=args, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {}  # typer reads the annotations from __signature__
+    return wrapper

@@ -1,0 +1,124 @@
+"""Reporters behind one interface, the way memray's reporters are: each one turns one
+:class:`~sysbreak.analysis.model.Analysis` into a document, and registers itself under its ``--format`` name.
+
+A new reporter is a class with the attributes and the method of :class:`Reporter`, passed to
+:func:`register_reporter`; ``sysbreak report --format NAME`` and :func:`sysbreak.report.render` find it with
+no other change. The built-in ones import their modules (rich, jinja2) only when they render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from sysbreak.errors import SysbreakError
+
+if TYPE_CHECKING:
+    from sysbreak.analysis.model import Analysis
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a reporter may be asked; each one uses the fields that apply to it."""
+
+    top: int | None = None  # the N most important stacks (None: the reporter's default)
+    weight: str = "live"  # collapsed: what a stack weighs (live, mapped, growth, events)
+    color: bool = False  # text on a terminal
+    width: int | None = None  # text on a terminal: its width
+    all_regions: bool = False  # text: list unchanged regions too
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """One output format of ``sysbreak report``."""
+
+    #: the ``--format`` value
+    name: str
+    #: one line for ``sysbreak report --help``
+    description: str
+    #: where the report goes when no --output is given (None: stdout)
+    default_output: str | None
+    #: whether it can use colour and the terminal's width (only when printed to a terminal)
+    terminal: bool
+
+    def render(self, analysis: Analysis, options: ReportOptions) -> str:
+        """The whole document as a string."""
+        ...
+
+
+REPORTERS: dict[str, Reporter] = {}
+
+
+def register_reporter(reporter: Reporter) -> Reporter:
+    """Make ``reporter`` available as ``--format reporter.name`` (a later one with the same name replaces it)."""
+    if not isinstance(reporter, Reporter):
+        raise TypeError(f"{reporter!r} does not implement sysbreak.report.Reporter")
+    REPORTERS[reporter.name] = reporter
+    return reporter
+
+
+def formats() -> tuple[str, ...]:
+    return tuple(REPORTERS)
+
+
+def get_reporter(name: str) -> Reporter:
+    """The reporter for ``--format name``; a one-line error naming the choices for an unknown one."""
+    try:
+        return REPORTERS[name]
+    except KeyError:
+        raise SysbreakError(f"--format {name!r}: choose one of {', '.join(REPORTERS)}") from None
+
+
+class TextReporter:
+    name = "text"
+    description = "ranked stacks, their frames, then the regions as pmap -x shows them (the default)"
+    default_output: str | None = None
+    terminal = True
+
+    def render(self, analysis: Analysis, options: ReportOptions) -> str:
+        from sysbreak.report.text import render_text
+
+        return render_text(
+            analysis, top=options.top, color=options.color, width=options.width, all_regions=options.all_regions
+        )
+
+
+class JsonReporter:
+    name = "json"
+    description = "the documented contract, docs/report-json.md (format sysbreak-report/1)"
+    default_output: str | None = None
+    terminal = False
+
+    def render(self, analysis: Analysis, options: ReportOptions) -> str:
+        from sysbreak.report.json_report import render_json
+
+        return render_json(analysis, top=options.top)
+
+
+class HtmlReporter:
+    name = "html"
+    description = "one self-contained page with an inline SVG plot"
+    default_output: str | None = "sysbreak-report.html"
+    terminal = False
+
+    def render(self, analysis: Analysis, options: ReportOptions) -> str:
+        from sysbreak.report.html_report import render_html
+
+        return render_html(analysis, top=options.top)
+
+
+class CollapsedReporter:
+    name = "collapsed"
+    description = "folded stacks for flamegraph.pl or speedscope, weighted by --weight"
+    default_output: str | None = None
+    terminal = False
+
+    def render(self, analysis: Analysis, options: ReportOptions) -> str:
+        from sysbreak.report.collapsed import render_collapsed
+
+        return render_collapsed(analysis, weight=options.weight, top=options.top)
+
+
+_BUILTIN: tuple[Reporter, ...] = (TextReporter(), JsonReporter(), HtmlReporter(), CollapsedReporter())
+for _builtin in _BUILTIN:
+    register_reporter(_builtin)
