@@ -146,24 +146,53 @@ def test_run_passes_the_exit_status_through(tmp_path: Path) -> None:
     assert res.returncode == 128 + signal.SIGTERM, res.stderr
 
 
-def test_run_waits_for_the_program_after_the_duration(fixture_paths: FixturePaths, tmp_path: Path) -> None:
+def test_run_duration_ends_the_capture_then_the_program(fixture_paths: FixturePaths, tmp_path: Path) -> None:
+    # the default, as timeout(1) and py-spy record --duration: detach, then end the program sysbreak started
+    out = tmp_path / "cap"
+    t0 = time.monotonic()
+    res = run_sysbreak("run", "--duration", "0.7", "-o", out, "--", fixture_paths.leaky_server, "--interval-ms", "50")
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 15
+    m = meta(out)
+    assert m["end_reason"] == "duration" and m["target_alive"] is True  # alive (and untraced) when GDB left
+    pid = m["pid"]
+    assert not procfs.alive(pid)
+    said = res.stderr
+    assert "--duration 0.7 s was up: the capture is complete, the breakpoints are removed and GDB has detached" in said
+    assert f"now ending pid {pid}, which sysbreak run started (SIGTERM" in said
+    assert f"pid {pid} was killed by SIGTERM" in said
+    summary = res.stdout.strip().splitlines()[-2]
+    assert "until --duration 0.7 s was up" in summary and "then sysbreak ended the program" in summary
+    assert "stopped by" not in res.stdout + res.stderr
+
+
+def test_run_wait_waits_for_the_program_after_the_duration(fixture_paths: FixturePaths, tmp_path: Path) -> None:
     out = tmp_path / "cap"
     t0 = time.monotonic()
     res = run_sysbreak(
-        "run", "--duration", "0.7", "-o", out, "--", fixture_paths.leaky_server, "--ticks", "40", "--interval-ms", "50"
-    )
+        "run", "--duration", "0.7", "--wait", "-o", out, "--", fixture_paths.leaky_server, "--ticks", "40",
+        "--interval-ms", "50",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "heartbeat 40" in res.stdout
     assert meta(out)["end_reason"] == "duration"
     assert time.monotonic() - t0 >= 2.0
-    assert "waiting for it to exit" in res.stderr
+    assert f"waiting for pid {meta(out)['pid']} to exit" in res.stderr
+    assert "then the program exited with status 0" in res.stdout
 
 
-def test_run_no_wait_leaves_the_program_running(fixture_paths: FixturePaths, tmp_path: Path) -> None:
+def test_run_keep_running_and_wait_contradict(tmp_path: Path) -> None:
+    res = run_sysbreak("run", "--keep-running", "--wait", "-o", tmp_path / "x", "--", "true")
+    assert res.returncode == 2
+    assert "--keep-running and --wait contradict each other" in error_line(res)
+
+
+@pytest.mark.parametrize("flag", ["--keep-running", "--no-wait"])
+def test_run_keep_running_leaves_the_program_running(fixture_paths: FixturePaths, tmp_path: Path, flag: str) -> None:
     out = tmp_path / "cap"
     hb = tmp_path / "stdout.txt"
     err = tmp_path / "stderr.txt"
-    argv = [*sysbreak_argv(), "run", "--duration", "0.8", "--no-wait", "-o", str(out), "--"]
+    argv = [*sysbreak_argv(), "run", "--duration", "0.8", flag, "-o", str(out), "--"]
     argv += [str(fixture_paths.leaky_server), "--interval-ms", "50"]
     # the program keeps sysbreak's stdout and stderr: files, so that nothing waits for their end
     with open(hb, "w") as fh, open(err, "w") as eh:
@@ -171,6 +200,7 @@ def test_run_no_wait_leaves_the_program_running(fixture_paths: FixturePaths, tmp
     try:
         assert proc.wait(timeout=60) == 0, err.read_text()
         assert meta(out)["target_alive"] is True
+        assert f"pid {meta(out)['pid']} keeps running, untraced (--keep-running)" in err.read_text()
         n = hb.read_text().count("heartbeat")
         time.sleep(0.4)
         assert hb.read_text().count("heartbeat") > n, "the program stopped beating after sysbreak left"
@@ -313,7 +343,7 @@ def test_run_command_not_found(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- demo
 def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    res = run_sysbreak("demo", "--seconds", "1", "--keep", tmp_path / "demo", env=env)
+    res = run_sysbreak("demo", "--duration", "1", "--keep", tmp_path / "demo", env=env)
     assert res.returncode == 0, res.stderr
     assert "register_kv_block" in res.stdout  # the leaking stack is in the report
     assert f"sysbreak report {tmp_path / 'demo'}" in res.stdout

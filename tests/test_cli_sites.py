@@ -87,7 +87,7 @@ def test_exhaustive_on_libc(run: Run) -> None:
 
 
 def test_json(run: Run, fixture_paths: FixturePaths) -> None:
-    code, out, _ = run(fixture_paths.libsbstripped, "--json", "-s", "mmap")
+    code, out, _ = run(fixture_paths.libsbstripped, "-f", "json", "-s", "mmap")
     assert code == 0
     doc = json.loads(out)
     assert doc["format"] == "sysbreak-sites/1"
@@ -116,7 +116,7 @@ def test_live_pid(run: Run, spawn: Spawn) -> None:
     assert int(runtime, 16) == base + int(module_offset.split("+")[1], 16)
     assert "sleep" not in out  # filtered out by --lib
 
-    code, out, _ = run(proc.pid, "--json")
+    code, out, _ = run(proc.pid, "--format", "json")
     doc = json.loads(out)
     paths = [m["path"] for m in doc["modules"]]
     assert libc_path in paths and any(p.endswith("/sleep") for p in paths)
@@ -158,7 +158,7 @@ def test_usage_errors_are_short(run: Run) -> None:
 def test_help_for_a_stranger(run: Run) -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for needle in ("TARGET", "PID", "--syscall", "--lib", "--exhaustive", "--json", "--all", "libucm", "skip"):
+    for needle in ("TARGET", "PID", "--syscall", "--lib", "--exhaustive", "--format", "--all", "libucm", "skip"):
         assert needle in out, needle
 
 

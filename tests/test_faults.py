@@ -176,7 +176,7 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
 ) -> None:
     out = tmp_path / "cap"
     sb = subprocess.Popen(
-        [*sysbreak_argv(), "run", "-o", str(out), "--", str(fixture_paths.leaky_server), "--interval-ms", "50"],
+        [*sysbreak_argv(), "run", "--wait", "-o", str(out), "--", str(fixture_paths.leaky_server), "--interval-ms", "50"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -188,7 +188,7 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
         while not (out / "events.jsonl").exists() or '"syscall"' not in (out / "events.jsonl").read_text():
             assert time.monotonic() < deadline, "no event caught"
             time.sleep(0.05)
-        sb.send_signal(signal.SIGINT)  # ends the capture; the program runs on and sysbreak waits for it
+        sb.send_signal(signal.SIGINT)  # ends the capture; with --wait the program runs on and sysbreak waits for it
         deadline = time.monotonic() + 30
         while "end_reason" not in meta(out):
             assert time.monotonic() < deadline, "the capture did not end"
@@ -199,7 +199,7 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
         sb.send_signal(signal.SIGINT)  # passed on to the program, which dies of it
         _, stderr = sb.communicate(timeout=30)
         assert sb.returncode == 128 + signal.SIGINT, stderr
-        assert "waiting for it to exit" in stderr
+        assert f"waiting for pid {meta(out)['pid']} to exit" in stderr
     finally:
         if sb.poll() is None:
             sb.kill()

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sysbreak.driver import demo as demo_build
-from sysbreak.driver.frontend import Frontend, human_kb, summary_line
-from sysbreak.driver.session import CaptureOptions, CaptureResult, CaptureSession
 from sysbreak.errors import SysbreakError
+
+if TYPE_CHECKING:
+    from sysbreak.driver.session import CaptureResult
 
 
 def _say(message: str) -> None:
@@ -24,8 +23,8 @@ def _say(message: str) -> None:
 
 def _report(res: CaptureResult) -> bool:
     """Print the text report of the capture (its summary line when it cannot be analysed)."""
-    from sysbreak.cli.report import load_analysis
-    from sysbreak.report import render
+    from sysbreak.driver.frontend import summary_line
+    from sysbreak.report import load_analysis, render
 
     try:
         analysis = load_analysis(res.directory)
@@ -46,19 +45,30 @@ def register(app: typer.Typer) -> None:
         help=(
             "See sysbreak find a leak in a few seconds: builds a small server (a stand-in for a UCX decode worker "
             "whose registered KV blocks are never released; its mmap() calls go through libucm's raw syscall(), "
-            "invisible to LD_PRELOAD heap profilers), captures it with `sysbreak run --duration N`, and prints the "
-            "report."
+            "invisible to LD_PRELOAD heap profilers), captures it with `sysbreak run --duration SECONDS`, and prints "
+            "the report."
         ),
     )
     def command(
-        seconds: Annotated[float, typer.Option("--seconds", "-t", help="How long to capture.")] = 4.0,
+        duration: Annotated[
+            float, typer.Option("--duration", "-d", metavar="SECONDS", help="How long to capture.")
+        ] = 4.0,
+        seconds: Annotated[
+            float | None, typer.Option("--seconds", "-t", hidden=True)  # the old name of --duration
+        ] = None,
         keep: Annotated[
             Path | None,
             typer.Option("--keep", metavar="DIR", help="Keep the capture in DIR (default: a temporary directory)."),
         ] = None,
     ) -> None:
-        if seconds <= 0:
-            raise SysbreakError("--seconds must be more than 0", 2)
+        from sysbreak.driver import demo as demo_build
+        from sysbreak.driver.frontend import Frontend, human_kb
+        from sysbreak.driver.session import CaptureOptions, CaptureSession
+
+        if seconds is not None:
+            duration = seconds
+        if duration <= 0:
+            raise SysbreakError("--duration must be more than 0 seconds")
         _say("building the demo server (leaky_server.c) ...")
         built = demo_build.build()
         if built.warning:
@@ -71,20 +81,17 @@ def register(app: typer.Typer) -> None:
             out = keep
         argv = [str(built.binary), "--interval-ms", "50", "--block-kb", "256"]
         _say(
-            f"running it under sysbreak for {seconds:g} s: every 50 ms it registers a 256 KiB KV block "
+            f"running it under sysbreak for {duration:g} s: every 50 ms it registers a 256 KiB KV block "
             + ("through libucm" if built.with_ucm else "with mmap()")
             + " and never releases it"
         )
-        opts = CaptureOptions(
-            duration=seconds, output=str(out), interval=0.5, wait=False, program_stdout=subprocess.DEVNULL
-        )
+        opts = CaptureOptions(duration=duration, output=str(out), interval=0.5, program_stdout=subprocess.DEVNULL)
         session = CaptureSession(opts, argv=argv)
         try:
-            res = Frontend().capture(session, summary=False)
+            # the demo server prints nothing to the terminal but errors: a live status line is safe
+            res = Frontend(program_writes_here=False).capture(session, summary=False)
         finally:
-            if session.child is not None and session.child.poll() is None:
-                session.child.send_signal(signal.SIGTERM)
-                session.child.wait()
+            session.end_program(grace=2.0)
         try:
             rss = ""
             if res.rss_first_kb is not None and res.rss_last_kb is not None:

@@ -1,105 +1,43 @@
 """``sysbreak run [OPTIONS] -- CMD [ARGS...]``: start a program under GDB and capture its memory-mapping calls.
 
-The options shared with ``sysbreak attach`` are defined here too (``CaptureOpts``).
+What happens at the end of the capture (``--duration``, ``--max-events``, Ctrl-C, SIGTERM) follows the tools
+that start a program to watch it, ``timeout``, ``perf stat --timeout`` and ``py-spy record --duration``: the
+capture is closed, the breakpoints are removed, GDB detaches, and then sysbreak ends the program it started
+(SIGTERM to its process group, SIGKILL 5 s later) and exits. ``--keep-running`` leaves the program running,
+untraced, and exits at once; ``--wait`` waits for it to exit, passing Ctrl-C on to it. A program that exits
+during the capture ends it, and sysbreak exits with the program's status.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sysbreak.driver.frontend import Frontend
-from sysbreak.driver.session import CaptureOptions, CaptureResult, CaptureSession
+from sysbreak.cli.options import CaptureArgs, capture_command
+from sysbreak.errors import ExitCode, SysbreakError
 
-SyscallOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--syscall",
-        "-s",
-        metavar="NAME",
-        help="System call to catch (repeat it, or separate with commas). Default: mmap,munmap,mremap,brk.",
-    ),
-]
-LibOpt = Annotated[
-    str | None, typer.Option("--lib", metavar="REGEX", help="Only place breakpoints in modules whose path matches.")
-]
-DurationOpt = Annotated[
-    float | None, typer.Option("--duration", "-d", metavar="SECONDS", help="Stop capturing after this long.")
-]
-MaxEventsOpt = Annotated[
-    int | None, typer.Option("--max-events", "-n", metavar="N", help="Stop capturing after N calls.")
-]
-OutputOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--output",
-        "-o",
-        metavar="DIR",
-        help="Capture directory to create. Default: sysbreak-capture-PID-YYYYmmdd-HHMMSS.",
-    ),
-]
-IntervalOpt = Annotated[
-    float,
-    typer.Option(
-        "--interval", "-i", metavar="SECONDS", help="Seconds between /proc/PID/smaps snapshots (0: first and last)."
-    ),
-]
-PyStacksOpt = Annotated[bool, typer.Option("--python-stacks/--no-python-stacks", help="Also record CPython frames.")]
-ExhaustiveOpt = Annotated[
-    bool,
-    typer.Option(
-        "--exhaustive", help="Also stop in libc's generic syscall() wrapper (callers not found statically; slower)."
-    ),
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line; only the final lines.")]
-GdbOpt = Annotated[
-    str | None, typer.Option("--gdb", metavar="PATH", help="GDB to use (e.g. cuda-gdb). Default: gdb on PATH.")
-]
-NonStopOpt = Annotated[
-    bool,
-    typer.Option(
-        "--non-stop/--all-stop",
-        help=(
-            "GDB's non-stop mode (only the thread that hit a breakpoint pauses) or all-stop (every thread pauses; "
-            "the default: with 8 threads on 2 cores non-stop measured no faster, see notes/mechanisms.md)."
-        ),
-    ),
-]
+if TYPE_CHECKING:
+    from sysbreak.driver.frontend import Frontend
+    from sysbreak.driver.session import CaptureOptions, CaptureResult, CaptureSession
 
+#: seconds between SIGTERM and SIGKILL when sysbreak ends the program it started
+STOP_GRACE = 5.0
 
-@dataclass
-class CaptureOpts:
-    syscall: list[str] | None
-    lib: str | None
-    duration: float | None
-    max_events: int | None
-    output: str | None
-    interval: float
-    python_stacks: bool
-    exhaustive: bool
-    quiet: bool
-    gdb: str | None
-    non_stop: bool
-
-    def options(self, wait: bool = True) -> CaptureOptions:
-        return CaptureOptions(
-            syscalls=list(self.syscall or []),
-            lib=self.lib,
-            duration=self.duration,
-            max_events=self.max_events,
-            output=self.output,
-            interval=self.interval,
-            python_stacks=self.python_stacks,
-            exhaustive=self.exhaustive,
-            quiet=self.quiet,
-            gdb=self.gdb,
-            non_stop=self.non_stop,
-            wait=wait,
-        )
+HELP = (
+    "Start CMD under GDB and record every mmap/munmap/mremap/brk it makes, with full stacks.\n\n"
+    "The capture ends when the program exits, when --duration is up or --max-events calls were caught, or on "
+    "Ctrl-C/SIGTERM/SIGHUP. sysbreak then removes its breakpoints and detaches. A program that exited on its "
+    "own gives sysbreak its exit status (128+N if killed by signal N). Otherwise sysbreak ends the program it "
+    f"started, as timeout(1) and py-spy record --duration do: SIGTERM, then SIGKILL after {STOP_GRACE:g} s, and "
+    "exits 0. --keep-running leaves it running, untraced, and exits at once; --wait waits for it to exit "
+    "(passing Ctrl-C, SIGTERM and SIGHUP on to it) and exits with its status.\n\n"
+    "The program's standard input, output and error are sysbreak's; it runs in its own process group, so a "
+    "Ctrl-C on the terminal reaches sysbreak, which ends the capture first. While the program writes to the "
+    "terminal, sysbreak prints a plain progress line every few seconds on stderr instead of a live one."
+)
 
 
 def exit_code_of(status: int | None) -> int:
@@ -109,68 +47,108 @@ def exit_code_of(status: int | None) -> int:
     return status if status >= 0 else 128 - status
 
 
-def run_capture(argv: list[str], opts: CaptureOptions) -> tuple[CaptureResult, int]:
+def status_text(status: int | None) -> str:
+    if status is None:
+        return "is gone"
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
+
+
+def _limit_text(res: CaptureResult) -> str:
+    from sysbreak.driver.frontend import end_reason_text
+
+    return end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events)
+
+
+def after_capture(
+    front: Frontend, session: CaptureSession, res: CaptureResult, then: str, *, summary: bool = True
+) -> int:
+    """What ``run`` does once the capture is over and the program still runs: ``then`` is stop, wait or leave.
+    Says it on the console at that moment; returns the exit code."""
+    pid = res.pid
+    if res.exit_status is not None or not res.target_alive:
+        front.report(res, summary)
+        if res.end_reason in ("gdb-died", "error") and res.exit_status is None:
+            return ExitCode.FAILED
+        return exit_code_of(res.exit_status)
+    front.warnings(res)
+    done = f"{_limit_text(res)}: the capture is complete, the breakpoints are removed and GDB has detached"
+    if then == "leave":
+        front.say(f"{done}; pid {pid} keeps running, untraced (--keep-running)")
+        if summary:
+            front.summary(res, after=f"pid {pid} keeps running, untraced")
+        return ExitCode.OK
+    if then == "wait":
+        front.say(f"{done}; waiting for pid {pid} to exit (--wait; Ctrl-C is passed on to it)")
+        status = session.wait_for_program()
+        front.say(f"pid {pid} {status_text(status)}")
+        if summary:
+            front.summary(res, after=f"then the program {status_text(status)}")
+        return exit_code_of(status)
+    front.say(
+        f"{done}; now ending pid {pid}, which sysbreak run started (SIGTERM, SIGKILL after {STOP_GRACE:g} s; "
+        "--keep-running leaves it running)"
+    )
+    status = session.end_program(STOP_GRACE)
+    front.say(f"pid {pid} {status_text(status)}")
+    if summary:
+        front.summary(res, after=f"then sysbreak ended the program (it {status_text(status)})")
+    if res.end_reason in ("gdb-died", "error"):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def run_capture(argv: list[str], opts: CaptureOptions, then: str = "stop") -> tuple[CaptureResult, int]:
     """Run ``argv`` under a capture; returns the result and the exit code ``sysbreak run`` should end with."""
+    from sysbreak.driver.frontend import Frontend
+    from sysbreak.driver.session import CaptureSession
+
     front = Frontend(quiet=opts.quiet)
     session = CaptureSession(opts, argv=argv)
-    res = front.capture(session)
-    if res.exit_status is not None or not res.target_alive:
-        return res, exit_code_of(res.exit_status)
-    if not opts.wait:
-        front.say(f"pid {res.pid} runs on; not waiting for it (--no-wait)")
-        return res, 0
-    front.say(f"capture done; pid {res.pid} runs on, waiting for it to exit (Ctrl-C is passed on to it)")
-    status = session.wait_for_program()
-    if status is not None and not opts.quiet:
-        how = f"exited with status {status}" if status >= 0 else f"was killed by {signal.Signals(-status).name}"
-        front.say(f"pid {res.pid} {how}")
-    return res, exit_code_of(status)
+    res = front.capture(session, summary=False)
+    return res, after_capture(front, session, res, then)
 
 
 def register(app: typer.Typer) -> None:
     @app.command(
         "run",
-        help=(
-            "Start CMD under GDB and record every mmap/munmap/mremap/brk it makes, with full stacks.\n\n"
-            "The capture ends when the program exits, at --duration or --max-events, or on "
-            "Ctrl-C/SIGTERM/SIGHUP. Then sysbreak removes its breakpoints and detaches: the program RUNS ON, "
-            "untouched. sysbreak waits for it to exit and exits with its status (128+N if killed by signal "
-            "N), passing Ctrl-C, SIGTERM and SIGHUP on to it while it waits; with --no-wait it leaves at "
-            "once and the program keeps running.\n\n"
-            "The program runs in its own process group, so a Ctrl-C on the terminal reaches sysbreak only "
-            "(it stops the capture, not the program); standard input, output and error are sysbreak's."
-        ),
+        help=HELP,
         context_settings={"allow_interspersed_args": False},
+        options_metavar="[OPTIONS] --",
         epilog=(
             "Examples:  sysbreak run --duration 30 -- ./server --port 8080   |   "
             "sysbreak run -s mmap --lib libucm -- python3 train.py"
         ),
     )
+    @capture_command
     def command(
         cmd: Annotated[
             list[str], typer.Argument(metavar="CMD", help="After --: the program to run, then its arguments.")
         ],
-        syscall: SyscallOpt = None,
-        lib: LibOpt = None,
-        duration: DurationOpt = None,
-        max_events: MaxEventsOpt = None,
-        output: OutputOpt = None,
-        interval: IntervalOpt = 1.0,
-        python_stacks: PyStacksOpt = False,
-        exhaustive: ExhaustiveOpt = False,
-        quiet: QuietOpt = False,
-        gdb: GdbOpt = None,
-        non_stop: NonStopOpt = False,
+        capture: CaptureArgs,
+        keep_running: Annotated[
+            bool,
+            typer.Option(
+                "--keep-running",
+                help="When the capture ends before the program does, leave it running, untraced, and exit.",
+            ),
+        ] = False,
         wait: Annotated[
             bool,
             typer.Option(
-                "--wait/--no-wait",
-                help="After a limit, wait for the program to exit (and exit with its status), or leave at once.",
+                "--wait",
+                help="When the capture ends before the program does, wait for it to exit; exit with its status.",
             ),
-        ] = True,
+        ] = False,
+        no_wait: Annotated[bool, typer.Option("--no-wait", hidden=True)] = False,  # the old --keep-running
     ) -> None:
-        opts = CaptureOpts(
-            syscall, lib, duration, max_events, output, interval, python_stacks, exhaustive, quiet, gdb, non_stop
-        ).options(wait=wait)
-        _res, code = run_capture(list(cmd), opts)
+        keep_running = keep_running or no_wait
+        if keep_running and wait:
+            raise SysbreakError("--keep-running and --wait contradict each other: give one")
+        then = "leave" if keep_running else "wait" if wait else "stop"
+        _res, code = run_capture(list(cmd), capture.options(), then)
         sys.exit(code)

@@ -7,12 +7,14 @@ import json
 import os
 import re
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sysbreak import sites, syscalls
 from sysbreak.errors import SysbreakError
+
+if TYPE_CHECKING:
+    from sysbreak import sites
 
 _HELP = """\
 List the places where a program can enter the kernel, and what `sysbreak run` / `sysbreak attach` would put a
@@ -46,7 +48,7 @@ Examples:
 
   sysbreak sites ./app -s mmap,munmap --all
 
-  sysbreak sites 4242 --json > sites.json
+  sysbreak sites 4242 -f json > sites.json
 
 Exit status: 0 on success, 2 for bad input (not an ELF file, unknown syscall, bad regex), 3 for a process that
 cannot be read.
@@ -59,6 +61,8 @@ def _is_pid(target: str) -> bool:
 
 def _modules(target: str, lib: re.Pattern[str] | None) -> tuple[list[tuple[sites.ModuleScan, int | None]], list[str]]:
     """Scans (with biases) of the target's modules, and notes about those that could not be scanned."""
+    from sysbreak import sites
+
     notes: list[str] = []
     if _is_pid(target):
         pid = int(target)
@@ -118,16 +122,24 @@ def register(app: typer.Typer) -> None:
                 "libc's syscall() instead of at their callers.",
             ),
         ] = False,
-        as_json: Annotated[
-            bool,
+        fmt: Annotated[
+            str,
             typer.Option(
-                "--json", help="Print JSON (format sysbreak-sites/1, every site included) instead of a table."
+                "--format",
+                "-f",
+                metavar="text|json",
+                help="text: a table; json: format sysbreak-sites/1 (every site included).",
             ),
-        ] = False,
+        ] = "text",
+        as_json: Annotated[bool, typer.Option("--json", hidden=True)] = False,  # the old spelling of -f json
         show_all: Annotated[
             bool, typer.Option("--all", "-a", help="List the skipped sites too, not just a count of them.")
         ] = False,
     ) -> None:
+        if fmt not in ("text", "json"):
+            raise SysbreakError(f"--format {fmt!r}: sysbreak sites writes text or json")
+        from sysbreak import sites, syscalls
+
         wanted = syscalls.parse_list(syscall or [])
         pattern = None
         if lib is not None:
@@ -138,7 +150,7 @@ def register(app: typer.Typer) -> None:
         modules, notes = _modules(target, pattern)
         for note in notes:
             print(f"sysbreak: note: {note}", file=sys.stderr)
-        if as_json:
+        if as_json or fmt == "json":
             doc = sites.sites_json(modules, wanted, exhaustive=exhaustive)
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
             return

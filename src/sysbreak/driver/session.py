@@ -89,8 +89,8 @@ class CaptureOptions:
     quiet: bool = False
     gdb: str | None = None
     non_stop: bool = False
-    wait: bool = True  # run: wait for the program to exit after the capture
     program_stdout: int | None = None  # run: the program's stdout (subprocess.DEVNULL, a fd); None: sysbreak's
+    program_stderr: int | None = None  # run: the program's stderr, likewise
 
 
 @dataclass
@@ -121,6 +121,8 @@ class CaptureResult:
     restored: RestoreResult | None = None
     warnings: list[str] = field(default_factory=list)
     syscalls: list[str] = field(default_factory=list)
+    duration: float | None = None  # the limits the capture ran with (for the summary's wording)
+    max_events: int | None = None
 
 
 def validate_syscalls(names: list[str]) -> list[str]:
@@ -217,6 +219,28 @@ class CaptureSession:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def end_program(self, grace: float = 5.0) -> int | None:
+        """``run`` after the capture, by default: end the program sysbreak started, as ``timeout`` does.
+
+        SIGTERM to its process group (the program and what it started, as a Ctrl-C on a terminal would reach
+        them), SIGKILL after ``grace`` seconds; returns its exit status (negative: the signal that killed it)."""
+        if self.child is None:
+            return None
+        child = self.child
+        if child.poll() is not None:
+            return child.returncode
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(child.pid, sig)
+            except ProcessLookupError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, sig)
+            try:
+                return child.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return child.poll()
 
     # ------------------------------------------------------------------------------------------- checks
     def _check_inputs(self) -> None:
@@ -334,6 +358,7 @@ class CaptureSession:
                 [*_HOLDER, *self.argv],
                 pass_fds=(r, 3),
                 stdout=self.opts.program_stdout,
+                stderr=self.opts.program_stderr,
                 preexec_fn=lambda: _hold(r),
             )
         finally:
@@ -797,6 +822,8 @@ class CaptureSession:
             restored=self.restored,
             warnings=list(self.warnings),
             syscalls=self.syscalls,
+            duration=self.opts.duration,
+            max_events=self.opts.max_events,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -17,8 +18,33 @@ from sysbreak.gdb.tracer import Config, Tracer
 _TRACER: list[Tracer | None] = [None]
 
 
+#: how the current tracer ended: (reason, breakpoints removed), None while it is armed
+_ENDED: list[tuple[str, int] | None] = [None]
+
+
 def tracer() -> Tracer | None:
     return _TRACER[0]
+
+
+def _disarm(t: Tracer, reason: str) -> int:
+    n = t.disarm(reason)
+    if _ENDED[0] is None:
+        _ENDED[0] = (reason, n)
+    return n
+
+
+def _ended_text(ended: tuple[str, int] | None) -> str:
+    """How sysbreak stopped catching, in words: ``the program exited, so its 3 breakpoints went with it``."""
+    if ended is None:
+        return "sysbreak stopped catching"
+    reason, n = ended
+    texts = {
+        "exited": f"the program exited, and its {n} breakpoint(s) went with it",
+        "clear": f"`sysbreak clear` removed its {n} breakpoint(s)",
+        "max-events": f"--max-events was reached and its {n} breakpoint(s) were removed",
+        "gdb-exit": "GDB is exiting",
+    }
+    return texts.get(reason, f"it ended ({reason})")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -67,9 +93,32 @@ class _Prefix(gdb.Command):
         super().__init__(name, cls, prefix=True)
 
 
+def _show_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+class _SetPrefix(_Prefix):
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        names = "|".join(_PARAMS)
+        raise gdb.GdbError(f"set sysbreak: give a setting and a value: set sysbreak {names} VALUE (show sysbreak)")
+
+
+class _ShowPrefix(_Prefix):
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        if arg.strip():
+            raise gdb.GdbError(f"show sysbreak: no setting {arg.strip()!r}; the settings are {', '.join(_PARAMS)}")
+        width = max(len(n) for n in _PARAMS)
+        for name, p in _PARAMS.items():
+            gdb.write(f"sysbreak {name:<{width}}  {_show_value(p.value):<8}  {p.show_doc}\n")
+
+
 def _register_params() -> None:
-    _Prefix("set sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak (see `show sysbreak`).")
-    _Prefix("show sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak.")
+    _SetPrefix("set sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak (see `show sysbreak`).")
+    _ShowPrefix("show sysbreak", gdb.COMMAND_BREAKPOINTS, "Settings of sysbreak: `show sysbreak` lists them all.")
     spec = [
         ("quiet", gdb.PARAM_BOOLEAN, "Whether sysbreak prints nothing per caught call.", False),
         ("max-depth", gdb.PARAM_ZUINTEGER, "Deepest native stack sysbreak records per call (frames).", 64),
@@ -105,19 +154,55 @@ class SysbreakPrefix(gdb.Command):
 
     Commands:
       sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
-                     [--max-events N]        arm breakpoints in every module, now and as libraries load
+                     [--max-events N] [--restore-file FILE]
+                                             arm breakpoints in every module, now and as libraries load
       sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]
                                              list the syscall sites and what `break` would do with each
       sysbreak status [--json]               what is armed and what was caught
       sysbreak clear                         remove every sysbreak breakpoint and close the log
 
-    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log|stack-cache."""
+    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log|stack-cache;
+    `show sysbreak` lists them all. Options and syscall names complete with TAB."""
 
     def __init__(self) -> None:
         super().__init__("sysbreak", gdb.COMMAND_BREAKPOINTS, prefix=True)
 
     def invoke(self, arg: str, from_tty: bool) -> None:
+        words = arg.split()
+        if words:
+            raise gdb.GdbError(
+                f"sysbreak: no command {words[0]!r}; the commands are break, sites, status and clear (help sysbreak)"
+            )
         gdb.execute("help sysbreak", from_tty=from_tty)
+
+
+# --------------------------------------------------------------------------------------------- completion
+def _complete(text: str, word: str | None, options: dict[str, str | None], syscall_words: bool) -> Any:
+    """Completions for ``text`` (the line after the command); GDB replaces ``word``, its last word by GDB's
+    word-break characters (which cut ``--lib`` after the dashes).
+
+    ``options`` maps each option to what follows it: None (a flag), "file", "lib" (a loaded module's name) or
+    "value" (nothing to complete)."""
+    word = word or ""
+    tokens = text.split()
+    token = "" if not tokens or text[-1:].isspace() else tokens[-1]
+    before = tokens[:-1] if token else tokens
+    wants = options.get(before[-1]) if before else None
+    if wants == "value":
+        return gdb.COMPLETE_NONE
+    if wants == "file":  # by hand: GDB's filename completer gets only the part after the last '/'
+        full = [p + ("/" if os.path.isdir(p) else "") for p in sorted(glob.glob(glob.escape(token) + "*"))]
+    elif wants == "lib":
+        names = {os.path.basename(o.filename) for o in gdb.objfiles() if o.filename}
+        full = sorted(n for n in names if n.startswith(token))
+    elif token.startswith("-") or not syscall_words:
+        full = [o for o in options if o.startswith(token)]
+    else:
+        stem = token.rsplit(",", 1)[-1]
+        head = token[: len(token) - len(stem)]
+        full = [head + n for n in sorted(syscalls.X86_64) if n.startswith(stem)]
+    cut = len(token) - len(word)
+    return [c[cut:] for c in full if cut >= 0]
 
 
 def _syscall_list(names: list[str]) -> list[int]:
@@ -160,6 +245,19 @@ class BreakCommand(gdb.Command):
         p.add_argument("--restore-file")
         self.parser = p
 
+    OPTIONS: dict[str, str | None] = {
+        "--lib": "lib",
+        "--log": "file",
+        "--python-stacks": None,
+        "--exhaustive": None,
+        "--quiet": None,
+        "--max-events": "value",
+        "--restore-file": "file",
+    }
+
+    def complete(self, text: str, word: str | None) -> Any:
+        return _complete(text, word, self.OPTIONS, syscall_words=True)
+
     def invoke(self, arg: str, from_tty: bool) -> None:
         ns = _parse(self.parser, arg)
         current = tracer()
@@ -193,18 +291,24 @@ class BreakCommand(gdb.Command):
         )
         t = Tracer(config)
         _TRACER[0] = t
+        _ENDED[0] = None
         names = ", ".join(syscalls.name(n) for n in config.syscalls)
+        if log:
+            where = f"recording to {log}"
+        elif config.quiet:
+            where = "recording nowhere: no --log and --quiet (give --log FILE to keep the calls for `sysbreak report`)"
+        else:
+            where = "not recording to a file: calls are printed on the console only (--log FILE keeps them)"
         if gdb.selected_inferior().pid == 0:
-            gdb.write(f"sysbreak: will catch {names} once the program runs\n")
+            gdb.write(f"sysbreak: will catch {names} once the program runs; {where}\n")
             return
         if config.python_stacks:
             _check_python()
         for note in t.arm_new_modules():
             gdb.write(f"sysbreak: {note}\n")
         gdb.write(
-            f"sysbreak: catching {names} with {t.breakpoint_count()} breakpoint(s) in {len(t.armed)} module(s)"
-            + (f"; log: {log}" if log else "")
-            + "\n"
+            f"sysbreak: catching {names} with {t.breakpoint_count()} breakpoint(s) in {len(t.armed)} module(s); "
+            f"{where}\n"
         )
 
 
@@ -232,6 +336,11 @@ class SitesCommand(gdb.Command):
         p.add_argument("--exhaustive", action="store_true")
         self.parser = p
 
+    OPTIONS: dict[str, str | None] = {"--lib": "lib", "--all": None, "--exhaustive": None}
+
+    def complete(self, text: str, word: str | None) -> Any:
+        return _complete(text, word, self.OPTIONS, syscall_words=True)
+
     def invoke(self, arg: str, from_tty: bool) -> None:
         from sysbreak import sites
 
@@ -248,6 +357,12 @@ class SitesCommand(gdb.Command):
                 mapped = sites.mapped_modules(inf.pid)
             except SysbreakError as err:
                 raise gdb.GdbError(str(err)) from None
+            if lib_re and not any(lib_re.search(path) for path, _base in mapped):
+                loaded = ", ".join(os.path.basename(path) for path, _base in mapped)
+                raise gdb.GdbError(
+                    f"sysbreak sites: no module matching --lib {ns.lib!r} is loaded yet (loaded: {loaded}); "
+                    "`sysbreak break --lib` arms it when it loads"
+                )
             for path, base in mapped:
                 if lib_re and not lib_re.search(path):
                     continue
@@ -260,6 +375,12 @@ class SitesCommand(gdb.Command):
             exe = inf.progspace.filename if inf.progspace else None
             if not exe:
                 raise gdb.GdbError("sysbreak sites: no program loaded and no process running")
+            if lib_re and not lib_re.search(exe):
+                raise gdb.GdbError(
+                    f"sysbreak sites: no module matching --lib {ns.lib!r} is loaded yet: the program is not "
+                    f"running, so only {os.path.basename(exe)} is known (`start` first, or `sysbreak break --lib` "
+                    "arms it when it loads)"
+                )
             try:
                 modules.append((sites.scan(exe), None))
             except SysbreakError as err:
@@ -275,20 +396,32 @@ class StatusCommand(gdb.Command):
 
     def invoke(self, arg: str, from_tty: bool) -> None:
         t = tracer()
+        if arg.strip() not in ("", "--json"):
+            raise gdb.GdbError(f"sysbreak status: unknown argument {arg.strip()!r} (usage: sysbreak status [--json])")
         if t is None:
+            if arg.strip() == "--json":
+                gdb.write(json.dumps({"active": False, "armed": False}) + "\n")
+                return
             gdb.write("sysbreak: not armed (use `sysbreak break`)\n")
             return
         st = t.status()
+        ended = _ENDED[0]
         if arg.strip() == "--json":
+            if ended is not None:
+                st["ended"] = {"reason": ended[0], "breakpoints_removed": ended[1]}
             gdb.write(json.dumps(st) + "\n")
             return
-        state = "armed" if st["active"] else "cleared"
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(st["by_syscall"].items())) or "none yet"
-        gdb.write(
-            f"sysbreak: {state}; catching {', '.join(st['syscalls'])} ({st['mode']} mode); "
-            f"{st['breakpoints']} breakpoint(s) in {len(st['modules'])} module(s); "
-            f"{st['events']} call(s): {counts}; log: {st['log'] or 'none'}\n"
-        )
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(st["by_syscall"].items())) or "none"
+        log = f"log: {st['log']}" if st["log"] else "no log (console only)"
+        caught = f"{st['events']} call(s) caught ({counts}); {log}"
+        if st["active"]:
+            gdb.write(
+                f"sysbreak: armed, catching {', '.join(st['syscalls'])} ({st['mode']} mode) with "
+                f"{st['breakpoints']} breakpoint(s) in {len(st['modules'])} module(s); {caught}\n"
+            )
+        else:
+            gdb.write(f"sysbreak: not armed: {_ended_text(ended)}; {caught}\n")
+            return
         for m in st["modules"]:
             if m["breakpoints"]:
                 gdb.write(f"  {m['path']}: {m['breakpoints']} breakpoint(s), {m['sites']} site(s)\n")
@@ -302,11 +435,18 @@ class ClearCommand(gdb.Command):
 
     def invoke(self, arg: str, from_tty: bool) -> None:
         t = tracer()
-        if t is None or not t.active:
-            gdb.write("sysbreak: nothing to clear\n")
+        if t is None:
+            gdb.write("sysbreak: nothing to clear: `sysbreak break` was not used\n")
             return
-        n = t.disarm("clear")
-        gdb.write(f"sysbreak: removed {n} breakpoint(s); {t.events} call(s) caught\n")
+        if not t.active:
+            gdb.write(f"sysbreak: nothing to clear: {_ended_text(_ENDED[0])}; {t.events} call(s) caught\n")
+            return
+        n = _disarm(t, "clear")
+        gdb.write(
+            f"sysbreak: removed {n} breakpoint(s), the original bytes are back; {t.events} call(s) caught"
+            + (f"; log closed: {t.config.log}" if t.config.log else "")
+            + "\n"
+        )
 
 
 # --------------------------------------------------------------------------------------------- events
@@ -330,7 +470,7 @@ def _on_stop(event: Any) -> None:
     t = tracer()
     if t is None or not t.active or not t.limit_reached:
         return
-    n = t.disarm("max-events")
+    n = _disarm(t, "max-events")
     gdb.write(
         f"sysbreak: reached --max-events {t.config.max_events}; removed {n} breakpoint(s). "
         "`continue` to resume the program.\n"
@@ -340,15 +480,19 @@ def _on_stop(event: Any) -> None:
 def _on_exited(event: Any) -> None:
     t = tracer()
     if t is not None and t.active:
-        t.disarm("exited")
+        n = _disarm(t, "exited")
         if not t.config.quiet:
-            gdb.write(f"sysbreak: program exited; {t.events} call(s) caught\n")
+            gdb.write(
+                f"sysbreak: the program exited; its {n} breakpoint(s) are gone with it; {t.events} call(s) caught"
+                + (f", log closed: {t.config.log}" if t.config.log else "")
+                + "\n"
+            )
 
 
 def _on_gdb_exiting(event: Any) -> None:
     t = tracer()
     if t is not None and t.active:
-        t.disarm("gdb-exit")
+        _disarm(t, "gdb-exit")
     if not param("detach-on-exit"):
         return
     for inf in gdb.inferiors():
