@@ -22,7 +22,7 @@ def test_version() -> None:
         assert res.stdout.strip() == f"sysbreak {sysbreak.__version__}"
 
 
-@pytest.mark.parametrize("verb", [None, *VERBS])
+@pytest.mark.parametrize("verb", [None, *VERBS, "watch"])
 def test_help_has_no_type_placeholders_for_flags(verb: str | None) -> None:
     res = run_sysbreak(*([verb] if verb else []), "--help")
     assert res.returncode == 0, res.stderr

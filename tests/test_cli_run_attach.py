@@ -156,7 +156,7 @@ def test_run_duration_ends_the_capture_then_the_program(fixture_paths: FixturePa
     m = meta(out)
     assert m["end_reason"] == "duration" and m["target_alive"] is True  # alive (and untraced) when GDB left
     pid = m["pid"]
-    assert not procfs.alive(pid)
+    assert not process.alive(pid)
     said = res.stderr
     assert "--duration 0.7 s was up: the capture is complete, the breakpoints are removed and GDB has detached" in said
     assert f"now ending pid {pid}, which sysbreak run started (SIGTERM" in said

@@ -176,7 +176,17 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
 ) -> None:
     out = tmp_path / "cap"
     sb = subprocess.Popen(
-        [*sysbreak_argv(), "run", "--wait", "-o", str(out), "--", str(fixture_paths.leaky_server), "--interval-ms", "50"],
+        [
+            *sysbreak_argv(),
+            "run",
+            "--wait",
+            "-o",
+            str(out),
+            "--",
+            str(fixture_paths.leaky_server),
+            "--interval-ms",
+            "50",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -231,7 +231,7 @@ def test_loader_reports_missing_dependencies(tmp_path: Path) -> None:
         ["gdb", "-nx", "-q", "-batch", "-ex", f"source {script}", "-ex", "help sysbreak"],
         capture_output=True,
         text=True,
-        env={k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "SYSBREAK_PYTHONPATH")},
+        env={k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "SYSBREAK_PYTHONPATH", "PYTHONPATH")},
         cwd=str(ROOT.parent),
     )
     assert "cannot import: sysbreak" in res.stderr
