@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything sysbreak, its tests and its benchmarks need, from nothing, on a Debian/Ubuntu machine.
-# Idempotent and quick when everything is already there.  Run as root or with sudo available.
+# Installs everything sysbreak, its tests and its benchmarks need, from nothing, on a Debian/Ubuntu machine,
+# and links a `sysbreak` command into /usr/local/bin (or ~/.local/bin) for the user.  Idempotent and quick when
+# everything is already there.  Run as root or with sudo available.  Every step says what it is doing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup-lib.sh
+. scripts/setup-lib.sh
 
 need=()
 command -v gdb >/dev/null || need+=(gdb)
@@ -18,23 +21,29 @@ command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
-    echo "setup: installing Debian packages: ${need[*]}"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    step "updating the package lists (apt-get update)"
+    run_logged '^(Hit|Get|Err|W:|E:)' $SUDO apt-get update
+    step "installing ${#need[@]} Debian package(s) and their dependencies: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive run_logged '^(Get:|Setting up |E:)' \
+        $SUDO apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${need[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv"
+    step "creating .venv ($(python3 --version))"
     python3 -m venv .venv
 fi
 stamp=.venv/.sysbreak-installed
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing sysbreak with its test extras into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
+    step "upgrading pip in .venv"
+    run_logged '^(Successfully|Requirement already satisfied: pip)' .venv/bin/python -m pip install --progress-bar off --upgrade pip
+    step "installing sysbreak (editable) with its test extras into .venv"
+    run_logged '^(Collecting|Downloading|Processing|Installing collected|Successfully|ERROR)' \
+        .venv/bin/python -m pip install --progress-bar off -e '.[test]'
     touch "$stamp"
 fi
-make -s -C fixtures >/dev/null
-echo "setup: ready (gdb: $(gdb --version | head -n1))"
+step "building the test fixtures (make -C fixtures)"
+make -s -C fixtures
+link_cli "$PWD/.venv/bin/sysbreak"
+step "ready (gdb: $(gdb --version | head -n1))"
