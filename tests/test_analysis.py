@@ -11,8 +11,8 @@ import pytest
 from support.synthetic import synthetic_capture
 
 from sysbreak.analysis import analyze
-from sysbreak.analysis.attribute import frame_name, stack_label
 from sysbreak.analysis.model import Analysis, Frame, Region, StackStats
+from sysbreak.analysis.stacks import frame_description, label_from_frames
 from sysbreak.capture import EventLogWriter
 from sysbreak.errors import SysbreakError
 
@@ -382,15 +382,15 @@ def test_damaged_event_fields_are_skipped(tmp_path: Path) -> None:
 
 def test_labels() -> None:
     frames = tuple(Frame(**{k: v for k, v in f.items() if k != "file" and k != "line"}) for f in STACKS["heap"])
-    assert stack_label(frames) == "load (app+0x1600)"
-    assert stack_label(frames[:3]) == "malloc (libc.so.6+0x420)"  # all in libc: the first non-primitive
+    assert label_from_frames(frames) == "load (app+0x1600)"
+    assert label_from_frames(frames[:3]) == "malloc (libc.so.6+0x420)"  # all in libc: the first non-primitive
     ld = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     loader = (fr(ld, 0x20CA1, "__mmap64"), fr(ld, 0x6A79, "_dl_map_segments"), fr(ld, 0x1AB78, "_start"))
     loader_frames = tuple(Frame(**{k: v for k, v in f.items() if k not in ("file", "line")}) for f in loader)
-    assert stack_label(loader_frames) == "_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)"
-    assert frame_name(Frame(pc=0x10, module=None, offset=None, function=None)) == "0x10"
-    assert frame_name(Frame(pc=1, module="/x/libsb.so", offset=0x1139, function=None)) == "libsb.so+0x1139"
-    assert stack_label(()) == ""
+    assert label_from_frames(loader_frames) == "_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)"
+    assert frame_description(Frame(pc=0x10, module=None, offset=None, function=None)) == "0x10"
+    assert frame_description(Frame(pc=1, module="/x/libsb.so", offset=0x1139, function=None)) == "libsb.so+0x1139"
+    assert label_from_frames(()) == ""
 
 
 def test_synthetic_capture_truth(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ the caller.
 Failed calls (``ret`` in -4095..-1, or ``null`` when the return was not seen) change nothing.
 
 Accounting per *stack* (``owner >> OWNER_SHIFT``; the low bits of an owner are the caller's epoch, see
-:mod:`sysbreak.analysis.attribute`): ``mapped`` (bytes its calls mapped) and ``unmapped`` (bytes it owned
+:mod:`sysbreak.analysis.replay`): ``mapped`` (bytes its calls mapped) and ``unmapped`` (bytes it owned
 that went away, whoever removed them). For every stack ``mapped - unmapped`` equals the bytes it owns.
 """
 
@@ -46,6 +46,7 @@ MREMAP_FIXED = 2
 MREMAP_DONTUNMAP = 4
 _U64 = 1 << 64
 OWNER_SHIFT = 2  # an owner is ``stack << OWNER_SHIFT | epoch`` (epoch < 4)
+EPOCH_MASK = (1 << OWNER_SHIFT) - 1
 
 Piece = tuple[int, int, int]  # (start, end, owner)
 

@@ -1,0 +1,200 @@
+"""From a capture (or an event log, or pmap/smaps files) to one :class:`~sysbreak.analysis.model.Analysis`.
+
+Entry point: :func:`analyze`, which runs the phases in order:
+
+1. open the capture and its decoded event stream (:mod:`sysbreak.capture`, :mod:`sysbreak.capture.decode`);
+2. the snapshot plan (:mod:`sysbreak.analysis.snapshots`): the snapshots in time order, first and last parsed;
+3. the replay (:mod:`sysbreak.analysis.replay`): the log streamed once into a
+   :class:`~sysbreak.analysis.ledger.Replay` (memory: the live intervals and the stacks, never the events), the
+   snapshots interleaved by time (events and snapshots share CLOCK_MONOTONIC): when the stream passes a
+   snapshot's time, the ledger is exactly the state the process was in when the snapshot was taken, and the
+   first and last snapshots are matched against it (:mod:`sysbreak.analysis.regions`);
+4. the per-stack statistics and the ranking (:mod:`sysbreak.analysis.stats`, stacks grouped and labelled by
+   :mod:`sysbreak.analysis.stacks`), the regions and the time line.
+
+What the numbers mean
+---------------------
+*Owners of a region.* Each VMA of the last snapshot gets, per stack, the bytes of it that stack's live
+intervals cover at the time of that snapshot. The kernel merges adjacent anonymous mappings into one VMA
+(several owners in one region) and splits a mapping on ``mprotect`` (one owner over several regions): both
+fall out of the byte overlap. ``unexplained_bytes`` = bytes of the VMA no live interval covers (mapped before
+the capture, or by a call the capture did not watch).
+
+*Regions through time.* ``first_size``/``first_rss``: the bytes (and Rss, pro-rated by overlap) of the first
+snapshot's VMAs that overlap the region; the bytes of a first-snapshot VMA that no last-snapshot VMA covers
+any more are added to the last-snapshot VMA that overlaps it most, so a VMA whose end was unmapped shows as
+"shrank". ``status``: "new" (no overlap with the first snapshot), "grew"/"shrank"/"same" (size against
+``first_size``), "gone" (a first-snapshot VMA that overlaps no last-snapshot VMA: ``size`` 0, owners as of the
+first snapshot).
+
+*Per stack* (:class:`~sysbreak.analysis.model.StackStats`): ``events``/``by_syscall`` count every call,
+failed ones included; ``mapped_bytes``/``unmapped_bytes`` as in :mod:`~sysbreak.analysis.ledger`;
+``live_bytes`` what it owns at the end of the log; ``rss_bytes`` = sum over last-snapshot VMAs of
+``Rss * owned bytes / VMA size`` (0 when the snapshot has no Rss); ``growth_bytes`` = bytes it owns in the last
+snapshot's VMAs that were mapped after the first snapshot (moved bytes keep the time they were first mapped),
+plus the bytes it mapped after the last snapshot that are still live at the end of the log (a leak in the last
+moments of a program that exits shows); with no snapshot: its live bytes (all of them were mapped during the
+capture); with one snapshot: the bytes it owns in that snapshot plus those mapped after it and still live.
+``growth_per_min`` divides by the minutes from the first snapshot to the end of the capture (the capture's
+duration when there are fewer than two snapshots). ``label`` = the first frame outside libc, libucm, libucs,
+ld-linux and libpthread (:data:`~sysbreak.analysis.stacks.LABEL_SKIP`), as ``function (module+0xoff)`` (the
+first non-primitive frame when all frames are in those libraries).
+
+*Ranking* (``Analysis.stacks``): leak candidates first: by ``live_bytes`` (bytes mapped and never unmapped),
+then ``growth_bytes``, then ``mapped_bytes``, then ``events``, then stack id.
+
+*Timeline*: one :class:`~sysbreak.analysis.model.Sample` per snapshot (Rss from the index's ``rss_kb`` when
+present, else from the file; ledger live bytes at that moment) and, between them, samples of the live bytes
+alone (``rss_bytes`` None), at most :data:`~sysbreak.analysis.replay.MAX_SAMPLES`. ``Sample.t`` is seconds since
+the capture's ``t0``.
+
+*Folding*: ``depth=N`` keeps the N frames nearest the syscall; ``group_outside=REGEX`` groups stacks by their
+first frame whose module path does not match REGEX (``re.search``; a frame with no module counts as outside).
+Stacks equal after either merge into one :class:`StackStats` whose ``id`` is the first member's id and whose
+``stack_ids`` lists the members.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from sysbreak.analysis.model import Analysis
+from sysbreak.analysis.regions import regions
+from sysbreak.analysis.replay import LogReplay, chain_first
+from sysbreak.analysis.snapshots import plan_snapshots
+from sysbreak.analysis.stacks import StackGroups
+from sysbreak.analysis.stats import group_counts, growth_period, ranked, stack_statistics
+from sysbreak.capture import Capture, open_capture
+from sysbreak.capture.decode import Batch, StreamSummary, stream
+from sysbreak.errors import SysbreakError
+
+
+def analyze(
+    source: str | os.PathLike[str] | None,
+    *,
+    maps_files: Iterable[str | os.PathLike[str]] = (),
+    depth: int | None = None,
+    group_outside: str | None = None,
+    parallel: bool | None = None,
+) -> Analysis:
+    """Analyse a capture directory or an event log, with (or, for ``source=None``, only) hand-given maps files.
+
+    ``maps_files``: pmap -x/-X, smaps or maps outputs in the order they were taken; used with the capture's
+    snapshots. Their time: CLOCK_MONOTONIC from the file's mtime when the capture's start wall time and ``t0``
+    are known, else they count as taken after the whole log, in the given order.
+    ``depth``: fold stacks to the N frames nearest the syscall. ``group_outside``: group stacks by their first
+    frame whose module does not match this regular expression. ``parallel``: decode the log in a second
+    process (default: when it is big, see :mod:`sysbreak.capture.decode`). See the module doc for every number.
+    """
+    warnings: list[str] = []
+    stacks = StackGroups(depth, group_outside)
+    cap: Capture | None = None
+    if source is not None:
+        cap = open_capture(source)
+        warnings.extend(cap.warnings)
+    maps_files = list(maps_files)
+    if cap is None and not maps_files:
+        raise SysbreakError("nothing to analyse: give a capture directory, an event log or --maps files")
+    src_name = os.fspath(source) if source is not None else ", ".join(os.fspath(p) for p in maps_files)
+    analysis = Analysis(source=src_name)
+    meta = cap.meta if cap is not None else {}
+    if isinstance(meta.get("pid"), int):
+        analysis.pid = meta["pid"]
+    if isinstance(meta.get("exe"), str):
+        analysis.exe = meta["exe"]
+    if isinstance(meta.get("syscalls"), list):
+        analysis.syscalls = [s for s in meta["syscalls"] if isinstance(s, str)]
+    t0_meta = meta.get("t0") if type(meta.get("t0")) in (int, float) else None
+    t1_meta = meta.get("t1") if type(meta.get("t1")) in (int, float) else None
+
+    # 1. The event stream. Its first batch holds the header alone (checked by the reader); an empty log has none.
+    header: dict[str, Any] | None = None
+    events_path = cap.events_path if cap is not None else None
+    source_stream = stream(events_path, cap is not None and cap.is_dir, parallel=parallel) if events_path else None
+    pending: Batch = []
+    summary = StreamSummary()
+    if source_stream is not None:
+        try:
+            pending = next(source_stream)
+        except StopIteration as stop:
+            summary = stop.value
+            source_stream = None
+        if pending and pending[0][0] == "header":
+            header = pending[0][1]
+    t0 = t0_meta if t0_meta is not None else (_num(header.get("t0")) if header else None)
+
+    # 2. The snapshot plan.
+    plan = plan_snapshots(
+        cap, maps_files, pid=analysis.pid, meta=meta, header=header, t0=t0, t1_meta=t1_meta, warnings=warnings
+    )
+    if header is not None:
+        if isinstance(header.get("pid"), int) and analysis.pid is None:
+            analysis.pid = header["pid"]
+        if analysis.exe is None and isinstance(header.get("exe"), str):
+            analysis.exe = header["exe"]
+        if not analysis.syscalls and isinstance(header.get("syscalls"), list):
+            analysis.syscalls = [s for s in header["syscalls"] if isinstance(s, str)]
+
+    # 3. The replay.
+    run = LogReplay(plan, stacks, warnings)
+    run.run(chain_first(pending, source_stream) if source_stream is not None else None)
+    if source_stream is not None:
+        summary = run.summary
+    gc = group_counts(summary, stacks)
+
+    # 4. Totals and times.
+    by_syscall = gc.by_syscall()
+    analysis.events = sum(by_syscall.values())
+    analysis.by_syscall = dict(sorted(by_syscall.items(), key=lambda kv: -kv[1]))
+    analysis.snapshots = run.used_snapshots
+    snap_times = [s.t for s in plan.slots if s.t != math.inf]
+    if t0 is None:
+        cands = [x for x in (summary.t_first, snap_times[0] if snap_times else None) if x is not None]
+        t0 = min(cands) if cands else None
+    t1 = run.end_t if run.end_t is not None else t1_meta
+    ends = [x for x in (t1, summary.t_last, snap_times[-1] if snap_times else None) if x is not None]
+    t1 = max(ends) if ends else None
+    analysis.t0, analysis.t1 = t0, t1
+    warnings.extend(_replay_warnings(summary, run, events_path is not None))
+
+    # 5. Per stack, regions, time line.
+    stats = stack_statistics(gc, stacks, run, growth_period(plan, t1, analysis.duration))
+    if run.matched_last is not None:
+        analysis.regions = regions(run.matched_first, run.matched_last)
+        if run.matched_last.snap.rss is None:
+            warnings.append("the snapshots have no Rss (maps or plain pmap): resident bytes are unknown")
+    analysis.stacks = ranked(stats)
+    analysis.timeline = run.timeline(t0, t1)
+    analysis.warnings = warnings
+    return analysis
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if type(x) in (int, float) else None
+
+
+def _replay_warnings(summary: StreamSummary, run: LogReplay, had_log: bool) -> list[str]:
+    """What the decoding and the replay found odd, in the order a reader should see it."""
+    warnings: list[str] = []
+    replay = run.replay
+    if had_log:
+        warnings.extend(summary.warnings)
+        if not summary.ended and summary.lines > 0:
+            warnings.append("the log has no 'end' record: the capture was cut short (all before the cut is used)")
+    if len(run.pids) > 1:
+        warnings.append(f"the log holds several processes ({', '.join(map(str, sorted(run.pids)))}); analysed as one")
+    if summary.out_of_order:
+        warnings.append(f"{summary.out_of_order} events are out of time order; snapshots are matched in log order")
+    if replay.stale_bytes:
+        warnings.append(
+            f"{replay.stale_bytes} bytes were mapped over ranges the ledger still held: an unmap the capture did "
+            "not see (a syscall path not watched?)"
+        )
+    if replay.brk_unseen_bytes:
+        warnings.append(f"the heap grew by {replay.brk_unseen_bytes} bytes through brk calls the capture did not see")
+    if replay.bad_events:
+        warnings.append(f"{replay.bad_events} successful calls had impossible arguments and were ignored")
+    return warnings

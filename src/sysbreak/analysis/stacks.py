@@ -1,0 +1,147 @@
+"""Stacks of the log as the analysis groups them (``--depth``, ``--group-outside``), and their labels.
+
+:class:`StackGroups` maps the log's stack ids to group ids; :func:`label_from_frames` names a stack by its first
+interesting frame (see the ``label`` paragraph of :mod:`sysbreak.analysis.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sysbreak.capture.schema import Frame, PyFrame
+from sysbreak.errors import SysbreakError
+
+LABEL_SKIP = re.compile(r"(?:^|/)(?:libc\.so|libc-[0-9.]+\.so|libucm\.so|libucs\.so|ld-linux|libpthread)")
+UNKNOWN_STACK = 0  # the id of the stack of events that name none
+
+
+def _basename(module: str | None) -> str:
+    return os.path.basename(module) if module else "?"
+
+
+def frame_description(f: Frame) -> str:
+    """``function (module+0xoff)``, or ``module+0xoff`` when the function is unknown."""
+    if f.module is None:
+        where = f"{f.pc:#x}" if f.pc is not None else "?"
+    else:
+        where = f"{_basename(f.module)}+{f.offset:#x}" if f.offset is not None else _basename(f.module)
+    return f"{f.function} ({where})" if f.function else where
+
+
+# The system-call primitives themselves: never what a label should name (glibc's __GI___mmap64, __brk, ...).
+_PRIMITIVE = re.compile(r"^(?:__GI_)?_*(?:mmap(?:64)?|munmap|mremap|brk|sbrk|syscall|mprotect)$")
+
+
+def label_from_frames(frames: Sequence[Frame], skip: re.Pattern[str] = LABEL_SKIP) -> str:
+    """The first frame whose module does not match ``skip``. When every frame is in those libraries (the dynamic
+    loader mapping a library, libc's own allocator), the first frame that is not a system-call primitive, e.g.
+    ``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``; the innermost frame when all are primitives."""
+    if not frames:
+        return ""
+    for f in frames:
+        if f.module is None or not skip.search(f.module):
+            return frame_description(f)
+    for f in frames:
+        if f.function and not _PRIMITIVE.match(f.function):
+            return frame_description(f)
+    return frame_description(frames[0])
+
+
+def _frame_key(f: Frame) -> tuple[Any, ...]:
+    if f.module is not None and f.offset is not None:
+        return (f.module, f.offset)
+    return (f.pc, f.function)
+
+
+@dataclass
+class Group:
+    """Stacks equal after folding: ``id`` is the first member's id."""
+
+    id: int
+    frames: tuple[Frame, ...]
+    python: tuple[PyFrame, ...]
+    members: list[int] = field(default_factory=list)
+
+
+class StackGroups:
+    """Raw stack ids -> group ids, applying ``depth`` and ``group_outside``."""
+
+    def __init__(self, depth: int | None, group_outside: str | None) -> None:
+        if depth is not None and depth < 1:
+            raise SysbreakError(f"--depth must be 1 or more, not {depth}")
+        self.depth = depth
+        try:
+            self.outside = re.compile(group_outside) if group_outside else None
+        except re.error as e:
+            raise SysbreakError(f"--group-outside {group_outside!r} is not a valid regular expression ({e})") from None
+        self.folding = depth is not None or self.outside is not None
+        self.group_of: dict[int, int] = {}  # raw id -> group id
+        self.groups: dict[int, Group] = {}
+        self._by_key: dict[tuple[Any, ...], int] = {}
+
+    def add(self, sid: int, frames: tuple[Frame, ...], python: tuple[PyFrame, ...]) -> None:
+        if sid in self.group_of:
+            return
+        if not self.folding:
+            self.group_of[sid] = sid
+            self.groups[sid] = Group(sid, frames, python, [sid])
+            return
+        key_frames = frames
+        if self.outside is not None:
+            key: tuple[Any, ...] = ("raw", sid)  # no frame outside: a group of its own
+            for i, f in enumerate(frames):
+                if f.module is None or not self.outside.search(f.module):
+                    key_frames = frames[i:]
+                    key = ("outside", _frame_key(f))
+                    break
+        else:
+            key_frames = frames[: self.depth]
+            key = ("depth", *(_frame_key(f) for f in key_frames))
+        if self.depth is not None and self.outside is not None:
+            key_frames = key_frames[: self.depth]
+        gid = self._by_key.get(key)
+        if gid is None:
+            self._by_key[key] = sid
+            self.group_of[sid] = sid
+            self.groups[sid] = Group(sid, key_frames, python, [sid])
+            return
+        g = self.groups[gid]
+        self.group_of[sid] = gid
+        g.members.append(sid)
+        # Keep the frames all members share (from the key frame outwards), and Python frames only if equal.
+        n = 0
+        for a, b in zip(g.frames, key_frames, strict=False):
+            if _frame_key(a) != _frame_key(b):
+                break
+            n += 1
+        g.frames = g.frames[: max(n, 1)]
+        if g.python != python:
+            g.python = ()
+
+    def gid(self, sid: int | None) -> int:
+        if sid is None:
+            sid = UNKNOWN_STACK
+        g = self.group_of.get(sid)
+        if g is None:  # an event whose stack record is missing (damaged line): a stack of its own
+            self.group_of[sid] = sid
+            self.groups[sid] = Group(sid, (), (), [sid])
+            g = sid
+        return g
+
+    def group(self, gid: int) -> Group:
+        """The group ``gid`` (an empty one for an id never seen)."""
+        return self.groups.get(gid) or Group(gid, (), (), [gid])
+
+    def label(self, grp: Group) -> str:
+        """The label of a group: :func:`label_from_frames` (``group_outside`` as the libraries to skip)."""
+        if grp.id == UNKNOWN_STACK and not grp.frames:
+            return "(no stack)"
+        if not grp.frames:
+            return f"stack {grp.id} (its frames are not in the log)"
+        if self.outside is not None:
+            return label_from_frames(grp.frames, self.outside)
+        return label_from_frames(grp.frames)

@@ -1,0 +1,116 @@
+"""Per-stack statistics: what each (grouped) stack did, owns and grew, and the ranking of the stacks.
+
+The numbers are defined in the "Per stack" and "Ranking" paragraphs of :mod:`sysbreak.analysis.pipeline`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sysbreak.analysis.ledger import EPOCH_MASK, OWNER_SHIFT
+from sysbreak.analysis.model import StackStats
+from sysbreak.analysis.regions import prorate
+from sysbreak.analysis.replay import AFTER_LAST, LogReplay
+from sysbreak.analysis.snapshots import SnapshotPlan
+from sysbreak.analysis.stacks import StackGroups
+from sysbreak.capture.decode import StreamSummary
+
+
+@dataclass
+class GroupCounts:
+    """The decoder's per-stack counts, summed per group."""
+
+    counts: dict[tuple[int, str], int] = field(default_factory=dict)  # (group, syscall) -> calls
+    first_t: dict[int, float] = field(default_factory=dict)
+    last_t: dict[int, float] = field(default_factory=dict)
+
+    def by_syscall(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (_g, name), c in self.counts.items():
+            out[name] = out.get(name, 0) + c
+        return out
+
+
+def group_counts(summary: StreamSummary, stacks: StackGroups) -> GroupCounts:
+    gc = GroupCounts()
+    gid = stacks.gid
+    for (sid, name), c in summary.counts.items():
+        g = gid(sid)
+        gc.counts[(g, name)] = gc.counts.get((g, name), 0) + c
+    for sid, ft in summary.first_t.items():
+        g = gid(sid)
+        gc.first_t[g] = min(ft, gc.first_t.get(g, ft))
+    for sid, lt in summary.last_t.items():
+        g = gid(sid)
+        gc.last_t[g] = max(lt, gc.last_t.get(g, lt))
+    return gc
+
+
+def growth_period(plan: SnapshotPlan, t1: float | None, duration: float) -> float:
+    """Seconds growth is counted over: from the first snapshot to the end of the capture (else the duration)."""
+    period = 0.0
+    if plan.two:
+        assert plan.first is not None and plan.last is not None
+        a, b = plan.slots[plan.first].t, plan.slots[plan.last].t
+        if math.isfinite(a) and math.isfinite(b):
+            period = max(b, t1 if t1 is not None else b) - a
+    if period <= 0:
+        period = duration
+    return period
+
+
+def stack_statistics(gc: GroupCounts, stacks: StackGroups, run: LogReplay, period: float) -> dict[int, StackStats]:
+    """A :class:`StackStats` for every group that made a call or owns bytes."""
+    stats: dict[int, StackStats] = {}
+
+    def stat(g: int) -> StackStats:
+        s = stats.get(g)
+        if s is None:
+            grp = stacks.group(g)
+            s = StackStats(id=g, frames=grp.frames, python=grp.python)
+            s.stack_ids = tuple(grp.members)
+            s.label = stacks.label(grp)
+            stats[g] = s
+        return s
+
+    replay = run.replay
+    for (g, name), c in gc.counts.items():
+        st = stat(g)
+        st.events += c
+        st.by_syscall[name] = st.by_syscall.get(name, 0) + c
+    for g, ft in gc.first_t.items():
+        stat(g).first_t = ft
+    for g, lt in gc.last_t.items():
+        stat(g).last_t = lt
+    for g, n in replay.mapped.items():
+        stat(g).mapped_bytes += n
+    for g, n in replay.unmapped.items():
+        stat(g).unmapped_bytes += n
+    for o, n in replay.ledger.owned().items():
+        st = stat(o >> OWNER_SHIFT)
+        st.live_bytes += n
+        if o & EPOCH_MASK == AFTER_LAST:  # mapped after the last snapshot and still there: growth too
+            st.growth_bytes += n
+    last = run.matched_last
+    if last is not None:
+        for v, owned, new in zip(last.snap.vmas, last.owners, last.new, strict=True):
+            size = v.end - v.start
+            for g, n in owned.items():
+                stat(g).rss_bytes += prorate(v.rss, n, size)
+            for g, n in new.items():
+                stat(g).growth_bytes += n
+    else:
+        for st in stats.values():
+            st.growth_bytes = st.live_bytes
+    for st in stats.values():
+        st.growth_per_min = st.growth_bytes * 60.0 / period if period > 0 else 0.0
+    return stats
+
+
+def ranked(stats: dict[int, StackStats]) -> list[StackStats]:
+    """Leak candidates first: by live bytes, then growth, mapped bytes, calls, id; stacks that did nothing left out."""
+    return sorted(
+        (s for s in stats.values() if s.events or s.live_bytes or s.rss_bytes),
+        key=lambda s: (-s.live_bytes, -s.growth_bytes, -s.mapped_bytes, -s.events, s.id),
+    )
