@@ -41,7 +41,7 @@ class Breakpoint:
     """One GDB breakpoint the tracer needs for a probe."""
 
     address: int  # runtime address
-    role: str  # "exit-only", "entry" or "exit"
+    role: str  # "exit-only", "before", "entry" or "exit"
     rcx_after: int | None  # exit-only: rcx must equal this (the address after the syscall instruction)
     accept_failed: bool  # exit-only at a call site: glibc's error path returns -1 with rcx reloaded
     condition_nrs: tuple[int, ...] | None  # entry: the number register must hold one of these (None: known)
@@ -51,6 +51,7 @@ class Breakpoint:
     site_address: int  # runtime address of the instruction that enters the kernel or calls syscall()
     site_kind: str  # "syscall" or "call"
     synthetic_wrapper_frame: bool = False  # prepend libc's syscall() as frame 0 (call sites)
+    return_address: int | None = None  # before, at a call: the caller's pc that frames name (after the call)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ProbeSpec:
     nr_reg: str
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
+    before: bool = False  # a release caught before the kernel acts (sites.Probe.before)
 
 
 def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) -> list[Breakpoint]:
@@ -75,6 +77,23 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
     """
     site = probe.site + bias
     call = probe.kind == "call"
+    if probe.before:
+        return [
+            Breakpoint(
+                address=probe.entry + bias,
+                role="before",
+                rcx_after=None,
+                accept_failed=False,
+                condition_nrs=None,
+                arg_regs=probe.arg_regs,
+                nr=probe.nr,
+                nr_reg=None,
+                site_address=site,
+                site_kind=probe.kind,
+                synthetic_wrapper_frame=call and probe.exit is not None,
+                return_address=probe.exit + bias if call and probe.exit is not None else None,
+            )
+        ]
     if probe.condition_nrs is None and probe.exit is not None and (not call or wrapper_return is not None):
         return [
             Breakpoint(

@@ -109,7 +109,11 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                 if sid not in first_t:
                     first_t[sid] = et
                 last_t[sid] = et
-            if ret is None or -4095 <= ret < 0 or ret >= _U64_FAIL:
+            if ret is None:
+                if obj.get("when") != "before":
+                    continue  # the return was not seen: the call may not have happened
+                ret = 0  # a release logged before it entered the kernel (docs/event-log.md, "Order")
+            elif -4095 <= ret < 0 or ret >= _U64_FAIL:
                 continue
             code = codes.get(name)
             if code is not None:

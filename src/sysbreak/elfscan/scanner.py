@@ -47,6 +47,7 @@ class RawSite:
     symbol_offset: int | None
     tail: bool
     generic: bool
+    pre_vaddr: int | None = None  # see Site.pre_vaddr
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class _Cand:
     length: int  # bytes from pos to the end of the instruction
     kind: str  # "syscall" | "call"
     tail: bool
+
+
+# A confirmed candidate: (candidate, instruction address, size, inferred number, pre_vaddr).
+_Found = tuple[_Cand, int, int, int | str, int | None]
 
 
 class _Region:
@@ -144,7 +149,7 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     found = _confirm(regions, cands, sync_points)
 
     sites = []
-    for cand, insn_addr, insn_size, value in found:
+    for cand, insn_addr, insn_size, value, pre in found:
         symbol = None
         offset = None
         hit = symtab.lookup(insn_addr) if symtab is not None else None
@@ -162,7 +167,7 @@ def _scan_elf(elf: ElfFile) -> RawScan:
             if in_wrapper:
                 continue  # the wrapper's own internal branches, if any, are not call sites
         nr = value if isinstance(value, int) else None
-        sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic))
+        sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic, pre))
     sites.sort(key=lambda s: s.vaddr)
     return RawScan(build_id, first, sites)
 
@@ -299,13 +304,11 @@ def _outside(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
     return out
 
 
-def _confirm(
-    regions: list[_Region], cands: list[_Cand], sync_points: list[int]
-) -> list[tuple[_Cand, int, int, int | str]]:
+def _confirm(regions: list[_Region], cands: list[_Cand], sync_points: list[int]) -> list[_Found]:
     """Decode from synchronisation points to keep the candidates that are real instructions.
 
-    Returns ``(candidate, instruction address, instruction size, inferred number)`` for each one kept; the number
-    is an int or one of :data:`x86.UNKNOWN` / :data:`x86.FROM_RDI`.
+    Returns ``(candidate, instruction address, instruction size, inferred number, pre)`` for each one kept; the
+    number is an int or one of :data:`x86.UNKNOWN` / :data:`x86.FROM_RDI`, ``pre`` as :attr:`RawSite.pre_vaddr`.
     """
     cands.sort(key=lambda c: c.pos)
     region_starts = [r.vaddr for r in regions]
@@ -321,7 +324,7 @@ def _confirm(
             start = r.vaddr
         groups.setdefault((ri, start), []).append(c)
 
-    out: list[tuple[_Cand, int, int, int | str]] = []
+    out: list[_Found] = []
     for (ri, start), group in groups.items():
         r = regions[ri]
         last = group[-1].pos + group[-1].length
@@ -357,9 +360,9 @@ def _sync_start(r: _Region, pos: int) -> int:
     return next(s for hit, s in votes if hit == majority)
 
 
-def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list[tuple[_Cand, int, int, int | str]]:
+def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list[_Found]:
     """Decode ``[start, last)`` once and check every candidate of ``group`` (all inside it) against it."""
-    out: list[tuple[_Cand, int, int, int | str]] = []
+    out: list[_Found] = []
     code = r.code
     w = x86.decode(code[start - r.vaddr : min(r.end, last + 16) - r.vaddr], start)
     rows = w.rows
@@ -387,7 +390,15 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list
         while j > 0 and rows[j][0] not in targets and not w.is_control_flow(j - 1):
             j -= 1
         family = x86.RAX if c.kind == "syscall" else x86.RDI
-        out.append((c, addr, size, x86.last_write([w.text(i) for i in range(j, k)], family)))
+        # The place to catch the call before it enters the kernel: the instruction just before the syscall, when
+        # it is in the same block (so every path to the syscall passes it and nothing branches in between) and
+        # leaves the six argument registers alone (so they hold what the kernel will read).
+        pre = None
+        if c.kind == "syscall" and j < k:
+            mnemonic, op_str = w.text(k - 1)
+            if not any(x86.may_write(mnemonic, op_str, reg) for reg in x86.KERNEL_ARGS):
+                pre = rows[k - 1][0]
+        out.append((c, addr, size, x86.last_write([w.text(i) for i in range(j, k)], family), pre))
     return out
 
 

@@ -204,6 +204,7 @@ for _n in range(8, 16):
 
 RAX = "rax"
 RDI = "rdi"
+KERNEL_ARGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")  # the syscall arguments, in order
 
 _STRING_OPS = frozenset(
     {op + w for op in ("stos", "movs", "scas", "cmps", "lods", "ins", "outs") for w in ("b", "w", "d", "q")}
@@ -325,6 +326,27 @@ def last_write(block: Sequence[tuple[str, str]], register: str) -> int | str:
             return 0
         return UNKNOWN
     return UNKNOWN
+
+
+def may_write(mnemonic: str, op_str: str, register: str) -> bool:
+    """Whether one instruction may write ``register`` (a 64-bit name: ``"rdi"``, ``"r10"``...). Conservative, like
+    :func:`last_write`: True unless the instruction is known to leave the register alone."""
+    m = base_mnemonic(mnemonic)
+    if m in _ANY_REGISTER or m in _IMPLICIT.get(register, ()):
+        return True
+    if m == "imul" and register in ("rax", "rdx") and "," not in op_str:
+        return True
+    if _is_string_op(m, op_str) and (register in ("rdi", "rsi", "rcx") or (register == "rax" and m.startswith("lods"))):
+        return True
+    if "rep" in mnemonic and register == "rcx":
+        return True
+    if not op_str:
+        return False
+    ops = op_str.split(", ")
+    if m in _EXCHANGES:
+        return any(_GPR.get(o, ("", 0))[0] == register for o in ops)
+    first = _GPR.get(ops[0])
+    return first is not None and first[0] == register and m not in _READS_FIRST
 
 
 def _is_string_op(mnemonic: str, op_str: str) -> bool:

@@ -288,6 +288,8 @@ class BreakCommand(gdb.Command):
             restore_file=ns.restore_file,
             max_depth=int(param("max-depth")) or 64,
             stack_cache=bool(param("stack-cache")),
+            # SYSBREAK_RELEASES=after: releases caught after they return, as before issue 8 (benchmarks compare)
+            releases_before=os.environ.get("SYSBREAK_RELEASES", "before") != "after",
         )
         t = Tracer(config)
         _TRACER[0] = t

@@ -49,6 +49,7 @@ class Config:
     restore_file: str | None = None
     max_depth: int = 64
     stack_cache: bool = True
+    releases_before: bool = True  # munmap logged before the kernel acts (docs/event-log.md, "Order")
 
 
 @dataclass
@@ -87,6 +88,13 @@ class ExitOnlyProbe(_TracerProbe):
         return self.tracer.on_exit_only(self)
 
 
+class BeforeProbe(_TracerProbe):
+    """Before a release with a wanted constant number: logged before the kernel acts (see docs/event-log.md)."""
+
+    def hit(self) -> bool:
+        return self.tracer.on_before(self)
+
+
 class EntryProbe(_TracerProbe):
     def hit(self) -> bool:
         return self.tracer.on_entry(self)
@@ -97,13 +105,16 @@ class ExitProbe(_TracerProbe):
         return self.tracer.on_exit(self)
 
 
-_PROBE_CLASS = {"exit-only": ExitOnlyProbe, "entry": EntryProbe, "exit": ExitProbe}
+_PROBE_CLASS = {"exit-only": ExitOnlyProbe, "before": BeforeProbe, "entry": EntryProbe, "exit": ExitProbe}
 
 
 class Tracer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.wanted = frozenset(config.syscalls)
+        from sysbreak.sites import LOGGED_BEFORE
+
+        self.log_before = LOGGED_BEFORE if config.releases_before else frozenset()
         self.lib_re = re.compile(config.lib) if config.lib else None
         self.modules = ModuleMap()
         self.stacks = StackReader(
@@ -223,7 +234,9 @@ class Tracer:
     def _arm(self, path: str, scan: Any, bias: int, rows: list[tuple[int, int, int, str, str]]) -> str:
         from sysbreak import sites
 
-        probes = sites.plan(scan, self.wanted, exhaustive=self.config.exhaustive)
+        probes = sites.plan(
+            scan, self.wanted, exhaustive=self.config.exhaustive, releases_before=self.config.releases_before
+        )
         armed = ArmedModule(path, min(r[0] for r in rows), bias, scan.build_id, len(scan.sites))
         self.armed[path] = armed
         specs: list[Breakpoint] = []
@@ -238,11 +251,12 @@ class Tracer:
                 nr_reg=probe.nr_reg,
                 arg_regs=probe.arg_regs,
                 condition_nrs=probe.condition_nrs,
+                before=probe.before,
             )
             specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
-            if probe.site.kind == "call" and self.wrapper_return is None:
+            if probe.site.kind == "call" and self.wrapper_return is None and not probe.before:
                 armed.without_wrapper = True
-            if probe.exit is None:
+            if probe.exit is None and not probe.before:
                 need_wrapper_exit = True
         if need_wrapper_exit and self.wrapper_return is not None and not self._has_wrapper_exit():
             specs.append(
@@ -303,7 +317,16 @@ class Tracer:
 
     def _stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
         pcs, frames, python = self.stacks.capture(newest, gdb.selected_thread().ptid[1])
-        if exit_only and frames:
+        if spec.role == "before" and frames and spec.synthetic_wrapper_frame:
+            # at the call: the caller's pc as the return address, libc's syscall() above it, as after the call
+            ret_pc = spec.return_address or pcs[0]
+            module, offset = self.modules.lookup(ret_pc)
+            frames = [{**frames[0], "pc": ret_pc, "module": module, "offset": offset}, *frames[1:]]
+            pcs = (ret_pc, *pcs[1:])
+            if self.wrapper_pc is not None:
+                frames = [self.stacks.describe_pc(self.wrapper_pc, "syscall"), *frames]
+                pcs = (self.wrapper_pc, *pcs)
+        elif (exit_only or spec.role == "before" and spec.site_kind == "syscall") and frames:
             if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
                 # call site: the stack as GDB shows it inside syscall(): libc's syscall first, then the caller
                 frames = [self.stacks.describe_pc(self.wrapper_pc, "syscall"), *frames]
@@ -355,6 +378,20 @@ class Tracer:
         nr = spec.nr if spec.nr is not None else -1
         return self._emit(t, tid, nr, args, ret, sid, probe.site)
 
+    def on_before(self, probe: _TracerProbe) -> bool:
+        """A release about to enter the kernel: logged now, so that it precedes every allocation that reuses its
+        range (those are logged after they return). No return value: ``ret`` is null, ``when`` "before"."""
+        if self.limit_reached:
+            return False
+        t = time.monotonic()
+        frame = gdb.newest_frame()
+        spec = probe.spec
+        args = self._regs(frame, spec.arg_regs)
+        tid = gdb.selected_thread().ptid[1]
+        sid = self._stack(spec, exit_only=False, newest=frame)
+        nr = spec.nr if spec.nr is not None else -1
+        return self._emit(t, tid, nr, args, None, sid, probe.site, before=True)
+
     def on_entry(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
             return False
@@ -368,6 +405,8 @@ class Tracer:
         sp = int(frame.read_register("rsp"))
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=False, newest=frame)
+        if nr in self.log_before:  # a release: logged now, before the kernel acts; its exit is not waited for
+            return self._emit(t, tid, nr, args, None, sid, probe.site, before=True)
         self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, probe.site))
         return False
 
@@ -383,15 +422,29 @@ class Tracer:
         return self._emit(call.t, tid, call.nr, call.args, ret, call.stack, call.site)
 
     def _emit(
-        self, t: float, tid: int, nr: int, args: list[int], ret: int | None, sid: int, site: dict[str, Any]
+        self,
+        t: float,
+        tid: int,
+        nr: int,
+        args: list[int],
+        ret: int | None,
+        sid: int,
+        site: dict[str, Any],
+        before: bool = False,
     ) -> bool:
         name = syscalls.name(nr)
         self.events += 1
         self.counts[name] = self.counts.get(name, 0) + 1
         if self.writer is not None:
-            self.writer.event(t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site)
+            if before:
+                self.writer.event(
+                    t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site, when="before"
+                )
+            else:
+                self.writer.event(t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site)
         if not self.config.quiet:
-            gdb.write(f"sysbreak: [{tid}] {describe_call(name, args, ret)}  {self._where(site)}\n")
+            call = describe_call(name, args, ret).removesuffix(" = ?") if before else describe_call(name, args, ret)
+            gdb.write(f"sysbreak: [{tid}] {call}  {self._where(site)}\n")
         if self.config.max_events and self.events >= self.config.max_events:
             self.limit_reached = True
             return True  # stop the inferior: the stop handler disarms (breakpoints can't change during a hit)

@@ -26,7 +26,7 @@ from sysbreak.sites.model import ModuleScan, Site
 
 __all__ = ["CACHE_FORMAT", "cache_dir", "forget_memo", "scan"]
 
-CACHE_FORMAT = "sysbreak-sitescache/1"
+CACHE_FORMAT = "sysbreak-sitescache/2"
 
 
 def cache_dir() -> Path:
@@ -116,7 +116,10 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
 
 
 def _from_raw(path: str, raw: RawScan) -> ModuleScan:
-    sites = tuple(Site(s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic) for s in raw.sites)
+    sites = tuple(
+        Site(s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic, s.pre_vaddr)
+        for s in raw.sites
+    )
     return ModuleScan(path, raw.build_id, raw.first_load_vaddr, sites)
 
 
@@ -155,14 +158,16 @@ def _decode(doc: Any, path: str) -> ModuleScan:
     if not (build_id is None or isinstance(build_id, str)) or not isinstance(first, int):
         raise ValueError("bad header")
     sites = []
-    for vaddr, size, kind, nr, symbol, symbol_offset, tail, generic in doc["sites"]:
+    for vaddr, size, kind, nr, symbol, symbol_offset, tail, generic, pre in doc["sites"]:
         if not (isinstance(vaddr, int) and isinstance(size, int) and kind in ("syscall", "call")):
             raise ValueError("bad site")
         if not (nr is None or isinstance(nr, int)) or not (symbol is None or isinstance(symbol, str)):
             raise ValueError("bad site")
         if not (symbol_offset is None or isinstance(symbol_offset, int)):
             raise ValueError("bad site")
-        sites.append(Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic)))
+        if not (pre is None or isinstance(pre, int)):
+            raise ValueError("bad site")
+        sites.append(Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic), pre))
     return ModuleScan(path, build_id, first, tuple(sites))
 
 
@@ -172,7 +177,10 @@ def _encode(scan_: ModuleScan) -> dict[str, Any]:
         "scanner": SCANNER_VERSION,
         "build_id": scan_.build_id,
         "first_load_vaddr": scan_.first_load_vaddr,
-        "sites": [[s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic] for s in scan_.sites],
+        "sites": [
+            [s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic, s.pre_vaddr]
+            for s in scan_.sites
+        ],
     }
 
 

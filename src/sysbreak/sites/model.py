@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CALL_ARG_REGS",
+    "LOGGED_BEFORE",
     "SYSCALL_ARG_REGS",
     "TAIL_CALL_ARG_REGS",
     "WRAPPER_ENTRY_ARG_REGS",
@@ -21,6 +22,9 @@ CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp")
 TAIL_CALL_ARG_REGS: tuple[str, ...] = ("rsi", "rdx", "rcx", "r8", "r9", "*sp+8")
 # At a wrapper's first instruction the C arguments are where a tail jump left them (return address at $rsp).
 WRAPPER_ENTRY_ARG_REGS = TAIL_CALL_ARG_REGS
+# Releases: logged BEFORE the kernel acts, at a breakpoint before the site (Probe.before), so that no allocation
+# that reuses the range can be logged ahead of them (docs/event-log.md, "Order"). An allocation is logged after.
+LOGGED_BEFORE = frozenset({11})  # munmap
 # A generic wrapper's syscall instruction this close to its start has no room to change rdi before copying it
 # to rax (glibc's is at +23): rdi at the first instruction is the number.
 WRAPPER_MAX_OFFSET = 64
@@ -45,6 +49,10 @@ class Site:
     symbol_offset: int | None  # vaddr - symbol start
     tail: bool = False  # kind "call" through a tail jump (jmp syscall@plt): no return address here
     generic: bool = False  # a syscall instruction in a generic wrapper (number from the caller: mov rax, rdi)
+    # kind "syscall": the instruction just before it, when it is in the same basic block and writes none of the
+    # six argument registers: a breakpoint there sees the call with its final arguments before the kernel acts
+    # (and is not ON the syscall instruction, see sysbreak.arming). None when there is no such instruction.
+    pre_vaddr: int | None = None
 
     @property
     def next_vaddr(self) -> int:
@@ -80,6 +88,11 @@ class Probe:
     call instruction) and ``"*sp+8"`` the 8 bytes at ``$rsp + 8`` (the same argument at a tail jump, where
     ``$rsp`` points at the return address). ``condition_nrs`` is None when the breakpoint is unconditional (the
     site's constant number is wanted); otherwise the breakpoint must test ``nr_reg`` against these numbers.
+
+    ``before``: a release (:data:`LOGGED_BEFORE`) with a constant number gets its one breakpoint at ``entry``
+    BEFORE the kernel acts: for a ``syscall`` instruction the instruction before it (:attr:`Site.pre_vaddr`), for a
+    call the ``call``/``jmp`` itself (neither can block). There the arguments are final and the call is logged
+    without a return value; ``exit`` is then only the address frames name as the return address.
     """
 
     site: Site
@@ -88,3 +101,4 @@ class Probe:
     nr_reg: str
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
+    before: bool = False  # one breakpoint at ``entry``, before the site: the call is logged there, unreturned

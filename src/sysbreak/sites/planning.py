@@ -7,6 +7,7 @@ from collections.abc import Collection
 from sysbreak import syscalls
 from sysbreak.sites.model import (
     CALL_ARG_REGS,
+    LOGGED_BEFORE,
     SYSCALL_ARG_REGS,
     TAIL_CALL_ARG_REGS,
     WRAPPER_ENTRY_ARG_REGS,
@@ -19,7 +20,9 @@ from sysbreak.sites.model import (
 __all__ = ["plan", "site_action", "skip_reason"]
 
 
-def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False) -> list[Probe]:
+def plan(
+    scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False, releases_before: bool = True
+) -> list[Probe]:
     """The breakpoints that catch the syscalls ``wanted`` (numbers) made from ``scan``'s module.
 
     * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
@@ -33,6 +36,8 @@ def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False)
       ``syscall`` instruction cannot be probed safely and is skipped.
     * A call to ``syscall()`` with a known number: an unconditional probe when wanted, none otherwise (so a hot
       ``syscall(SYS_getppid)`` costs nothing); with an unknown number, a probe conditioned on ``rdi``.
+    * A release (:data:`LOGGED_BEFORE`) with a known number is caught BEFORE its site (:attr:`Probe.before`)
+      where there is a place for it, unless ``releases_before`` is False.
     * ``exhaustive`` drops every call probe: the conditioned wrapper (in libc, which must be planned too)
       catches those calls, and keeping both would count each call twice.
     """
@@ -46,6 +51,17 @@ def plan(scan: ModuleScan, wanted: Collection[int], *, exhaustive: bool = False)
         if action is None:
             continue
         conditioned = action == "cond"
+        if releases_before and not conditioned and site.nr in LOGGED_BEFORE and not site.generic:
+            if site.kind == "call":
+                regs = TAIL_CALL_ARG_REGS if site.tail else CALL_ARG_REGS
+                exit_ = None if site.tail else site.next_vaddr
+                probes.append(Probe(site, site.vaddr, exit_, "rdi", regs, None, before=True))
+                continue
+            if site.pre_vaddr is not None:
+                probes.append(Probe(site, site.pre_vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, None, before=True))
+                continue
+            # no instruction to stop at before it: caught after it returns, like an allocation (the replay puts
+            # it back in kernel order, see sysbreak.analysis.ledger)
         if site.kind == "syscall" and site.generic:
             start = site.vaddr - (site.symbol_offset or 0)
             probes.append(Probe(site, start, site.next_vaddr, "rdi", WRAPPER_ENTRY_ARG_REGS, want))

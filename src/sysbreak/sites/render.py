@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sysbreak import syscalls
-from sysbreak.sites.model import ModuleScan, Site
+from sysbreak.sites.model import LOGGED_BEFORE, ModuleScan, Site
 from sysbreak.sites.planning import plan, site_action, skip_reason
 
 __all__ = ["SITES_FORMAT", "sites_json", "sites_table"]
@@ -19,7 +19,9 @@ SITES_FORMAT = "sysbreak-sites/1"
 def _describe(site: Site, wanted: set[int], exhaustive: bool) -> dict[str, Any]:
     action = site_action(site, wanted, exhaustive)
     reg = "rax" if site.kind == "syscall" and not site.generic else "rdi"
-    if action == "break":
+    if action == "break" and site.nr in LOGGED_BEFORE and (site.kind == "call" or site.pre_vaddr is not None):
+        text = "break before"
+    elif action == "break":
         text = "break after"
     elif action == "cond" and site.generic:
         text = f"break at {site.symbol or 'entry'} if rdi in {{{','.join(str(n) for n in sorted(wanted))}}}"
