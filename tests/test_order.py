@@ -10,9 +10,9 @@ import pytest
 from conftest import FixturePaths
 
 from sysbreak import sites
+from sysbreak.arming import KERNEL_ARG_REGS, ProbeSpec, breakpoints_for
 from sysbreak.elfscan import x86
-from sysbreak.sites import CALL_ARG_REGS, SYSCALL_ARG_REGS, TAIL_CALL_ARG_REGS, ModuleScan
-from sysbreak.tracing import KERNEL_ARG_REGS, ProbeSpec, breakpoints_for
+from sysbreak.sites.model import CALL_ARG_REGS, SYSCALL_ARG_REGS, TAIL_CALL_ARG_REGS, ModuleScan
 
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 MUNMAP, MMAP, MREMAP = 11, 9, 25
@@ -21,9 +21,9 @@ MUNMAP, MMAP, MREMAP = 11, 9, 25
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(tmp_path / "cache"))
-    sites._memo.clear()
+    sites.forget_memo()
     yield
-    sites._memo.clear()
+    sites.forget_memo()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def _fn(name: str, body: str) -> str:
 
 
 ASM_SO = (
-    "__asm__(\n  \".text\\n\"\n"
+    '__asm__(\n  ".text\\n"\n'
     + _fn("plain", "  mov $11, %eax\\n  syscall\\n  ret\\n")
     + _fn("argset", "  mov $11, %eax\\n  mov $4096, %esi\\n  syscall\\n  ret\\n")
     + _fn("joined", "  test %edi, %edi\\n  je 1f\\n  nop\\n1:\\n  mov $11, %eax\\n  syscall\\n  ret\\n")

@@ -1,7 +1,7 @@
 """The event-log and capture-directory formats, owned in one place (docs/event-log.md, docs/capture-dir.md).
 
 =========================================  ====================================================================
-:mod:`sysbreak.capture.schema`             format names (``sysbreak-events/1``, ``sysbreak-capture/1``), file
+:mod:`sysbreak.capture.schema`             format names (``sysbreak-events/2``, ``sysbreak-capture/1``), file
                                            names, the record dataclasses (with :class:`Frame`, :class:`PyFrame`)
 :mod:`sysbreak.capture.writer`             :class:`EventLogWriter`, the event-log writer used inside GDB
 :mod:`sysbreak.capture.directory`          writing a capture directory: ``meta.json``, the smaps snapshots
@@ -28,6 +28,7 @@ from sysbreak.capture.reader import (
 from sysbreak.capture.schema import (
     CAPTURE_FORMAT,
     EVENTS_FORMAT,
+    EVENTS_FORMATS_READ,
     EndRecord,
     Frame,
     HeaderRecord,
@@ -43,6 +44,7 @@ from sysbreak.capture.writer import EventLogWriter
 __all__ = [
     "CAPTURE_FORMAT",
     "EVENTS_FORMAT",
+    "EVENTS_FORMATS_READ",
     "MAX_WARNINGS",
     "Capture",
     "EndRecord",

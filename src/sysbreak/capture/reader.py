@@ -20,6 +20,7 @@ from sysbreak.capture.schema import (
     CAPTURE_FORMAT,
     EVENTS,
     EVENTS_FORMAT,
+    EVENTS_FORMATS_READ,
     META,
     SNAPSHOT_INDEX,
     SNAPSHOTS,
@@ -101,7 +102,7 @@ class EventReader:
     :class:`NoteRecord`, :class:`EndRecord`. Unknown record types and unknown keys are ignored. A line that is
     not valid JSON, or whose known keys have the wrong types (a line damaged mid-write), is skipped and
     described in :attr:`warnings` (the first :data:`MAX_WARNINGS`; :attr:`skipped` counts them all). A file
-    that does not start with a ``sysbreak-events/1`` header raises :class:`SysbreakError` when iteration
+    that does not start with a ``sysbreak-events/2`` (or /1) header raises :class:`SysbreakError` when iteration
     starts (unless ``allow_empty`` and the file is empty; :func:`read_events` checks it at once).
     After a full pass, :attr:`ended` says whether an ``end`` record was seen.
     """
@@ -194,9 +195,10 @@ class EventReader:
                 f"{self.path}: not a sysbreak event log (the first line is not a {EVENTS_FORMAT} header)"
             )
         fmt = obj.get("format")
-        if fmt != EVENTS_FORMAT:
+        if fmt not in EVENTS_FORMATS_READ:
             raise SysbreakError(
-                f"{self.path}: event log format {fmt!r} is not supported (this sysbreak reads {EVENTS_FORMAT})"
+                f"{self.path}: event log format {fmt!r} is not supported (this sysbreak reads "
+                f"{' and '.join(EVENTS_FORMATS_READ)})"
             )
         return obj
 
@@ -244,7 +246,7 @@ class EventReader:
                 tool=_opt_str(obj.get("tool")),
                 gdb=_opt_str(obj.get("gdb")),
             )
-            if h.format != EVENTS_FORMAT:
+            if h.format not in EVENTS_FORMATS_READ:
                 raise ValueError("format")
             if self.header is None:
                 self.header = h
@@ -303,6 +305,7 @@ class EventReader:
             tid=_opt_int(obj.get("tid")),
             nr=nr,
             site=site if isinstance(site, dict) else None,
+            when=obj.get("when") if obj.get("when") == "before" else None,
         )
 
 

@@ -1,7 +1,7 @@
 """The records of the event log and the names of the capture directory: the one definition of both formats.
 
-``sysbreak-events/1`` (docs/event-log.md) and ``sysbreak-capture/1`` (docs/capture-dir.md) are defined here once;
-the writers (:mod:`sysbreak.capture.writer`, :mod:`sysbreak.capture.directory`), the typed reader
+``sysbreak-events/2`` (docs/event-log.md; /1 is still read) and ``sysbreak-capture/1`` (docs/capture-dir.md) are
+defined here once; the writers (:mod:`sysbreak.capture.writer`, :mod:`sysbreak.capture.directory`), the typed reader
 (:mod:`sysbreak.capture.reader`), the batch decoder (:mod:`sysbreak.capture.decode`) and the tail follower
 (:mod:`sysbreak.capture.follow`) all take them from here. :class:`Frame` and :class:`PyFrame` are part of the
 event log's ``stack`` record; the analysis result (:mod:`sysbreak.analysis.model`) reuses them.
@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENTS_FORMAT = "sysbreak-events/1"
+EVENTS_FORMAT = "sysbreak-events/2"
+#: The event-log versions the readers accept: /2 adds ``when: "before"`` (a release logged before the kernel
+#: acted, ``ret`` null); a /1 log has every call logged after it returned.
+EVENTS_FORMATS_READ = ("sysbreak-events/2", "sysbreak-events/1")
 CAPTURE_FORMAT = "sysbreak-capture/1"
 
 # The files of a capture directory (docs/capture-dir.md).
@@ -91,17 +94,21 @@ class StackRecord:
 class SyscallRecord:
     name: str  # "mmap", "munmap", "mremap", "brk", or another syscall's name
     args: tuple[int, ...]  # six unsigned arguments in kernel order (padded with 0 when the log has fewer)
-    ret: int | None  # signed; None when the return was not seen
+    ret: int | None  # signed; None when the return was not seen, or for a call logged before it entered the kernel
     t: float | None = None
     stack: int | None = None
     seq: int | None = None
     tid: int | None = None
     nr: int | None = None
     site: dict[str, Any] | None = None
+    when: str | None = None  # "before": logged before the kernel acted (a release; docs/event-log.md, "Order")
 
     @property
     def failed(self) -> bool:
-        """The call did not succeed (``-errno``), or its return is unknown."""
+        """The call did not succeed (``-errno``), or its return is unknown. A release logged before the kernel
+        acted counts as done: it succeeds unless its arguments are invalid, which the replay checks."""
+        if self.when == "before":
+            return False
         return failed_return(self.ret)
 
 

@@ -1,4 +1,4 @@
-"""The event-log writer used inside GDB (``sysbreak-events/1``, docs/event-log.md).
+"""The event-log writer used inside GDB (``sysbreak-events/2``, docs/event-log.md).
 
 Plain Python, no ``gdb`` import: the in-GDB layer hands plain dicts and ints to :class:`EventLogWriter`.
 Every record is one line, written and flushed at once, so a crash of GDB loses at most the line in flight.

@@ -220,7 +220,7 @@ class BreakCommand(gdb.Command):
 
       SYSCALL        names or numbers, space or comma separated (mmap, 9, SYS_mmap)
       --lib REGEX    only place breakpoints in modules whose path matches REGEX (e.g. libucm)
-      --log FILE     append every caught call as JSON Lines (format sysbreak-events/1) to FILE
+      --log FILE     append every caught call as JSON Lines (format sysbreak-events/2) to FILE
       --python-stacks  also record CPython frames (needs CPython with debug info or a known layout)
       --exhaustive   also condition libc's generic syscall() wrapper itself: catches callers that cannot be seen
                      statically (function pointers, JIT) at the price of a stop for EVERY syscall() call

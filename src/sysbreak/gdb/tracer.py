@@ -112,7 +112,7 @@ class Tracer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.wanted = frozenset(config.syscalls)
-        from sysbreak.sites import LOGGED_BEFORE
+        from sysbreak.sites.model import LOGGED_BEFORE
 
         self.log_before = LOGGED_BEFORE if config.releases_before else frozenset()
         self.lib_re = re.compile(config.lib) if config.lib else None
