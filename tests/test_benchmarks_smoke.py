@@ -55,7 +55,7 @@ def test_quick_run_reports_every_part(tmp_path: Path) -> None:
     out = tmp_path / "latest.md"
     t = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "overhead,scan,report", "--output", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "overhead,scan,report,startup", "--output", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,7 +65,7 @@ def test_quick_run_reports_every_part(tmp_path: Path) -> None:
     assert time.monotonic() - t < 60
     table = proc.stdout
     assert "machine:" in table and "targets:" in table
-    for section in ("overhead (1 thr)", "scan", "report"):
+    for section in ("overhead (1 thr)", "scan", "report", "startup"):
         assert section in table, table
     assert "native" in table and "objdump" in table
     md = out.read_text()

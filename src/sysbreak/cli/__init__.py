@@ -5,8 +5,10 @@ a user types can produce a traceback. Usage errors (an unknown option, a missing
 ``Usage: ... Error: ...`` lines and exit status 2.
 
 Start-up is kept short: this module and the verb modules import only typer; each verb imports what it needs
-(rich, capstone, the GDB driver, the analysis) inside its function, so ``sysbreak --help`` and ``sysbreak
-sites`` do not pay for what they do not use (benchmarks/startup.py measures it).
+(rich, capstone, the GDB driver, the analysis) inside its function, and ``sysbreak VERB ...`` imports and builds
+only that verb, so ``sysbreak --help`` and ``sysbreak sites`` do not pay for what they do not use
+(benchmarks/startup.py measures it). A new verb is one module with a ``register(app)`` and a line in
+:data:`VERBS`.
 """
 
 from __future__ import annotations
@@ -53,18 +55,44 @@ def _root(
     pass
 
 
-def _register() -> None:
-    from sysbreak.cli import attach, demo, diff, doctor, report, run, sites, watch
+#: every verb and the module that defines it, in the order `sysbreak --help` lists them
+VERBS: dict[str, str] = {
+    "sites": "sysbreak.cli.sites",
+    "watch": "sysbreak.cli.watch",
+    "run": "sysbreak.cli.run",
+    "attach": "sysbreak.cli.attach",
+    "report": "sysbreak.cli.report",
+    "diff": "sysbreak.cli.diff",
+    "doctor": "sysbreak.cli.doctor",
+    "demo": "sysbreak.cli.demo",
+}
+_REGISTERED: set[str] = set()
 
-    for module in (sites, watch, run, attach, report, diff, doctor, demo):
-        module.register(app)
+
+def register(verbs: list[str] | None = None) -> typer.Typer:
+    """Add the verbs (all of them by default) to :data:`app`; returns it."""
+    import importlib
+
+    for verb in verbs or list(VERBS):
+        if verb not in _REGISTERED:
+            importlib.import_module(VERBS[verb]).register(app)
+            _REGISTERED.add(verb)
+    return app
 
 
-_register()
+def _verb(argv: list[str]) -> str | None:
+    """The verb of a command line when it is a known one (the other verbs need not be imported or built)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None  # an option before the verb (--help, --version): let the whole app answer
+        return arg if arg in VERBS else None
+    return None
 
 
 def main() -> None:
     """Console entry point (``[project.scripts] sysbreak``)."""
+    verb = _verb(sys.argv[1:])
+    register([verb] if verb else None)
     try:
         # standalone mode: click prints usage errors itself (exit 2), turns typer.Exit into its exit status and
         # Ctrl-C outside a capture into 130; what is left for us is SysbreakError

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from sysbreak.driver.doctor import run_checks
-
 
 def register(app: typer.Typer) -> None:
     @app.command(
@@ -26,6 +24,8 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--pid", "-p", help="Also check that this process can be traced.")
         ] = None,
     ) -> None:
+        from sysbreak.driver.doctor import run_checks
+
         checks = run_checks(gdb=gdb, pid=pid)
         for check in checks:
             print(check.line())
