@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 need=()
 command -v gdb >/dev/null || need+=(gdb)
 command -v gcc >/dev/null || need+=(gcc)
+command -v g++ >/dev/null || need+=(g++)  # the C++ fixture of the unwinder's oracle test
 command -v make >/dev/null || need+=(make)
 command -v strace >/dev/null || need+=(strace)
 command -v pmap >/dev/null || need+=(procps)
 command -v objdump >/dev/null || need+=(binutils)
 command -v gdbserver >/dev/null || need+=(gdbserver)
 [ -e /usr/include/ucm/api/ucm.h ] || need+=(libucx-dev)
+dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)  # glibc's debug info: file:line and inlined frames in libc
 [ ! -x /usr/bin/python3.11 ] || [ -e /usr/bin/python3.11d ] || need+=(python3.11-dbg)  # CPython 3.11 debug info
 command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -1,0 +1,494 @@
+"""The offline unwinder: registers + a copy of the stack + the module map -> frames as GDB's ``bt`` shows them."""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sysbreak.capture.schema import Frame
+from sysbreak.unwind.cfi import (
+    CFA_EXPR,
+    EXPRESSION,
+    OFFSET,
+    REGISTER,
+    SAME_VALUE,
+    UNDEFINED,
+    VAL_EXPRESSION,
+    VAL_OFFSET,
+    Fde,
+)
+from sysbreak.unwind.expr import ExprError, evaluate
+from sysbreak.unwind.modules import ModuleCache, ModuleInfo
+
+MASK64 = (1 << 64) - 1
+# DWARF register numbers of x86-64 (System V psABI); 16 is the return address column
+REGS = {
+    "rax": 0, "rdx": 1, "rcx": 2, "rbx": 3, "rsi": 4, "rdi": 5, "rbp": 6, "rsp": 7,
+    "r8": 8, "r9": 9, "r10": 10, "r11": 11, "r12": 12, "r13": 13, "r14": 14, "r15": 15, "rip": 16,
+}  # fmt: skip
+RSP, RBP, RIP = 7, 6, 16
+CALLEE_SAVED = ("rip", "rsp", "rbp", "rbx", "r12", "r13", "r14", "r15")
+_MAX_PROLOGUE_SCAN = 16384
+_PUSHABLE = {"rbx": 3, "rbp": 6, "r12": 12, "r13": 13, "r14": 14, "r15": 15}
+
+
+def _analyze_prologue(code: bytes, start: int, stop: int) -> tuple[bool, int, dict[int, int]] | None:
+    """(rbp-based frame?, bytes below the return address, {register: CFA - address of its save}) at ``stop``,
+    from the instructions in ``[start, stop)``; None when rsp is changed in a way that is not followed."""
+    import capstone
+
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    depth = 0
+    saved: dict[int, int] = {}
+    prev: tuple[str, str] | None = None
+    branched = False
+    end = start
+    for insn in md.disasm(code, start):
+        end = insn.address + insn.size
+        mn, ops = insn.mnemonic, insn.op_str
+        if mn == "mov" and ops == "rbp, rsp" and prev == ("push", "rbp") and depth == 8:
+            return True, 0, {RBP: 16}
+        if mn == "push" or (mn == "sub" and ops.startswith("rsp, ")):
+            if branched:
+                return None  # a stack adjustment after a branch: some paths may not have made it
+            if mn == "push":
+                depth += 8
+                reg = _PUSHABLE.get(ops)
+                if reg is not None and reg not in saved:
+                    saved[reg] = depth + 8
+            else:
+                try:
+                    depth += int(ops[5:], 0)
+                except ValueError:
+                    return None
+        elif mn == "pop" or ops.startswith("rsp") or mn in ("leave", "enter", "pushfq", "popfq"):
+            return None  # an epilogue or another write to rsp before the pc: not followed
+        elif mn.startswith(("j", "ret", "loop")):
+            branched = True
+        prev = (mn, ops)
+    if end != stop:
+        return None  # the bytes did not decode up to the pc: not code we understand
+    return False, depth, saved
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One line of ``/proc/PID/maps``."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+
+def parse_maps(text: str) -> list[MapEntry]:
+    """The lines of a ``/proc/PID/maps`` text (as :mod:`sysbreak.maps` parses them)."""
+    from sysbreak import maps
+
+    return [MapEntry(v.start, v.end, v.perms, v.offset or 0, v.path) for v in maps.parse_maps(text, source="maps").vmas]
+
+
+@dataclass(frozen=True)
+class UnwoundFrame:
+    """One frame, innermost first; the fields of the event log's frame plus how it was found.
+
+    ``inline`` marks an inlined call that GDB shows as its own frame at the caller's pc; ``how`` is ``regs`` for
+    frame 0, ``cfi`` or ``fp`` (frame-pointer walk, no CFI) for callers. ``lookup_pc`` is the address symbolised:
+    the pc for frame 0, the return address - 1 for callers (as GDB does).
+    """
+
+    pc: int
+    module: str | None
+    offset: int | None
+    function: str | None
+    file: str | None = None
+    line: int | None = None
+    inline: bool = False
+    how: str = "cfi"
+
+    def to_frame(self) -> Frame:
+        """The capture schema's :class:`~sysbreak.capture.schema.Frame`."""
+        return Frame(self.pc, self.module, self.offset, self.function, self.file, self.line)
+
+    def record(self) -> dict[str, Any]:
+        """The event log's frame object."""
+        return {
+            "pc": self.pc,
+            "module": self.module,
+            "offset": self.offset,
+            "function": self.function,
+            "file": self.file,
+            "line": self.line,
+        }
+
+
+@dataclass
+class Physical:
+    """A real (non-inline) frame found by the unwind, before symbolisation."""
+
+    pc: int
+    lookup: int  # pc for frame 0 and after a signal frame, else pc - 1
+    cfa: int | None
+    how: str
+    module: ModuleInfo | None
+    path: str | None
+    bias: int | None
+
+
+@dataclass
+class Result:
+    frames: list[UnwoundFrame]
+    physical: list[Physical]
+    stop: str  # why the unwind ended: "outermost", "main", "entry", "no-cfi", "no-module", "memory", ...
+
+
+def merge_inline_duplicates(frames: list[UnwoundFrame]) -> list[UnwoundFrame]:
+    """The event log's rule: an inlined call and the function it was inlined into that are named alike at one pc
+    are one frame (the outer is dropped); recursion (equal frames that are not inline) is kept."""
+    out: list[UnwoundFrame] = []
+    for f in frames:
+        prev = out[-1] if out else None
+        if prev is not None and prev.inline and (prev.pc, prev.function) == (f.pc, f.function):
+            continue
+        out.append(f)
+    return out
+
+
+class Unwinder:
+    """Unwinds captured stacks of one process offline.
+
+    ``maps``: the process's mappings (``/proc/PID/maps`` text or :class:`MapEntry` rows), replaceable with
+    :meth:`set_maps` when libraries come and go. ``exe``: the main program's path (for GDB's stop after ``main``
+    and at the entry point; guessed from the mappings when not given). ``modules``: a shared
+    :class:`ModuleCache` (one per process that unwinds, so modules are read once).
+    """
+
+    def __init__(
+        self,
+        maps: str | Iterable[MapEntry] = (),
+        *,
+        exe: str | None = None,
+        modules: ModuleCache | None = None,
+        max_depth: int = 256,
+        past_main: bool = False,
+    ) -> None:
+        self.modules = modules if modules is not None else ModuleCache()
+        self.max_depth = max_depth
+        self.past_main = past_main
+        self.exe = exe
+        self._sym: dict[tuple[str, int, bool], tuple[tuple[str | None, str | None, int | None, bool], ...]] = {}
+        self._main_addr: dict[str, int | None] = {}
+        self.set_maps(maps)
+
+    # -- the module map ---------------------------------------------------------------------------------------------
+
+    def set_maps(self, maps: str | Iterable[MapEntry]) -> None:
+        rows = parse_maps(maps) if isinstance(maps, str) else list(maps)
+        rows.sort(key=lambda m: m.start)
+        self._maps = rows
+        self._starts = [m.start for m in rows]
+        self._resolved: dict[int, tuple[ModuleInfo | None, int | None]] = {}
+
+    def _mapping(self, addr: int) -> MapEntry | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._maps[i].end:
+            return self._maps[i]
+        return None
+
+    def _module(self, m: MapEntry) -> tuple[ModuleInfo | None, int | None]:
+        hit = self._resolved.get(m.start)
+        if hit is not None:
+            return hit
+        info = bias = None
+        path = m.path[: -len(" (deleted)")] if m.path.endswith(" (deleted)") else m.path
+        if path.startswith("/"):
+            info = self.modules.get(path)
+            if info is not None:
+                bias = info.bias_for(m.start, m.offset)
+                if bias is None:
+                    info = None
+        self._resolved[m.start] = (info, bias)
+        return info, bias
+
+    def _is_exe(self, m: MapEntry, info: ModuleInfo) -> bool:
+        if self.exe is not None:
+            return m.path == self.exe or info.path == self.exe
+        return info.interp or info.e_type == "ET_EXEC"
+
+    def _main_of(self, info: ModuleInfo) -> int | None:
+        if info.key not in self._main_addr:
+            addr = None
+            syms = info.symbols
+            for i, name in enumerate(syms.names):
+                if name == "main":
+                    addr = int(syms.starts[i])
+                    break
+            self._main_addr[info.key] = addr
+        return self._main_addr[info.key]
+
+    def code_at(self, addr: int) -> bool:
+        """Whether ``addr`` lies in an executable mapping."""
+        m = self._mapping(addr)
+        return m is not None and m.executable
+
+    # -- unwinding --------------------------------------------------------------------------------------------------
+
+    def unwind(
+        self, regs: Mapping[str, int | None], stack: bytes, stack_start: int, *, symbolize: bool = True
+    ) -> Result:
+        """Unwind from ``regs`` (``rip``, ``rsp`` and whichever of ``rbp rbx r12-r15`` were copied) with ``stack``
+        (bytes copied from ``stack_start``, normally ``rsp``, up to the copied window's end)."""
+        state: dict[int, int | None] = {REGS[k]: (int(v) & MASK64 if v is not None else None) for k, v in regs.items()
+                                         if k in REGS}  # fmt: skip
+        end = stack_start + len(stack)
+
+        def read(addr: int) -> int | None:
+            if stack_start <= addr and addr + 8 <= end:
+                return int.from_bytes(stack[addr - stack_start : addr - stack_start + 8], "little")
+            return None
+
+        physical: list[Physical] = []
+        stop = "depth"
+        lookup_minus = 0  # 1 for callers (the pc is a return address), 0 for frame 0 and after a signal frame
+        prev_cfa: int | None = None
+        prev_func: int | None = None
+        next_how = "regs"
+        while len(physical) < self.max_depth:
+            pc = state.get(RIP)
+            if pc is None:
+                stop = "no-pc"
+                break
+            lookup = pc - lookup_minus
+            m = self._mapping(lookup)
+            info, bias = self._module(m) if m is not None else (None, None)
+            path = m.path if m is not None and m.path.startswith("/") else None
+            frame = Physical(pc, lookup, None, next_how, info, path, bias)
+            if m is None or not m.executable:
+                physical.append(frame)
+                stop = "no-module" if m is None else "not-code"
+                break
+            if info is None or bias is None:
+                physical.append(frame)
+                stop = "no-module"
+                break
+            vaddr = lookup - bias
+            fn = info.function(vaddr)
+            fde = info.fde(vaddr)
+            step = self._step_cfi(fde, vaddr, state, read) if fde is not None else None
+            how_next = "cfi"
+            if fde is None:
+                step = self._step_fp(info, vaddr, fn, state, read)
+                how_next = "fp"
+            if step is not None and step[0] is not None:
+                cfa = step[0]
+                frame.cfa = cfa
+                func_start = fn[1] if fn else None
+                if prev_cfa is not None and (cfa < prev_cfa or (cfa == prev_cfa and func_start == prev_func)):
+                    if cfa == prev_cfa:
+                        stop = "identical"
+                        break
+                    physical.append(frame)
+                    stop = "inner"
+                    break
+                prev_cfa, prev_func = cfa, func_start
+            physical.append(frame)
+            # GDB stops after main (backtrace past-main off) and at the entry point (past-entry off)
+            if self._is_exe(m, info):
+                start = fn[1] if fn else None
+                if start is not None and start == info.entry:
+                    stop = "entry"
+                    break
+                if not self.past_main and start is not None and start == self._main_of(info):
+                    stop = "main"
+                    break
+            if step is None:
+                stop = "no-cfi" if fde is None else "cfi-unusable"
+                break
+            _cfa, new_state, outermost = step
+            if outermost:
+                stop = "outermost"
+                break
+            ra = new_state.get(RIP)
+            if ra is None or ra == 0:
+                stop = "outermost"
+                break
+            if not self.code_at(ra - 1) and not self.code_at(ra):
+                stop = "bad-return"
+                break
+            next_how = how_next
+            lookup_minus = 0 if (fde is not None and fde.signal) else 1
+            state = new_state
+        frames = self.symbolize(physical) if symbolize else []
+        return Result(frames, physical, stop)
+
+    def _step_cfi(
+        self, fde: Fde, vaddr: int, state: dict[int, int | None], read: Any
+    ) -> tuple[int | None, dict[int, int | None], bool] | None:
+        row = fde.row_at(vaddr)
+        if row is None:
+            return None
+        _pc, cfa_rule, rules = row
+
+        def reg(n: int) -> int | None:
+            return state.get(n)
+
+        try:
+            if cfa_rule[0] == CFA_EXPR:
+                cfa = evaluate(cfa_rule[1], reg, read)
+            else:
+                base = state.get(cfa_rule[1]) if cfa_rule[1] >= 0 else None
+                if base is None:
+                    return None
+                cfa = (base + cfa_rule[2]) & MASK64
+            new: dict[int, int | None] = dict(state)  # GDB: a register without a rule keeps its value
+            new[RSP] = cfa
+            ra_seen = False
+            outermost = False
+            for regno, kind, arg in rules:
+                if kind == UNDEFINED:
+                    v = None
+                    if regno == fde.ra_column:
+                        outermost = True
+                elif kind == SAME_VALUE:
+                    v = state.get(regno)
+                elif kind == OFFSET:
+                    v = read((cfa + arg) & MASK64)
+                elif kind == VAL_OFFSET:
+                    v = (cfa + arg) & MASK64
+                elif kind == REGISTER:
+                    v = state.get(arg)
+                elif kind == EXPRESSION:
+                    v = read(evaluate(arg, reg, read, initial=cfa))
+                elif kind == VAL_EXPRESSION:
+                    v = evaluate(arg, reg, read, initial=cfa)
+                else:
+                    v = None
+                if regno == fde.ra_column:
+                    ra_seen = True
+                    new[RIP] = v
+                elif regno != RSP or kind != UNDEFINED:
+                    new[regno] = v
+        except ExprError:
+            return None
+        if not ra_seen:
+            return None  # no rule for the return address: GDB would see the same frame again
+        if not outermost and new.get(RIP) is None:
+            return None  # the saved return address is outside the copied stack
+        return cfa, new, outermost
+
+    def _step_fp(
+        self, info: ModuleInfo, vaddr: int, fn: tuple[str, int] | None, state: dict[int, int | None], read: Any
+    ) -> tuple[int | None, dict[int, int | None], bool] | None:
+        """No CFI for ``vaddr``: the rule is worked out from the function's own code, or not at all.
+
+        The instructions from the function's start (its symbol) up to ``vaddr`` are decoded with capstone: once
+        ``push %rbp; mov %rsp,%rbp`` has run, the frame is rbp-based (CFA = rbp + 16); before that, every push,
+        pop and constant ``sub``/``add`` of rsp is counted (CFA = rsp + depth + 8), and registers pushed are
+        found again. Any other write to rsp (``and``, ``lea``, ``mov``, ``leave``...) makes the frame unknown:
+        the unwind stops there instead of guessing. Without a symbol (JIT code, a stripped gap) nothing is known.
+        """
+        if fn is None:
+            return None
+        start = fn[1]
+        if not 0 <= vaddr - start <= _MAX_PROLOGUE_SCAN:
+            return None
+        code = info.read_code(start, vaddr - start)
+        if code is None:
+            return None
+        analysis = _analyze_prologue(code, start, vaddr)
+        if analysis is None:
+            return None
+        rbp_frame, depth, saved = analysis
+        rsp, rbp = state.get(RSP), state.get(RBP)
+        new = dict(state)
+        if rbp_frame:
+            if rbp is None:
+                return None
+            cfa = rbp + 16
+            saved = {RBP: 16}
+        else:
+            if rsp is None:
+                return None
+            cfa = rsp + depth + 8
+        ra = read(cfa - 8)
+        if ra is None:
+            return None
+        new[RSP] = cfa
+        new[RIP] = ra
+        for regno, below in saved.items():
+            new[regno] = read(cfa - below)
+        return cfa, new, False
+
+    # -- symbolisation ----------------------------------------------------------------------------------------------
+
+    def symbolize(self, physical: list[Physical]) -> list[UnwoundFrame]:
+        """The frames of an unwind as GDB names them, inlined calls included (innermost first)."""
+        out: list[UnwoundFrame] = []
+        for k, p in enumerate(physical):
+            offset = p.pc - p.bias if p.bias is not None else None
+            how = "regs" if k == 0 else p.how
+            if p.module is None or p.bias is None:
+                out.append(UnwoundFrame(p.pc, p.path, offset, None, None, None, False, how))
+                continue
+            for function, file, line, inline in self.describe(p.module, p.lookup - p.bias, k == 0):
+                out.append(UnwoundFrame(p.pc, p.path, offset, function, file, line, inline, how))
+        return out
+
+    def describe(
+        self, info: ModuleInfo, vaddr: int, innermost: bool
+    ) -> tuple[tuple[str | None, str | None, int | None, bool], ...]:
+        """(function, file, line, inline) of the frames at one link-time address, innermost first."""
+        key = (info.key, vaddr, innermost)
+        hit = self._sym.get(key)
+        if hit is not None:
+            return hit
+        dwarf = info.get_dwarf()
+        cu = dwarf.cu_at(vaddr) if dwarf is not None else None
+        chain = cu.chain_at(vaddr) if cu is not None else []
+        where = cu.line_at(vaddr) if cu is not None else None
+        msym = info.function(vaddr)
+        top_file, top_line = where if where is not None else (None, None)
+        if innermost:
+            # GDB hides the inlined calls that start exactly at the stop pc (skip_inline_frames): the stop is
+            # shown at their call site
+            skipped = None
+            while chain and chain[0].inline and chain[0].entry == vaddr:
+                skipped = chain.pop(0)
+            if skipped is not None:
+                top_file, top_line = skipped.call_file, skipped.call_line
+        frames: list[tuple[str | None, str | None, int | None, bool]] = []
+        if not chain:
+            frames.append((msym[0] if msym else None, top_file, top_line or None, False))
+        else:
+            for i, scope in enumerate(chain):
+                if i == 0:
+                    file, line = top_file, top_line
+                else:
+                    inner = chain[i - 1]
+                    file, line = inner.call_file, inner.call_line
+                name = scope.name if scope.name is not None else (msym[0] if msym else None)
+                frames.append((name, file, line or None, scope.inline))
+        result = tuple(frames)
+        if len(self._sym) > 200_000:
+            self._sym.clear()
+        self._sym[key] = result
+        return result
+
+    def save(self) -> int:
+        """Write what was learned (decoded CFI, read compile units) to the on-disk cache."""
+        return self.modules.save()
+
+
+def read_word(stack: bytes, stack_start: int, addr: int) -> int | None:
+    off = addr - stack_start
+    if off >= 0 and off + 8 <= len(stack):
+        return struct.unpack_from("<Q", stack, off)[0]
+    return None

@@ -1,0 +1,441 @@
+"""Function names, inline chains and file:line from DWARF (``.debug_info`` / ``.debug_line``), read by pyelftools.
+
+One compile unit is read the first time a pc in it is looked up, and kept (and pickled with its module) as
+compact tables:
+
+* per source file ("subfile", named the way GDB names a symtab: the line table's directory joined to the file
+  name, or the compile unit's own name for its primary file), the line rows GDB records from the line program
+  (GDB's rules: a file switch at an address ends the previous file's rows there, a row for line 0 ends a range);
+* the nesting of functions and inlined calls as non-overlapping address segments, each with its chain of scopes
+  innermost first; a scope has GDB's name for it (the demangled linkage name without parameters for C++, the
+  linkage name for C functions that have one, else the DWARF name), the call site of an inlined call
+  (``DW_AT_call_file``/``DW_AT_call_line``) and its entry pc (the start of its first range).
+
+Look-ups follow GDB's ``find_pc_sect_line`` (the closest row at or below the pc over all subfiles of the unit,
+preferring a statement row at one address, none when it is an end-of-range row).
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from sysbreak.unwind.demangle import demangle, function_name
+
+_SCOPE_TAGS = {"DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type", "DW_TAG_union_type"}
+_DESCEND = {"DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block"} | _SCOPE_TAGS
+_CPP_LANGS = {0x04, 0x1A, 0x21, 0x2B, 0x2C}  # DW_LANG_C_plus_plus, _03, _11, _14, (0x2b/0x2c newer)
+
+
+@dataclass
+class Subfile:
+    name: str
+    addrs: array[int] = field(default_factory=lambda: array("Q"))
+    lines: array[int] = field(default_factory=lambda: array("I"))
+    stmts: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class Scope:
+    name: str | None
+    call_file: str | None  # for an inlined call: where it was called from
+    call_line: int | None
+    entry: int  # the block's entry pc (start of its first range)
+    inline: bool
+
+
+@dataclass
+class CuTable:
+    subfiles: list[Subfile]
+    scopes: list[Scope]
+    seg_starts: array[int]
+    seg_ends: array[int]
+    seg_chains: list[tuple[int, ...]]
+
+    def line_at(self, vaddr: int) -> tuple[str, int] | None:
+        """GDB's ``find_pc_line``: (subfile name, line) at ``vaddr``, or None."""
+        best: tuple[int, Subfile, int] | None = None  # (address, subfile, index)
+        for sf in self.subfiles:
+            addrs = sf.addrs
+            i = bisect.bisect_right(addrs, vaddr) - 1
+            if i < 0:
+                continue
+            if best is None or addrs[i] > best[0]:
+                j = i
+                if not sf.stmts[j]:
+                    k = j
+                    while k > 0 and addrs[k - 1] == addrs[k] and sf.lines[k - 1] != 0 and not sf.stmts[k]:
+                        k -= 1
+                    if sf.stmts[k]:
+                        j = k
+                best = (addrs[i], sf, j)
+        if best is None:
+            return None
+        _a, sf, j = best
+        line = sf.lines[j]
+        if line == 0:
+            return None
+        return sf.name, line
+
+    def chain_at(self, vaddr: int) -> list[Scope]:
+        """The scopes holding ``vaddr``, innermost first (inlined calls, then the function); [] outside any."""
+        i = bisect.bisect_right(self.seg_starts, vaddr) - 1
+        if i < 0 or vaddr >= self.seg_ends[i]:
+            return []
+        return [self.scopes[k] for k in self.seg_chains[i]]
+
+
+def _attr_str(die: Any, name: str) -> str | None:
+    a = die.attributes.get(name)
+    if a is None:
+        return None
+    v = a.value
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v) if v is not None else None
+
+
+def _follow(die: Any) -> Any | None:
+    for ref in ("DW_AT_abstract_origin", "DW_AT_specification"):
+        if ref in die.attributes:
+            try:
+                return die.get_DIE_from_attribute(ref)
+            except Exception:  # noqa: BLE001 - a dangling reference
+                return None
+    return None
+
+
+def _qualified(die: Any, name: str) -> str:
+    parts = [name]
+    p = die.get_parent()
+    while p is not None and p.tag in _SCOPE_TAGS:
+        pn = _attr_str(p, "DW_AT_name")
+        if pn is None:
+            pn = "(anonymous namespace)" if p.tag == "DW_TAG_namespace" else None
+        if pn is None:
+            break
+        parts.append(pn)
+        p = p.get_parent()
+    return "::".join(reversed(parts))
+
+
+def scope_name(die: Any, cpp: bool) -> str | None:
+    """GDB's name for the function of a subprogram or inlined-subroutine DIE."""
+    linkage = name = None
+    decl = die
+    cur = die
+    for _ in range(8):
+        if linkage is None:
+            linkage = _attr_str(cur, "DW_AT_linkage_name") or _attr_str(cur, "DW_AT_MIPS_linkage_name")
+        if name is None:
+            name = _attr_str(cur, "DW_AT_name")
+        nxt = _follow(cur)
+        if nxt is None:
+            break
+        decl = cur = nxt
+    if linkage is not None:
+        if linkage.startswith("_Z"):
+            dm = demangle(linkage)
+            if dm != linkage:
+                return function_name(dm)
+        return linkage
+    if name is None:
+        return None
+    return _qualified(decl, name) if cpp else name
+
+
+class _Files:
+    """GDB's subfile names for the file numbers of one line program."""
+
+    def __init__(self, lp: Any, cu_name: str | None, comp_dir: str | None) -> None:
+        self.version = int(lp.header["version"])
+        self.entries = list(lp.header.get("file_entry") or [])
+        self.dirs = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d)
+                     for d in (lp.header.get("include_directory") or [])]  # fmt: skip
+        self.comp_dir = comp_dir or ""
+        self.by_id: dict[str, str] = {}
+        self.order: list[str] = []  # display names in creation order
+        self.primary: str | None = self._register(cu_name) if cu_name else None
+        self._cache: dict[int, str | None] = {}
+
+    def _ident(self, name: str) -> str:
+        if name.startswith("/") or not self.comp_dir:
+            return name
+        return self.comp_dir.rstrip("/") + "/" + name
+
+    def _register(self, name: str) -> str:
+        ident = self._ident(name)
+        shown = self.by_id.get(ident)
+        if shown is None:
+            shown = self.by_id[ident] = name
+            self.order.append(shown)
+        return shown
+
+    def name(self, index: int) -> str | None:
+        if index in self._cache:
+            return self._cache[index]
+        i = index if self.version >= 5 else index - 1
+        shown = None
+        if 0 <= i < len(self.entries):
+            fe = self.entries[i]
+            fname = fe.name.decode("utf-8", "replace") if isinstance(fe.name, bytes) else str(fe.name)
+            d = int(fe.dir_index)
+            di = d if self.version >= 5 else d - 1
+            if not fname.startswith("/") and 0 <= di < len(self.dirs):
+                fname = self.dirs[di] + "/" + fname
+            shown = self._register(fname)
+        self._cache[index] = shown
+        return shown
+
+
+def _line_subfiles(lp: Any, files: _Files) -> list[Subfile]:
+    """GDB's line tables for one line program (lnp_state_machine::record_line and buildsym's record_line)."""
+    tables: dict[str, Subfile] = {}
+
+    def record(sf: str, line: int, addr: int, stmt: bool) -> None:
+        t = tables.get(sf)
+        if t is None:
+            t = tables[sf] = Subfile(sf)
+        if line == 0:
+            last_line = None
+            while t.addrs:
+                last_line = t.lines[-1]
+                if t.addrs[-1] != addr:
+                    break
+                t.addrs.pop()
+                t.lines.pop()
+                t.stmts.pop()
+            if last_line is None or last_line == 0:
+                return
+        t.addrs.append(addr)
+        t.lines.append(line)
+        t.stmts.append(1 if stmt else 0)
+
+    last_sf: str | None = None
+    last_addr: int | None = None
+    for entry in lp.get_entries():
+        st = entry.state
+        if st is None:
+            continue
+        sf = files.name(st.file)
+        addr = st.address
+        end = bool(st.end_sequence)
+        if sf is None:
+            sf = "<unknown>"
+        file_changed = last_sf != sf
+        ignore = (file_changed and not end and last_addr == addr and not st.is_stmt) or (not end and st.line == 0)
+        if ((file_changed and not ignore) or end) and last_sf is not None:
+            record(last_sf, 0, addr, True)
+        if not end and not ignore:
+            record(sf, st.line, addr, bool(st.is_stmt))
+            last_sf = sf
+        last_addr = addr
+        if end:
+            last_sf = None
+            last_addr = None
+    # GDB sorts each table by address, an end-of-range row first among rows at one address (stable otherwise)
+    out = []
+    for t in tables.values():
+        order = sorted(range(len(t.addrs)), key=lambda k: (t.addrs[k], t.lines[k] != 0))
+        t.addrs = array("Q", (t.addrs[k] for k in order))
+        t.lines = array("I", (t.lines[k] for k in order))
+        t.stmts = bytearray(t.stmts[k] for k in order)
+        out.append(t)
+    # GDB's order of the unit's symtabs: the primary file first, then the others newest first
+    created = {n: i for i, n in enumerate(files.order)}
+    out.sort(key=lambda t: (t.name != files.primary, -created.get(t.name, -1)))
+    return out
+
+
+def _die_ranges(die: Any, cu: Any, dwarf: Any, base: int) -> list[tuple[int, int]]:
+    attrs = die.attributes
+    if "DW_AT_low_pc" in attrs and "DW_AT_high_pc" in attrs:
+        lo = int(attrs["DW_AT_low_pc"].value)
+        hi_attr = attrs["DW_AT_high_pc"]
+        hi = int(hi_attr.value)
+        if hi_attr.form not in ("DW_FORM_addr", "DW_FORM_addrx", "DW_FORM_addrx1", "DW_FORM_addrx2", "DW_FORM_addrx4"):
+            hi += lo
+        return [(lo, hi)] if hi > lo else []
+    if "DW_AT_ranges" in attrs:
+        rl = dwarf.range_lists()
+        if rl is None:
+            return []
+        try:
+            entries = rl.get_range_list_at_offset(attrs["DW_AT_ranges"].value, cu=cu)
+        except TypeError:
+            entries = rl.get_range_list_at_offset(attrs["DW_AT_ranges"].value)
+        except Exception:  # noqa: BLE001
+            return []
+        out = []
+        cur_base = base
+        for e in entries:
+            if hasattr(e, "base_address"):
+                cur_base = int(e.base_address)
+                continue
+            lo, hi = int(e.begin_offset), int(e.end_offset)
+            if not getattr(e, "is_absolute", False):
+                lo += cur_base
+                hi += cur_base
+            if hi > lo:
+                out.append((lo, hi))
+        return out
+    if "DW_AT_low_pc" in attrs:
+        lo = int(attrs["DW_AT_low_pc"].value)
+        return [(lo, lo + 1)]
+    return []
+
+
+def read_cu(dwarf: Any, cu: Any) -> CuTable:
+    top = cu.get_top_DIE()
+    cu_name = _attr_str(top, "DW_AT_name")
+    comp_dir = _attr_str(top, "DW_AT_comp_dir")
+    lang = top.attributes.get("DW_AT_language")
+    cpp = lang is not None and int(lang.value) in _CPP_LANGS
+    base = int(top.attributes["DW_AT_low_pc"].value) if "DW_AT_low_pc" in top.attributes else 0
+    lp = dwarf.line_program_for_CU(cu)
+    files = _Files(lp, cu_name, comp_dir) if lp is not None else None
+    subfiles = _line_subfiles(lp, files) if lp is not None and files is not None else []
+
+    scopes: list[Scope] = []
+    intervals: list[tuple[int, int, int, int]] = []  # (lo, hi, depth, scope index)
+
+    def walk(die: Any, depth: int) -> None:
+        for child in die.iter_children():
+            tag = child.tag
+            if tag not in _DESCEND:
+                continue
+            d = depth
+            if (
+                tag in ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine")
+                and "DW_AT_declaration" not in child.attributes
+            ):
+                ranges = _die_ranges(child, cu, dwarf, base)
+                if ranges:
+                    inline = tag == "DW_TAG_inlined_subroutine"
+                    call_file = call_line = None
+                    if inline and files is not None:
+                        cf = child.attributes.get("DW_AT_call_file")
+                        if cf is not None:
+                            call_file = files.name(int(cf.value))
+                        cl = child.attributes.get("DW_AT_call_line")
+                        call_line = int(cl.value) if cl is not None else None
+                    k = len(scopes)
+                    scopes.append(Scope(scope_name(child, cpp), call_file, call_line, ranges[0][0], inline))
+                    d = depth + 1
+                    for lo, hi in ranges:
+                        intervals.append((lo, hi, d, k))
+            walk(child, d)
+
+    walk(top, 0)
+    seg_starts, seg_ends, chains = _segments(intervals)
+    return CuTable(subfiles, scopes, seg_starts, seg_ends, chains)
+
+
+def _segments(intervals: list[tuple[int, int, int, int]]) -> tuple[array[int], array[int], list[tuple[int, ...]]]:
+    """Non-overlapping segments with the chain of scopes (innermost first) of nested intervals."""
+    points = sorted({p for lo, hi, _d, _k in intervals for p in (lo, hi)})
+    starts_at: dict[int, list[tuple[int, int, int]]] = {}
+    for lo, hi, d, k in intervals:
+        starts_at.setdefault(lo, []).append((hi, d, k))
+    active: list[tuple[int, int, int]] = []  # (hi, depth, k)
+    seg_starts, seg_ends = array("Q"), array("Q")
+    chains: list[tuple[int, ...]] = []
+    for i, p in enumerate(points[:-1]):
+        active = [a for a in active if a[0] > p]
+        active.extend(starts_at.get(p, ()))
+        if not active:
+            continue
+        by_depth: dict[int, int] = {}
+        for _hi, d, k in active:
+            by_depth[d] = k  # a later (deeper-listed) interval at one depth wins
+        chain = tuple(by_depth[d] for d in sorted(by_depth, reverse=True))
+        nxt = points[i + 1]
+        if chains and seg_ends[-1] == p and chains[-1] == chain:
+            seg_ends[-1] = nxt
+        else:
+            seg_starts.append(p)
+            seg_ends.append(nxt)
+            chains.append(chain)
+    return seg_starts, seg_ends, chains
+
+
+@dataclass
+class DwarfIndex:
+    """The compile units of one file by address; units are read on first use and kept."""
+
+    path: str
+    cu_starts: array[int]
+    cu_ends: array[int]
+    cu_offsets: array[int]
+    cus: dict[int, CuTable | None] = field(default_factory=dict)
+    dirty: bool = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_dwarf", None)
+        state.pop("_fh", None)
+        state["dirty"] = False
+        return state
+
+    @classmethod
+    def build(cls, path: str) -> DwarfIndex | None:
+        idx = cls(path, array("Q"), array("Q"), array("Q"))
+        dwarf = idx._dwarf_info()
+        if dwarf is None:
+            return None
+        spans: list[tuple[int, int, int]] = []
+        aranges = dwarf.get_aranges()
+        if aranges is not None and aranges.entries:
+            spans = [(int(e.begin_addr), int(e.begin_addr) + int(e.length), int(e.info_offset))
+                     for e in aranges.entries if e.length]  # fmt: skip
+        else:
+            for cu in dwarf.iter_CUs():
+                top = cu.get_top_DIE()
+                base = int(top.attributes["DW_AT_low_pc"].value) if "DW_AT_low_pc" in top.attributes else 0
+                for lo, hi in _die_ranges(top, cu, dwarf, base):
+                    spans.append((lo, hi, cu.cu_offset))
+        spans.sort()
+        idx.cu_starts = array("Q", (s[0] for s in spans))
+        idx.cu_ends = array("Q", (s[1] for s in spans))
+        idx.cu_offsets = array("Q", (s[2] for s in spans))
+        return idx
+
+    def _dwarf_info(self) -> Any:
+        d = getattr(self, "_dwarf", None)
+        if d is None:
+            from elftools.elf.elffile import ELFFile
+
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            elf = ELFFile(fh)
+            if elf.get_section_by_name(".debug_info") is None:
+                fh.close()
+                return None
+            d = elf.get_dwarf_info(relocate_dwarf_sections=elf.header["e_type"] == "ET_REL")
+            self._fh = fh
+            self._dwarf = d
+        return d
+
+    def close(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            fh.close()
+        self.__dict__.pop("_fh", None)
+        self.__dict__.pop("_dwarf", None)
+
+    def cu_at(self, vaddr: int) -> CuTable | None:
+        i = bisect.bisect_right(self.cu_starts, vaddr) - 1
+        # aranges of different units may nest or overlap: look back a little for a span holding vaddr
+        for j in range(i, max(i - 8, -1), -1):
+            if self.cu_starts[j] <= vaddr < self.cu_ends[j]:
+                off = int(self.cu_offsets[j])
+                if off not in self.cus:
+                    try:
+                        dwarf = self._dwarf_info()
+                        self.cus[off] = read_cu(dwarf, dwarf.get_CU_at(off)) if dwarf is not None else None
+                    except Exception:  # noqa: BLE001 - a unit pyelftools cannot read: symbols only there
+                        self.cus[off] = None
+                    self.dirty = True
+                return self.cus[off]
+        return None
