@@ -1,0 +1,62 @@
+"""Sourced into a real gdb by tests/test_unwind_oracle.py (test-only; not part of the package).
+
+``sb-oracle-dump FILE`` appends one JSON line to FILE describing the current stop: GDB's own frames (what ``bt``
+shows: pc, function, file, line, frame type), the registers, the raw stack from $rsp to the end of its mapping,
+/proc/PID/maps and the program's path: everything the offline unwinder needs, and the answer it must give.
+"""
+
+import json
+import os
+
+import gdb  # noqa: F401 - this file runs inside gdb only
+
+REGS = ("rip", "rsp", "rbp", "rbx", "r12", "r13", "r14", "r15")
+WINDOW = 256 * 1024
+
+
+class OracleDump(gdb.Command):
+    def __init__(self):
+        super().__init__("sb-oracle-dump", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        frames = []
+        f = gdb.newest_frame()
+        while f is not None:
+            sal = f.find_sal()
+            frames.append(
+                {
+                    "pc": int(f.pc()),
+                    "function": f.name(),
+                    "file": sal.symtab.filename if sal is not None and sal.symtab is not None else None,
+                    "line": (sal.line or None) if sal is not None and sal.symtab is not None else None,
+                    "inline": f.type() == gdb.INLINE_FRAME,
+                }
+            )
+            f = f.older()
+        frame0 = gdb.newest_frame()
+        regs = {r: int(frame0.read_register(r)) & ((1 << 64) - 1) for r in REGS}
+        pid = gdb.selected_inferior().pid
+        with open(f"/proc/{pid}/maps") as fh:
+            maps = fh.read()
+        rsp = regs["rsp"]
+        end = rsp
+        for line in maps.splitlines():
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= rsp < hi:
+                end = min(hi, rsp + WINDOW)
+        stack = bytes(gdb.selected_inferior().read_memory(rsp, end - rsp))
+
+        rec = {
+            "frames": frames,
+            "regs": regs,
+            "stack_start": rsp,
+            "stack": stack.hex(),
+            "maps": maps,
+            "exe": os.readlink(f"/proc/{pid}/exe"),
+            "bt": gdb.execute("bt", to_string=True),
+        }
+        with open(arg, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+OracleDump()

@@ -1,0 +1,140 @@
+"""The offline unwinder against GDB's own ``bt`` (issue 10's oracle test).
+
+One real gdb run per fixture stops at syscall sites (and at function entries on the way), and at each stop
+records GDB's frames (pc, function, file:line, inline or not: what ``bt`` prints) together with what the capture
+copies at a stop: the registers, the raw stack from $rsp to the end of its mapping, and /proc/PID/maps. The
+process is then killed, and :class:`sysbreak.unwind.Unwinder` unwinds every record offline, without GDB; the
+frames must be identical, frame by frame, inlined calls included (GDB shows an inlined call as a frame of its
+own at its caller's pc; so does the unwinder, and the event log's merging of same-named inline duplicates is
+applied to both sides alike).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gdbutil import BUILD, ROOT, build_fixtures
+
+from sysbreak.unwind import ModuleCache, Unwinder, merge_inline_duplicates
+
+pytestmark = pytest.mark.gdb
+
+DUMP = ROOT / "tests" / "oracle_dump.py"
+# the system's CPython (its debug info comes from python3.X-dbg, installed by scripts/setup.sh)
+PYTHON = next(p for p in ("/usr/bin/python3.11", "/usr/bin/python3") if Path(p).exists())
+
+
+def _gdb_dumps(tmp_path: Path, commands: list[str], program: list[str]) -> list[dict[str, Any]]:
+    out = tmp_path / "stops.jsonl"
+    argv = ["gdb", "-nx", "-q", "-batch", "-ex", "set pagination off", "-ex", "set breakpoint pending on"]
+    argv += ["-ex", "set debuginfod enabled off", "-ex", f"source {DUMP}"]
+    for c in commands:
+        argv += ["-ex", c.replace("DUMP", f"sb-oracle-dump {out}")]
+    argv += ["-ex", "kill", "--args", *program]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if not out.exists():
+        pytest.fail(f"gdb recorded no stop:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _gdb_frames(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(f["pc"], f["function"], f["file"], f["line"], f["inline"]) for f in rec["frames"]]
+
+
+def _ours(rec: dict[str, Any], modules: ModuleCache) -> list[tuple[Any, ...]]:
+    u = Unwinder(rec["maps"], exe=rec["exe"], modules=modules)
+    res = u.unwind(rec["regs"], bytes.fromhex(rec["stack"]), rec["stack_start"])
+    return [(f.pc, f.function, f.file, f.line, f.inline) for f in res.frames]
+
+
+def _show(frames: list[tuple[Any, ...]]) -> str:
+    return "\n".join(f"#{i:<2} {pc:#x} {fn} {file}:{line}{' [inline]' if inl else ''}"
+                     for i, (pc, fn, file, line, inl) in enumerate(frames))  # fmt: skip
+
+
+def _check(recs: list[dict[str, Any]], want_stops: int) -> list[list[tuple[Any, ...]]]:
+    assert len(recs) == want_stops, f"gdb stopped {len(recs)} times, expected {want_stops}"
+    modules = ModuleCache(persist=False)
+    all_frames = []
+    for rec in recs:
+        theirs = _gdb_frames(rec)
+        ours = _ours(rec, modules)
+        assert ours == theirs, f"GDB's bt:\n{rec['bt']}\n\ngdb frames:\n{_show(theirs)}\n\nours:\n{_show(ours)}"
+        # the event log's merging of inline duplicates gives the same on both sides
+        assert [(f.pc, f.function) for f in merge_inline_duplicates(_as_frames(ours))] == [
+            (f.pc, f.function) for f in merge_inline_duplicates(_as_frames(theirs))
+        ]
+        all_frames.append(ours)
+    modules.close()
+    return all_frames
+
+
+def _as_frames(rows: list[tuple[Any, ...]]) -> list[Any]:
+    from sysbreak.unwind import UnwoundFrame
+
+    return [UnwoundFrame(pc, None, None, fn, file, line, inl) for pc, fn, file, line, inl in rows]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixtures() -> None:
+    build_fixtures()
+
+
+def test_libucm_through_syscall(tmp_path: Path) -> None:
+    """ucm_leak: mmap -> libucm (no debug info, a static function GDB shows as ??) -> libc's syscall()."""
+    recs = _gdb_dumps(tmp_path, ["break leak_region", "run", "catch syscall mmap", "continue", "DUMP"],
+                      [str(BUILD / "ucm_leak"), "2"])  # fmt: skip
+    (frames,) = _check(recs, 1)
+    names = [f[1] for f in frames]
+    assert names[0] == "syscall" and "ucm_mmap" in names and names[-2:] == ["leak_region", "main"]
+    assert None in names  # libucm's static function: no symbol covers it, like GDB's "??"
+
+
+def test_cpython_mmap_module(tmp_path: Path) -> None:
+    """python3.11 (separate debug file from python3.11-dbg) calling mmap through the mmap module: inlined calls
+    in ceval.c, libc's inlined INLINE_SYSCALL, _start at the end (Py_BytesMain is reached by a tail call)."""
+    recs = _gdb_dumps(tmp_path, ["break new_mmap_object", "run", "DUMP", "catch syscall mmap", "continue", "DUMP"],
+                      [PYTHON, "-c", "import mmap; mmap.mmap(-1, 4096)"])  # fmt: skip
+    frames = _check(recs, 2)
+    assert any(f[4] for f in frames[1]), "expected inlined frames in CPython's stack"
+    assert frames[1][-1][1] == "_start"
+
+
+def test_cpp_templates(tmp_path: Path) -> None:
+    """C++: class template member, function template, lambda through std::function, template recursion."""
+    cmds = ["break main", "run", "break mmap", "continue", "DUMP", "catch syscall mmap", "continue", "DUMP"]
+    frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "templates")]), 2)
+    names = [f[1] for f in frames[1]]
+    assert "sb::map_pages<long>" in names and "sb::Pool<unsigned int>::grow" in names
+    assert sum(1 for n in names if n and n.startswith("sb::Depth<")) == 4
+
+
+def test_twenty_deep_recursion(tmp_path: Path) -> None:
+    cmds = ["break main", "run", "break mmap", "continue", "DUMP", "catch syscall mmap", "continue", "DUMP"]
+    frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "recurse")]), 2)
+    assert sum(1 for f in frames[1] if f[1] == "descend") == 21
+
+
+def test_dlopened_stripped_library(tmp_path: Path) -> None:
+    """dlopener: a stop inside dlopen (ld.so mapping the library), then in the dlopened, stripped
+    libsbstripped.so (.dynsym names only, .eh_frame kept) at its function's entry and at its syscall."""
+    cmds = ["break dlopen", "run", "catch syscall mmap", "continue", "DUMP", "delete", "break sb_lib_map",
+            "continue", "DUMP", "catch syscall mmap", "continue", "DUMP"]  # fmt: skip
+    lib = BUILD / "libsbstripped.so"
+    frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "dlopener"), str(lib), "2", "0"]), 3)
+    assert frames[0][-1][1] == "main" and any(f[1] and "dl_map_object" in f[1] for f in frames[0])
+    assert frames[2][0][1] == "sb_lib_map" and frames[2][0][2] is None and frames[2][-1][1] == "main"
+
+
+def test_library_without_cfi(tmp_path: Path) -> None:
+    """libsbnocfi.so: the same library built without unwind tables (and stripped): GDB analyses the prologue;
+    the unwinder reads the function's instructions with capstone and reaches the same caller."""
+    cmds = ["break dlopen", "run", "delete", "break sb_lib_map", "continue", "DUMP", "catch syscall mmap",
+            "continue", "DUMP"]  # fmt: skip
+    lib = BUILD / "libsbnocfi.so"
+    frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "dlopener"), str(lib), "2", "0"]), 2)
+    assert [f[1] for f in frames[1]] == ["sb_lib_map", "main"]
