@@ -31,7 +31,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError, os_error
 
 __all__ = [
     "KINDS",
@@ -459,7 +459,7 @@ def _read_text(path: str | os.PathLike[str]) -> str:
     except IsADirectoryError:
         raise SysbreakError(f"{os.fspath(path)}: is a directory, not a maps file") from None
     except OSError as e:
-        raise SysbreakError(f"{os.fspath(path)}: cannot read it ({e.strerror})") from None
+        raise os_error(e, f"{os.fspath(path)}: cannot read it") from None
 
 
 def parse_maps_file(
@@ -496,13 +496,15 @@ def _read_proc(pid: int, name: str) -> str:
         with open(path, encoding="utf-8", errors="replace", newline="\n") as fh:
             return fh.read()
     except FileNotFoundError:
-        raise SysbreakError(f"no process {pid}", 3) from None
+        raise SysbreakError(f"no process {pid}", ExitCode.TARGET) from None
     except PermissionError:
-        raise SysbreakError(f"not allowed to read {path} (run as the process's user, or as root)", 3) from None
+        raise SysbreakError(
+            f"not allowed to read {path} (run as the process's user, or as root)", ExitCode.TARGET
+        ) from None
     except ProcessLookupError:
-        raise SysbreakError(f"process {pid} exited", 3) from None
+        raise SysbreakError(f"process {pid} exited", ExitCode.TARGET) from None
     except OSError as e:
-        raise SysbreakError(f"cannot read {path}: {e.strerror}", 3) from None
+        raise os_error(e, f"cannot read {path}", ExitCode.TARGET) from None
 
 
 def read_smaps(pid: int) -> Snapshot:

@@ -30,7 +30,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError
 from sysbreak.maps import Snapshot, Vma, parse_smaps
 from sysbreak.report._common import MIN_RATE_SECONDS, human_bytes, human_duration, plural
 
@@ -344,17 +344,17 @@ def read_raw(pid: int) -> tuple[bytes | None, str | None]:
 def check_pids(pids: Sequence[int]) -> None:
     """A clear error, before anything starts, for a pid that is not there or whose smaps cannot be read."""
     if not pids:
-        raise SysbreakError("give at least one PID to watch", 2)
+        raise SysbreakError("give at least one PID to watch", ExitCode.USAGE)
     if len(set(pids)) != len(pids):
-        raise SysbreakError("a PID is given twice", 2)
+        raise SysbreakError("a PID is given twice", ExitCode.USAGE)
     for pid in pids:
         if pid <= 0:
-            raise SysbreakError(f"{pid} is not a process id", 2)
+            raise SysbreakError(f"{pid} is not a process id", ExitCode.USAGE)
         raw, why = read_raw(pid)
         if raw is None:
             if why == "exited":
-                raise SysbreakError(f"no process {pid}", 3)
-            raise SysbreakError(f"pid {pid}: {why}", 3)
+                raise SysbreakError(f"no process {pid}", ExitCode.TARGET)
+            raise SysbreakError(f"pid {pid}: {why}", ExitCode.TARGET)
 
 
 @dataclass
@@ -389,7 +389,7 @@ def watch(
 
     check_pids(pids)
     if interval <= 0:
-        raise SysbreakError(f"--interval must be more than 0, not {interval:g}", 2)
+        raise SysbreakError(f"--interval must be more than 0, not {interval:g}", ExitCode.USAGE)
     console = console or Console(stderr=False, highlight=False)
     live = console.is_terminal if live is None else live
     out_dir: Path | None = None

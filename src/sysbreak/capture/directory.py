@@ -29,7 +29,8 @@ from sysbreak.capture.schema import (
     SNAPSHOT_INDEX,
     SNAPSHOTS,
 )
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError, os_reason
+from sysbreak.files import atomic_write
 from sysbreak.maps import sum_rss_kb
 
 __all__ = [
@@ -60,19 +61,23 @@ def create(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     try:
         if out.exists() and not out.is_dir():
-            raise SysbreakError(f"cannot write the capture to '{out}': it exists and is not a directory", 2)
+            raise SysbreakError(
+                f"cannot write the capture to '{out}': it exists and is not a directory", ExitCode.USAGE
+            )
         if out.is_dir() and any(out.iterdir()):
-            raise SysbreakError(f"'{out}' already exists and is not empty: give another directory with --output", 2)
+            raise SysbreakError(
+                f"'{out}' already exists and is not empty: give another directory with --output", ExitCode.USAGE
+            )
         (out / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
         probe = out / ".sysbreak-write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = os_reason(exc)
         hint = "choose another place with --output"
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             hint = "choose a writable place with --output"
-        raise SysbreakError(f"cannot create the capture directory '{out}': {reason}; {hint}", 2) from None
+        raise SysbreakError(f"cannot create the capture directory '{out}': {reason}; {hint}", ExitCode.USAGE) from None
     return out
 
 
@@ -93,12 +98,7 @@ class Meta:
     def write(self) -> None:
         with self._lock:
             text = json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
-            tmp = self.path.with_name(f".{META}.tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, text, fsync=True)
 
 
 class Snapshotter:

@@ -34,7 +34,7 @@ from sysbreak.capture.schema import (
     StackRecord,
     SyscallRecord,
 )
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import SysbreakError, os_error, os_reason
 
 MAX_WARNINGS = 50  # warnings kept word for word; the others are only counted
 
@@ -138,13 +138,13 @@ class EventReader:
         except IsADirectoryError:
             raise SysbreakError(f"{self.path}: is a directory (give a capture directory to 'open_capture')") from None
         except OSError as e:
-            raise SysbreakError(f"{self.path}: cannot read it ({e.strerror})") from None
+            raise os_error(e, f"{self.path}: cannot read it") from None
         decode = _decode_line
         with fh:
             try:
                 first = fh.readline(1 << 20)
             except OSError as e:
-                raise SysbreakError(f"{self.path}: cannot read it ({e.strerror})") from None
+                raise os_error(e, f"{self.path}: cannot read it") from None
             if not first:
                 if self.allow_empty:
                     self.warnings.append(f"{self.path}: empty event log (the capture stopped before it began)")
@@ -387,7 +387,7 @@ def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
     except FileNotFoundError:
         return refs
     except OSError as e:
-        warnings.append(f"{index}: cannot read it ({e.strerror})")
+        warnings.append(f"{index}: cannot read it: {os_reason(e)}")
         return refs
     with fh:
         for lineno, line in enumerate(fh, 1):

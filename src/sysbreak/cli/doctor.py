@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sysbreak.errors import ExitCode
+
 
 def register(app: typer.Typer) -> None:
     @app.command(
@@ -32,5 +34,5 @@ def register(app: typer.Typer) -> None:
         failed = [c for c in checks if c.failed]
         if failed:
             print(f"sysbreak doctor: {len(failed)} problem(s); a capture cannot work until they are fixed")
-            sys.exit(1)
+            sys.exit(ExitCode.FAILED)
         print("sysbreak doctor: everything a capture needs is here")

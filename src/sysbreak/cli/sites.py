@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError
 
 if TYPE_CHECKING:
     from sysbreak import sites
@@ -71,7 +71,9 @@ def _modules(target: str, lib: re.Pattern[str] | None) -> tuple[list[tuple[sites
         if not chosen:
             if lib is not None:
                 raise SysbreakError(f"no executable file mapped into PID {pid} matches --lib {lib.pattern!r}")
-            raise SysbreakError(f"PID {pid} has no executable file mappings (exited, or a kernel thread?)", 3)
+            raise SysbreakError(
+                f"PID {pid} has no executable file mappings (exited, or a kernel thread?)", ExitCode.TARGET
+            )
         out: list[tuple[sites.ModuleScan, int | None]] = []
         for path, base in chosen:
             readable = path

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError
 
 HELP = (
     "Watch the memory map of running processes grow, without tracing them.\n\n"
@@ -66,13 +66,13 @@ def register(app: typer.Typer) -> None:
         top: Annotated[int, typer.Option(metavar="N", help="Regions shown per process.")] = 8,
     ) -> None:
         if interval <= 0:
-            raise SysbreakError(f"--interval must be more than 0, not {interval:g}", 2)
+            raise SysbreakError(f"--interval must be more than 0, not {interval:g}", ExitCode.USAGE)
         if duration is not None and duration < 0:
-            raise SysbreakError(f"--duration must be 0 or more, not {duration:g}", 2)
+            raise SysbreakError(f"--duration must be 0 or more, not {duration:g}", ExitCode.USAGE)
         if count is not None and count < 1:
-            raise SysbreakError(f"--count must be 1 or more, not {count}", 2)
+            raise SysbreakError(f"--count must be 1 or more, not {count}", ExitCode.USAGE)
         if top < 1:
-            raise SysbreakError(f"--top must be 1 or more, not {top}", 2)
+            raise SysbreakError(f"--top must be 1 or more, not {top}", ExitCode.USAGE)
 
         from rich.console import Console
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError, os_error
+from sysbreak.files import atomic_write
 
 CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer"]
 UCM_HEADER = "/usr/include/ucm/api/ucm.h"
@@ -48,17 +49,20 @@ def build(directory: Path | None = None) -> DemoBuild:
     """Compile the demo (once per source version) with libucm, or without it (``-DSB_NO_UCM``) when it is absent."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        raise SysbreakError("sysbreak demo needs a C compiler to build its program: apt-get install gcc", 4)
+        raise SysbreakError("sysbreak demo needs a C compiler to build its program: apt-get install gcc", ExitCode.TOOL)
     text = source_text()
     key = hashlib.sha256(text + " ".join(CFLAGS).encode()).hexdigest()[:12]
     d = directory or cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SysbreakError(f"cannot create the demo's cache directory {d}: {exc.strerror}", 2) from None
+        raise os_error(exc, f"cannot create the demo's cache directory {d}") from None
     src = d / f"leaky_server-{key}.c"
     if not src.exists():
-        src.write_bytes(text)
+        try:
+            atomic_write(src, text)  # another sysbreak demo may be compiling it right now
+        except OSError as exc:
+            raise os_error(exc, f"cannot write the demo's source to {src}") from None
     with_ucm = d / f"leaky_server-{key}"
     without = d / f"leaky_server-{key}-noucm"
     if with_ucm.exists():
@@ -78,5 +82,5 @@ def build(directory: Path | None = None) -> DemoBuild:
     res = _compile(cc, src, without, ["-DSB_NO_UCM"])
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
-        raise SysbreakError(f"could not compile the demo program with {cc}: {last}", 4)
+        raise SysbreakError(f"could not compile the demo program with {cc}: {last}", ExitCode.TOOL)
     return DemoBuild(without, False, warning)

@@ -12,12 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sysbreak
-from sysbreak.errors import SysbreakError
-
-#: exit codes (see :class:`sysbreak.errors.SysbreakError`)
-EXIT_USAGE = 2
-EXIT_TARGET = 3
-EXIT_TOOL = 4
+from sysbreak.errors import ExitCode, SysbreakError
 
 #: what GDB prints when it was built without Python
 NO_PYTHON_TEXT = "Python scripting is not supported in this copy of GDB"
@@ -95,16 +90,16 @@ def find_gdb(path: str | None) -> str:
             raise SysbreakError(
                 f"gdb was not found at '{path}': give the path of a GDB built with Python (--gdb PATH), "
                 "or install one (Debian/Ubuntu: apt-get install gdb)",
-                EXIT_TOOL,
+                ExitCode.TOOL,
             )
         if os.path.isdir(resolved) or not os.access(resolved, os.X_OK):
-            raise SysbreakError(f"'{resolved}' is not an executable program: give a GDB with --gdb PATH", EXIT_TOOL)
+            raise SysbreakError(f"'{resolved}' is not an executable program: give a GDB with --gdb PATH", ExitCode.TOOL)
         return resolved
     found = shutil.which("gdb")
     if found is None:
         raise SysbreakError(
             "gdb was not found on PATH: install it (Debian/Ubuntu: apt-get install gdb) or give its path with --gdb",
-            EXIT_TOOL,
+            ExitCode.TOOL,
         )
     return found
 
@@ -209,20 +204,20 @@ def check_gdb(gdb: str) -> GdbProbe:
             return GdbProbe(gdb=gdb, version=version.strip(), python=python.strip() or "?", missing=[], error="")
     probe = probe_gdb(gdb)
     if probe.error:
-        raise SysbreakError(probe.error, EXIT_TOOL)
+        raise SysbreakError(probe.error, ExitCode.TOOL)
     if probe.python is None:
         raise SysbreakError(
             f"'{gdb}' was built without Python scripting, which sysbreak needs: use a GDB with Python "
             "(Debian/Ubuntu: apt-get install gdb) or give one with --gdb PATH",
-            EXIT_TOOL,
+            ExitCode.TOOL,
         )
     if probe.missing:
-        raise SysbreakError(missing_modules_message(probe), EXIT_TOOL)
+        raise SysbreakError(missing_modules_message(probe), ExitCode.TOOL)
     if not extension_available():
         raise SysbreakError(
             "this sysbreak installation has no in-GDB extension (gdb_scripts/sysbreak.py or sysbreak.gdb): "
             "reinstall sysbreak",
-            EXIT_TOOL,
+            ExitCode.TOOL,
         )
     if stamp is not None:
         with contextlib.suppress(OSError):

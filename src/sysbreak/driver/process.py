@@ -7,9 +7,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import ExitCode, SysbreakError, os_error
 
-EXIT_TARGET = 3
 YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
 CAP_SYS_PTRACE = 19
 
@@ -113,21 +112,21 @@ def ptrace_hint(pid: int | None = None) -> str:
 def check_traceable(pid: int) -> TargetInfo:
     """Raise a one-line :class:`SysbreakError` when ``pid`` cannot be attached to; else describe it."""
     if pid <= 0:
-        raise SysbreakError(f"{pid} is not a process id", 2)
+        raise SysbreakError(f"{pid} is not a process id", ExitCode.USAGE)
     if pid == os.getpid():
-        raise SysbreakError("sysbreak cannot attach to itself", 2)
+        raise SysbreakError("sysbreak cannot attach to itself", ExitCode.USAGE)
     try:
         status = read_status(pid)
     except FileNotFoundError:
-        raise SysbreakError(f"no process with pid {pid} exists", EXIT_TARGET) from None
+        raise SysbreakError(f"no process with pid {pid} exists", ExitCode.TARGET) from None
     except PermissionError:
-        raise SysbreakError(f"cannot read /proc/{pid}/status (permission denied)", EXIT_TARGET) from None
+        raise SysbreakError(f"cannot read /proc/{pid}/status (permission denied)", ExitCode.TARGET) from None
     except OSError as exc:
-        raise SysbreakError(f"cannot read /proc/{pid}/status: {exc.strerror}", EXIT_TARGET) from None
+        raise os_error(exc, f"cannot read /proc/{pid}/status", ExitCode.TARGET) from None
     state = status.get("State", "")
     name = status.get("Name", "?")
     if state.startswith(("Z", "X")):
-        raise SysbreakError(f"process {pid} ({name}) has already exited (it is a zombie)", EXIT_TARGET)
+        raise SysbreakError(f"process {pid} ({name}) has already exited (it is a zombie)", ExitCode.TARGET)
     uids = [int(x) for x in status.get("Uid", "0 0 0 0").split()]
     target_uid = uids[0]
     me = os.geteuid()
@@ -136,7 +135,7 @@ def check_traceable(pid: int) -> TargetInfo:
         raise SysbreakError(
             f"process {pid} ({name}) belongs to user '{user_name(target_uid)}' (uid {target_uid}) but sysbreak runs "
             f"as '{user_name(me)}' (uid {me}): run sysbreak as that user, or as root",
-            EXIT_TARGET,
+            ExitCode.TARGET,
         )
     tracer = int(status.get("TracerPid", "0") or 0)
     if tracer:
@@ -146,8 +145,8 @@ def check_traceable(pid: int) -> TargetInfo:
         raise SysbreakError(
             f"process {pid} ({name}) is already being traced by process {tracer} ({tracer_name}): "
             "detach that debugger first",
-            EXIT_TARGET,
+            ExitCode.TARGET,
         )
     if yama_scope() == 3:
-        raise SysbreakError(f"cannot trace process {pid} ({name}): {ptrace_hint(pid)}", EXIT_TARGET)
+        raise SysbreakError(f"cannot trace process {pid} ({name}): {ptrace_hint(pid)}", ExitCode.TARGET)
     return TargetInfo(pid=pid, uid=target_uid, tracer=tracer, name=name)

@@ -40,10 +40,7 @@ from sysbreak.capture.follow import EventTail
 from sysbreak.driver import gdbenv, process
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
 from sysbreak.driver.restore import RestoreResult, int3_addresses, read_entries, restore
-from sysbreak.errors import SysbreakError
-
-EXIT_TARGET = 3
-EXIT_TOOL = 4
+from sysbreak.errors import ExitCode, SysbreakError
 
 #: how sysbreak's own signals end a capture
 SIGNAL_REASONS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
@@ -248,22 +245,26 @@ class CaptureSession:
             try:
                 re.compile(self.opts.lib)
             except re.error as err:
-                raise SysbreakError(f"--lib {self.opts.lib!r} is not a valid regular expression: {err}", 2) from None
+                raise SysbreakError(
+                    f"--lib {self.opts.lib!r} is not a valid regular expression: {err}", ExitCode.USAGE
+                ) from None
         if self.opts.duration is not None and self.opts.duration <= 0:
-            raise SysbreakError("--duration must be more than 0 seconds", 2)
+            raise SysbreakError("--duration must be more than 0 seconds", ExitCode.USAGE)
         if self.opts.max_events is not None and self.opts.max_events <= 0:
-            raise SysbreakError("--max-events must be at least 1", 2)
+            raise SysbreakError("--max-events must be at least 1", ExitCode.USAGE)
         if self.opts.interval < 0:
-            raise SysbreakError("--interval cannot be negative", 2)
+            raise SysbreakError("--interval cannot be negative", ExitCode.USAGE)
         if self.argv is not None:
             if not self.argv:
-                raise SysbreakError("give the command to run after --, e.g. sysbreak run -- ./server --port 80", 2)
+                raise SysbreakError(
+                    "give the command to run after --, e.g. sysbreak run -- ./server --port 80", ExitCode.USAGE
+                )
             prog = self.argv[0]
             found = shutil.which(prog) if os.sep not in prog else (prog if os.path.exists(prog) else None)
             if found is None:
-                raise SysbreakError(f"command not found: {prog}", 2)
+                raise SysbreakError(f"command not found: {prog}", ExitCode.USAGE)
             if os.path.isdir(found) or not os.access(found, os.X_OK):
-                raise SysbreakError(f"'{prog}' is not an executable program", 2)
+                raise SysbreakError(f"'{prog}' is not an executable program", ExitCode.USAGE)
         self.gdb_path = gdbenv.find_gdb(self.opts.gdb)
         if self.argv is None:
             process.check_traceable(self.pid)
@@ -410,14 +411,14 @@ class CaptureSession:
             except MiError as err:
                 raise SysbreakError(
                     f"GDB could not load sysbreak's extension: {err.message} (see {self.directory / capdir.GDB_LOG})",
-                    EXIT_TOOL,
+                    ExitCode.TOOL,
                 ) from None
         try:
             mi.console("set sysbreak detach-on-exit on")
         except MiError:
             tail = (out or "").strip().splitlines()
             why = tail[-1] if tail else "no 'sysbreak' command after loading it"
-            raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", EXIT_TOOL) from None
+            raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", ExitCode.TOOL) from None
 
     def _attach(self) -> None:
         assert self.mi is not None
@@ -431,7 +432,7 @@ class CaptureSession:
         try:
             mi.command(f"-target-attach {self.pid}", timeout=60)
         except MiError as err:
-            raise SysbreakError(self._attach_error(err.message), EXIT_TARGET) from None
+            raise SysbreakError(self._attach_error(err.message), ExitCode.TARGET) from None
         self._wait_stopped_all(timeout=30)
         if self.argv is not None:
             mi.console("catch exec")
@@ -498,7 +499,7 @@ class CaptureSession:
         try:
             out = self.mi.console_output(cmd, timeout=300)
         except MiError as err:
-            raise SysbreakError(f"sysbreak could not arm its breakpoints: {err.message}", 2) from None
+            raise SysbreakError(f"sysbreak could not arm its breakpoints: {err.message}", ExitCode.USAGE) from None
         self.tail.poll()
         self._update_modules()
         summary = [ln for ln in out.splitlines() if ln.startswith("sysbreak: catching")]

@@ -25,7 +25,7 @@ from array import array
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import SysbreakError, os_error
 
 PT_LOAD = "PT_LOAD"
 PT_NOTE = "PT_NOTE"
@@ -179,7 +179,7 @@ class ElfFile:
         except PermissionError:
             raise SysbreakError(f"{path}: permission denied (cannot read it)") from None
         except OSError as err:
-            raise SysbreakError(f"{path}: cannot open: {err.strerror or err}") from None
+            raise os_error(err, f"{path}: cannot open it") from None
         self._fd = fd
         try:
             st = os.fstat(fd)
@@ -197,7 +197,7 @@ class ElfFile:
             raise
         except OSError as err:
             self.close()
-            raise SysbreakError(f"{path}: cannot read it: {err.strerror or err}") from None
+            raise os_error(err, f"{path}: cannot read it") from None
         except Exception as err:  # pyelftools' ELFError, struct.error, and whatever a damaged header provokes
             self.close()
             raise SysbreakError(f"{path}: damaged ELF file ({type(err).__name__}: {_first_line(err)})") from None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from sysbreak.elfscan import x86
 from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile
-from sysbreak.errors import SysbreakError
+from sysbreak.errors import SysbreakError, os_error
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
 SCANNER_VERSION = 6
@@ -92,7 +92,7 @@ def scan_elf(elf: ElfFile) -> RawScan:
     except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as err:
         raise SysbreakError(f"{elf.path}: damaged ELF file ({type(err).__name__}: {err})") from None
     except OSError as err:
-        raise SysbreakError(f"{elf.path}: cannot read it: {err.strerror or err}") from None
+        raise os_error(err, f"{elf.path}: cannot read it") from None
 
 
 def _scan_elf(elf: ElfFile) -> RawScan:

@@ -9,19 +9,18 @@ ignored and written again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 from sysbreak.elfscan.elf import ElfFile
 from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, scan_elf, scan_file
+from sysbreak.files import atomic_write
 from sysbreak.sites.model import ModuleScan, Site
 
 __all__ = ["CACHE_FORMAT", "cache_dir", "forget_memo", "scan"]
@@ -189,20 +188,7 @@ def _store(root: Path, stat_name: str, scan_: ModuleScan) -> None:
     try:
         (root / "by-stat").mkdir(parents=True, exist_ok=True)
         data_name = _data_name(scan_, stat_name)
-        _write_atomic(root / data_name, json.dumps(_encode(scan_), separators=(",", ":")))
-        _write_atomic(root / "by-stat" / stat_name, data_name + "\n")
+        atomic_write(root / data_name, json.dumps(_encode(scan_), separators=(",", ":")))
+        atomic_write(root / "by-stat" / stat_name, data_name + "\n")
     except OSError:
         pass
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
