@@ -37,6 +37,10 @@ class EventLogWriter:
     def note(self, message: str, t: float) -> None:
         self._write({"type": "note", "t": t, "message": message})
 
+    def exec(self, **fields: Any) -> None:
+        """The process replaced its image (execve): every mapping before this record is gone."""
+        self._write({"type": "exec", **fields})
+
     def stack_id(self, key: tuple[Any, ...], frames: list[dict[str, Any]], python: list[dict[str, Any]]) -> int:
         """Return the id of the stack identified by ``key``, writing its record the first time it is seen.
 

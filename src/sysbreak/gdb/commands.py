@@ -468,6 +468,39 @@ def _on_new_objfile(event: Any) -> None:
             gdb.write(f"sysbreak: {note}\n")
 
 
+def _on_clear_objfiles(event: Any) -> None:
+    """GDB drops a program space's symbols: on an exec of the traced process (same pid, new image). Also fired
+    by `file`/`symbol-file` with the process alive and unchanged, which is not an exec: the executable then
+    still is the one the tracer armed."""
+    t = tracer()
+    inf = gdb.selected_inferior()
+    if t is None or not t.active or not t.armed:
+        return
+    if inf is None or not inf.pid or inf.pid != t.pid or event.progspace != inf.progspace:
+        return
+    if not _image_changed(t, inf.pid):
+        return
+    try:
+        note = t.on_exec()
+    except Exception as exc:  # never break GDB's exec handling
+        gdb.write(f"sysbreak: could not follow the exec: {exc}\n", gdb.STDERR)
+        return
+    if not t.config.quiet:
+        gdb.write(f"sysbreak: {note}\n")
+
+
+def _image_changed(t: Tracer, pid: int) -> bool:
+    """Whether a module armed is not mapped where it was armed any more: right after an exec only the new
+    executable and ld.so are mapped (even a re-exec of the same file at the same addresses has lost libc)."""
+    from sysbreak.gdb.tracer import read_maps
+
+    try:
+        mapped = {(row[4], row[0]) for row in read_maps(pid)}
+    except SysbreakError:
+        return True
+    return not all((m.path, m.base) in mapped for m in t.armed.values())
+
+
 def _on_stop(event: Any) -> None:
     t = tracer()
     if t is None or not t.active or not t.limit_reached:
@@ -521,6 +554,7 @@ def register() -> None:
     ClearCommand()
     gdb.events.new_objfile.connect(_on_new_objfile)
     gdb.events.stop.connect(_on_stop)
+    gdb.events.clear_objfiles.connect(_on_clear_objfiles)
     gdb.events.exited.connect(_on_exited)
     if hasattr(gdb.events, "gdb_exiting"):
         gdb.events.gdb_exiting.connect(_on_gdb_exiting)

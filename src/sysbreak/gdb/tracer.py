@@ -130,6 +130,7 @@ class Tracer:
         self.pid = 0
         self.wrapper_return: int | None = None
         self.wrapper_pc: int | None = None
+        self.image = 0  # bumped at every exec: stacks of two images never share an interned id
         self.writer = EventLogWriter(config.log) if config.log else None
         self._restore: IO[str] | None = (
             open(config.restore_file, "a", encoding="utf-8") if config.restore_file else None  # noqa: SIM115
@@ -344,7 +345,7 @@ class Tracer:
                     frames[i] = {**frames[i], "pc": spec.site_address, "module": module, "offset": offset}
                     new_pcs[i] = spec.site_address
                 pcs = tuple(new_pcs)
-        key = (pcs, tuple((p["file"], p["line"], p["function"]) for p in python))
+        key = (self.image, pcs, tuple((p["file"], p["line"], p["function"]) for p in python))
         if self.writer is None:
             return 0
         sid = self.writer.known_stack(key)
@@ -456,6 +457,43 @@ class Tracer:
         if module is None or off is None:
             return f"at {site['pc']:#x}"
         return f"at {os.path.basename(module)}+{off:#x}"
+
+    # ----------------------------------------------------------------------------------------------- exec
+    def on_exec(self) -> str:
+        """The process replaced its image (execve, same pid). GDB has already marked every breakpoint of the old
+        image as not inserted (its memory is gone), so they are deleted without a byte written; the new image is
+        armed as its modules appear (the executable and ld.so now, the libraries as they load). Left alone, GDB
+        would re-insert them at the old addresses in the new image: an error stop ("Cannot insert breakpoint")
+        when the address is unmapped there, a corrupted instruction when it is mapped."""
+        t = time.monotonic()
+        removed = 0
+        for armed in self.armed.values():
+            for bp in armed.breakpoints:
+                bp.remove()
+                removed += 1
+        self.armed.clear()
+        self.skipped.clear()
+        self.flush_pending()  # calls that entered the kernel in the old image: their return is never seen
+        self.wrapper_return = self.wrapper_pc = None
+        self.modules = ModuleMap()
+        self.stacks = StackReader(
+            self.modules,
+            max_depth=self.config.max_depth,
+            python=self.config.python_stacks,
+            cache=self.config.stack_cache,
+        )
+        self.image += 1
+        pid = gdb.selected_inferior().pid or self.pid
+        exe = None
+        with contextlib.suppress(OSError):
+            exe = os.readlink(f"/proc/{pid}/exe")
+        argv: list[str] = []
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0")[:-1]]
+        if self.writer is not None:
+            self.writer.exec(t=t, pid=pid, exe=exe, argv=argv, removed=removed)
+        return f"process {pid} executed {exe or '?'}: {removed} breakpoint(s) of the old image dropped"
 
     # ----------------------------------------------------------------------------------------------- ending
     def flush_pending(self) -> None:
