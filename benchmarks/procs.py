@@ -75,7 +75,7 @@ def _count_logged(logs: list[Path]) -> int:
     n = 0
     for log in logs:
         with contextlib.suppress(OSError):
-            n += sum(1 for ln in log.read_text().splitlines() if '"type":"syscall"' in ln.replace(' ', ''))
+            n += sum(1 for ln in log.read_text().splitlines() if '"type":"syscall"' in ln.replace(" ", ""))
     return n
 
 
@@ -240,12 +240,25 @@ def _per_process(tmp: Path, calls: int) -> Outcome:
             gdbs.append(
                 subprocess.Popen(
                     [
-                        "gdb", "-nx", "-batch",
-                        "-ex", "set pagination off", "-ex", "set confirm off",
-                        "-ex", "handle all nostop noprint pass",
-                        "-ex", f"source {SCRIPT}", "-ex", f"attach {pid}",
-                        "-ex", f"sysbreak break mmap munmap --quiet --log {log}",
-                        "-ex", f"shell touch {ready}", "-ex", "continue",
+                        "gdb",
+                        "-nx",
+                        "-batch",
+                        "-ex",
+                        "set pagination off",
+                        "-ex",
+                        "set confirm off",
+                        "-ex",
+                        "handle all nostop noprint pass",
+                        "-ex",
+                        f"source {SCRIPT}",
+                        "-ex",
+                        f"attach {pid}",
+                        "-ex",
+                        f"sysbreak break mmap munmap --quiet --log {log}",
+                        "-ex",
+                        f"shell touch {ready}",
+                        "-ex",
+                        "continue",
                     ],  # fmt: skip
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

@@ -437,12 +437,11 @@ class Tracer:
         self.events += 1
         self.counts[name] = self.counts.get(name, 0) + 1
         if self.writer is not None:
+            fields: dict[str, Any] = {"t": t, "pid": self.pid, "tid": tid, "nr": nr, "name": name, "args": args}
+            fields.update(ret=ret, stack=sid, site=site)
             if before:
-                self.writer.event(
-                    t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site, when="before"
-                )
-            else:
-                self.writer.event(t=t, tid=tid, nr=nr, name=name, args=args, ret=ret, stack=sid, site=site)
+                fields["when"] = "before"
+            self.writer.event(**fields)
         if not self.config.quiet:
             call = describe_call(name, args, ret).removesuffix(" = ?") if before else describe_call(name, args, ret)
             gdb.write(f"sysbreak: [{tid}] {call}  {self._where(site)}\n")
@@ -488,9 +487,8 @@ class Tracer:
         with contextlib.suppress(OSError):
             exe = os.readlink(f"/proc/{pid}/exe")
         argv: list[str] = []
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0")[:-1]]
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0")[:-1]]
         if self.writer is not None:
             self.writer.exec(t=t, pid=pid, exe=exe, argv=argv, removed=removed)
         return f"process {pid} executed {exe or '?'}: {removed} breakpoint(s) of the old image dropped"
