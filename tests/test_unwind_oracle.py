@@ -138,3 +138,11 @@ def test_library_without_cfi(tmp_path: Path) -> None:
     lib = BUILD / "libsbnocfi.so"
     frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "dlopener"), str(lib), "2", "0"]), 2)
     assert [f[1] for f in frames[1]] == ["sb_lib_map", "main"]
+
+
+def test_thread_stack_ends_at_clone3(tmp_path: Path) -> None:
+    """A thread's stack: thread_map -> start_thread -> clone3, whose CFI marks the return address undefined."""
+    cmds = ["break thread_map", "run", "DUMP", "catch syscall mmap", "continue", "DUMP"]
+    frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "mapper_mt"), "2", "2"]), 2)
+    # (the second stop may be the other thread's breakpoint: GDB reports pending stops in any order)
+    assert all(f[-1][1] == "clone3" and any(x[1] == "thread_map" for x in f) for f in frames)

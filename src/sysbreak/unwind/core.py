@@ -186,6 +186,7 @@ class Unwinder:
         self.exe = exe
         self._sym: dict[tuple[str, int, bool], tuple[tuple[str | None, str | None, int | None, bool], ...]] = {}
         self._main_addr: dict[str, int | None] = {}
+        self._prologues: dict[tuple[str, int], tuple[bool, int, dict[int, int]] | None] = {}
         self.set_maps(maps)
 
     # -- the module map ---------------------------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class Unwinder:
         self._maps = rows
         self._starts = [m.start for m in rows]
         self._resolved: dict[int, tuple[ModuleInfo | None, int | None]] = {}
+        self._sites: dict[int, tuple[Any, ...]] = {}
 
     def _mapping(self, addr: int) -> MapEntry | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -261,54 +263,44 @@ class Unwinder:
         prev_cfa: int | None = None
         prev_func: int | None = None
         next_how = "regs"
+        sites = self._sites
         while len(physical) < self.max_depth:
             pc = state.get(RIP)
             if pc is None:
                 stop = "no-pc"
                 break
             lookup = pc - lookup_minus
-            m = self._mapping(lookup)
-            info, bias = self._module(m) if m is not None else (None, None)
-            path = m.path if m is not None and m.path.startswith("/") else None
+            site = sites.get(lookup)
+            if site is None:
+                site = sites[lookup] = self._site(lookup)
+            problem, info, bias, path, vaddr, fn_start, fde, row, exe_stop = site
             frame = Physical(pc, lookup, None, next_how, info, path, bias)
-            if m is None or not m.executable:
+            if problem is not None:
                 physical.append(frame)
-                stop = "no-module" if m is None else "not-code"
+                stop = problem
                 break
-            if info is None or bias is None:
-                physical.append(frame)
-                stop = "no-module"
-                break
-            vaddr = lookup - bias
-            fn = info.function(vaddr)
-            fde = info.fde(vaddr)
-            step = self._step_cfi(fde, vaddr, state, read) if fde is not None else None
-            how_next = "cfi"
-            if fde is None:
-                step = self._step_fp(info, vaddr, fn, state, read)
+            assert info is not None
+            if fde is not None:
+                step = self._step_cfi(fde, row, state, read) if row is not None else None
+                how_next = "cfi"
+            else:
+                step = self._step_fp(info, vaddr, fn_start, state, read)
                 how_next = "fp"
-            if step is not None and step[0] is not None:
+            if step is not None:
                 cfa = step[0]
                 frame.cfa = cfa
-                func_start = fn[1] if fn else None
-                if prev_cfa is not None and (cfa < prev_cfa or (cfa == prev_cfa and func_start == prev_func)):
+                if prev_cfa is not None and (cfa < prev_cfa or (cfa == prev_cfa and fn_start == prev_func)):
                     if cfa == prev_cfa:
                         stop = "identical"
                         break
                     physical.append(frame)
                     stop = "inner"
                     break
-                prev_cfa, prev_func = cfa, func_start
+                prev_cfa, prev_func = cfa, fn_start
             physical.append(frame)
-            # GDB stops after main (backtrace past-main off) and at the entry point (past-entry off)
-            if self._is_exe(m, info):
-                start = fn[1] if fn else None
-                if start is not None and start == info.entry:
-                    stop = "entry"
-                    break
-                if not self.past_main and start is not None and start == self._main_of(info):
-                    stop = "main"
-                    break
+            if exe_stop is not None:  # GDB stops after main (backtrace past-main) and at the entry point
+                stop = exe_stop
+                break
             if step is None:
                 stop = "no-cfi" if fde is None else "cfi-unusable"
                 break
@@ -329,12 +321,34 @@ class Unwinder:
         frames = self.symbolize(physical) if symbolize else []
         return Result(frames, physical, stop)
 
+    def _site(self, lookup: int) -> tuple[Any, ...]:
+        """Everything about one looked-up address that does not depend on the registers (cached per address):
+        (problem, module, bias, path, link-time address, function start, FDE, CFI row, GDB's stop here)."""
+        m = self._mapping(lookup)
+        if m is None:
+            return ("no-module", None, None, None, None, None, None, None, None)
+        path = m.path if m.path.startswith("/") else None
+        if not m.executable:
+            return ("not-code", None, None, path, None, None, None, None, None)
+        info, bias = self._module(m)
+        if info is None or bias is None:
+            return ("no-module", None, None, path, None, None, None, None, None)
+        vaddr = lookup - bias
+        fn = info.function(vaddr)
+        fn_start = fn[1] if fn else None
+        fde = info.fde(vaddr)
+        row = fde.row_at(vaddr) if fde is not None else None
+        exe_stop = None
+        if fn_start is not None and self._is_exe(m, info):
+            if fn_start == info.entry:
+                exe_stop = "entry"
+            elif not self.past_main and fn_start == self._main_of(info):
+                exe_stop = "main"
+        return (None, info, bias, path, vaddr, fn_start, fde, row, exe_stop)
+
     def _step_cfi(
-        self, fde: Fde, vaddr: int, state: dict[int, int | None], read: Any
-    ) -> tuple[int | None, dict[int, int | None], bool] | None:
-        row = fde.row_at(vaddr)
-        if row is None:
-            return None
+        self, fde: Fde, row: Any, state: dict[int, int | None], read: Any
+    ) -> tuple[int, dict[int, int | None], bool] | None:
         _pc, cfa_rule, rules = row
 
         def reg(n: int) -> int | None:
@@ -385,8 +399,8 @@ class Unwinder:
         return cfa, new, outermost
 
     def _step_fp(
-        self, info: ModuleInfo, vaddr: int, fn: tuple[str, int] | None, state: dict[int, int | None], read: Any
-    ) -> tuple[int | None, dict[int, int | None], bool] | None:
+        self, info: ModuleInfo, vaddr: int, start: int | None, state: dict[int, int | None], read: Any
+    ) -> tuple[int, dict[int, int | None], bool] | None:
         """No CFI for ``vaddr``: the rule is worked out from the function's own code, or not at all.
 
         The instructions from the function's start (its symbol) up to ``vaddr`` are decoded with capstone: once
@@ -395,15 +409,15 @@ class Unwinder:
         found again. Any other write to rsp (``and``, ``lea``, ``mov``, ``leave``...) makes the frame unknown:
         the unwind stops there instead of guessing. Without a symbol (JIT code, a stripped gap) nothing is known.
         """
-        if fn is None:
+        if start is None:
             return None
-        start = fn[1]
-        if not 0 <= vaddr - start <= _MAX_PROLOGUE_SCAN:
-            return None
-        code = info.read_code(start, vaddr - start)
-        if code is None:
-            return None
-        analysis = _analyze_prologue(code, start, vaddr)
+        key = (info.key, vaddr)
+        if key in self._prologues:
+            analysis = self._prologues[key]
+        else:
+            code = info.read_code(start, vaddr - start) if 0 <= vaddr - start <= _MAX_PROLOGUE_SCAN else None
+            analysis = _analyze_prologue(code, start, vaddr) if code is not None else None
+            self._prologues[key] = analysis
         if analysis is None:
             return None
         rbp_frame, depth, saved = analysis
@@ -452,7 +466,7 @@ class Unwinder:
             return hit
         dwarf = info.get_dwarf()
         cu = dwarf.cu_at(vaddr) if dwarf is not None else None
-        chain = cu.chain_at(vaddr) if cu is not None else []
+        chain = cu.chain_at(vaddr, dwarf) if cu is not None else []
         where = cu.line_at(vaddr) if cu is not None else None
         msym = info.function(vaddr)
         top_file, top_line = where if where is not None else (None, None)

@@ -48,11 +48,19 @@ class Scope:
 
 @dataclass
 class CuTable:
+    """One compile unit: its line tables, and its functions, whose inline nesting is read per function on first
+    use (a function's subtree of DIEs is the costly part; the unit's top level is cheap to list)."""
+
+    offset: int
+    cpp: bool
+    base: int
     subfiles: list[Subfile]
-    scopes: list[Scope]
-    seg_starts: array[int]
-    seg_ends: array[int]
-    seg_chains: list[tuple[int, ...]]
+    file_names: dict[int, str | None]
+    func_starts: array[int]
+    func_ends: array[int]
+    func_dies: array[int]
+    scopes: list[Scope] = field(default_factory=list)
+    expanded: dict[int, tuple[array[int], array[int], list[tuple[int, ...]]]] = field(default_factory=dict)
 
     def line_at(self, vaddr: int) -> tuple[str, int] | None:
         """GDB's ``find_pc_line``: (subfile name, line) at ``vaddr``, or None."""
@@ -79,12 +87,21 @@ class CuTable:
             return None
         return sf.name, line
 
-    def chain_at(self, vaddr: int) -> list[Scope]:
+    def chain_at(self, vaddr: int, index: DwarfIndex) -> list[Scope]:
         """The scopes holding ``vaddr``, innermost first (inlined calls, then the function); [] outside any."""
-        i = bisect.bisect_right(self.seg_starts, vaddr) - 1
-        if i < 0 or vaddr >= self.seg_ends[i]:
-            return []
-        return [self.scopes[k] for k in self.seg_chains[i]]
+        i = bisect.bisect_right(self.func_starts, vaddr) - 1
+        for j in range(i, max(i - 4, -1), -1):
+            if self.func_starts[j] <= vaddr < self.func_ends[j]:
+                die = int(self.func_dies[j])
+                segs = self.expanded.get(die)
+                if segs is None:
+                    segs = self.expanded[die] = index.expand(self, die)
+                starts, ends, chains = segs
+                k = bisect.bisect_right(starts, vaddr) - 1
+                if k >= 0 and vaddr < ends[k]:
+                    return [self.scopes[n] for n in chains[k]]
+                return []
+        return []
 
 
 def _attr_str(die: Any, name: str) -> str | None:
@@ -288,6 +305,7 @@ def _die_ranges(die: Any, cu: Any, dwarf: Any, base: int) -> list[tuple[int, int
 
 
 def read_cu(dwarf: Any, cu: Any) -> CuTable:
+    """The line tables and the list of functions of one unit (their inline nesting is read by expand_function)."""
     top = cu.get_top_DIE()
     cu_name = _attr_str(top, "DW_AT_name")
     comp_dir = _attr_str(top, "DW_AT_comp_dir")
@@ -297,9 +315,62 @@ def read_cu(dwarf: Any, cu: Any) -> CuTable:
     lp = dwarf.line_program_for_CU(cu)
     files = _Files(lp, cu_name, comp_dir) if lp is not None else None
     subfiles = _line_subfiles(lp, files) if lp is not None and files is not None else []
+    names: dict[int, str | None] = {}
+    if files is not None:
+        for k in range(len(files.entries) + 1):
+            names[k] = files.name(k)
+    funcs: list[tuple[int, int, int]] = []
 
-    scopes: list[Scope] = []
+    def index(die: Any) -> None:
+        for child in die.iter_children():
+            tag = child.tag
+            if tag == "DW_TAG_subprogram":
+                if "DW_AT_declaration" not in child.attributes:
+                    for lo, hi in _die_ranges(child, cu, dwarf, base):
+                        funcs.append((lo, hi, child.offset))
+            elif tag in _SCOPE_TAGS:
+                index(child)
+
+    index(top)
+    funcs.sort()
+    return CuTable(
+        cu.cu_offset,
+        cpp,
+        base,
+        subfiles,
+        names,
+        array("Q", (f[0] for f in funcs)),
+        array("Q", (f[1] for f in funcs)),
+        array("Q", (f[2] for f in funcs)),
+    )
+
+
+def expand_function(
+    dwarf: Any, cu: Any, table: CuTable, die_offset: int
+) -> tuple[array[int], array[int], list[tuple[int, ...]]]:
+    """The inline nesting of one function: segments of its address ranges with their scope chains."""
+    root = cu.get_DIE_from_refaddr(die_offset)
+    scopes = table.scopes
+    names = table.file_names
     intervals: list[tuple[int, int, int, int]] = []  # (lo, hi, depth, scope index)
+
+    def add(die: Any, depth: int) -> bool:
+        ranges = _die_ranges(die, cu, dwarf, table.base)
+        if not ranges:
+            return False
+        inline = die.tag == "DW_TAG_inlined_subroutine"
+        call_file = call_line = None
+        if inline:
+            cf = die.attributes.get("DW_AT_call_file")
+            if cf is not None:
+                call_file = names.get(int(cf.value))
+            cl = die.attributes.get("DW_AT_call_line")
+            call_line = int(cl.value) if cl is not None else None
+        k = len(scopes)
+        scopes.append(Scope(scope_name(die, table.cpp), call_file, call_line, ranges[0][0], inline))
+        for lo, hi in ranges:
+            intervals.append((lo, hi, depth, k))
+        return True
 
     def walk(die: Any, depth: int) -> None:
         for child in die.iter_children():
@@ -307,30 +378,13 @@ def read_cu(dwarf: Any, cu: Any) -> CuTable:
             if tag not in _DESCEND:
                 continue
             d = depth
-            if (
-                tag in ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine")
-                and "DW_AT_declaration" not in child.attributes
-            ):
-                ranges = _die_ranges(child, cu, dwarf, base)
-                if ranges:
-                    inline = tag == "DW_TAG_inlined_subroutine"
-                    call_file = call_line = None
-                    if inline and files is not None:
-                        cf = child.attributes.get("DW_AT_call_file")
-                        if cf is not None:
-                            call_file = files.name(int(cf.value))
-                        cl = child.attributes.get("DW_AT_call_line")
-                        call_line = int(cl.value) if cl is not None else None
-                    k = len(scopes)
-                    scopes.append(Scope(scope_name(child, cpp), call_file, call_line, ranges[0][0], inline))
-                    d = depth + 1
-                    for lo, hi in ranges:
-                        intervals.append((lo, hi, d, k))
+            if tag == "DW_TAG_inlined_subroutine" and add(child, depth + 1):
+                d = depth + 1
             walk(child, d)
 
-    walk(top, 0)
-    seg_starts, seg_ends, chains = _segments(intervals)
-    return CuTable(subfiles, scopes, seg_starts, seg_ends, chains)
+    if add(root, 1):
+        walk(root, 1)
+    return _segments(intervals)
 
 
 def _segments(intervals: list[tuple[int, int, int, int]]) -> tuple[array[int], array[int], list[tuple[int, ...]]]:
@@ -423,6 +477,17 @@ class DwarfIndex:
             fh.close()
         self.__dict__.pop("_fh", None)
         self.__dict__.pop("_dwarf", None)
+
+    def expand(self, table: CuTable, die_offset: int) -> tuple[array[int], array[int], list[tuple[int, ...]]]:
+        self.dirty = True
+        empty: tuple[array[int], array[int], list[tuple[int, ...]]] = (array("Q"), array("Q"), [])
+        try:
+            dwarf = self._dwarf_info()
+            if dwarf is None:
+                return empty
+            return expand_function(dwarf, dwarf.get_CU_at(table.offset), table, die_offset)
+        except Exception:  # noqa: BLE001 - a function pyelftools cannot read: its name comes from the symbols
+            return empty
 
     def cu_at(self, vaddr: int) -> CuTable | None:
         i = bisect.bisect_right(self.cu_starts, vaddr) - 1
