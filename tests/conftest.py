@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,8 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support.cli import AS_NOBODY, error_line, one_error, run_in_process, run_sysbreak, sysbreak_argv
+from support.fixtures import build_fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = [  # re-exported: `from conftest import run_sysbreak` keeps working
+    "AS_NOBODY",
+    "error_line",
+    "one_error",
+    "run_in_process",
+    "run_sysbreak",
+    "sysbreak_argv",
+]
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,10 @@ class FixturePaths:
 @pytest.fixture(scope="session")
 def fixture_paths() -> FixturePaths:
     """Build the C fixtures (``make -C fixtures``) once per test session."""
-    res = subprocess.run(["make", "-s", "-C", str(ROOT / "fixtures")], capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.fail(f"make -C fixtures failed:\n{res.stdout}\n{res.stderr}")
-    b = ROOT / "fixtures" / "build"
+    try:
+        b = build_fixtures()
+    except RuntimeError as err:
+        pytest.fail(str(err))
     return FixturePaths(
         build=b,
         mapper=b / "mapper",
@@ -120,28 +130,6 @@ def spawn() -> Iterator[Spawn]:
             except (ProcessLookupError, PermissionError):
                 proc.popen.kill()
         proc.popen.wait(timeout=10)
-
-
-def sysbreak_argv() -> list[str]:
-    """How to run the ``sysbreak`` command of this checkout."""
-    script = Path(sys.executable).with_name("sysbreak")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from sysbreak.cli import main; main()"]
-
-
-def run_sysbreak(
-    *args: object, timeout: float = 120, prefix: list[str] | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    """Run ``sysbreak ARGS...`` to completion (stdin closed), capturing its output as text."""
-    argv = [*(prefix or []), *sysbreak_argv(), *(str(a) for a in args)]
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False, **kwargs
-    )
-
-
-#: run a command as user nobody (setpriv ships with util-linux)
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from support.fixtures import build_fixtures
+
+__all__ = ["BUILD", "ROOT", "SCRIPT", "build_fixtures", "gdb_env", "read_log", "run_gdb"]
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "fixtures" / "build"
 SCRIPT = ROOT / "gdb_scripts" / "sysbreak.py"
-
-
-def build_fixtures() -> Path:
-    subprocess.run(["make", "-s", "-C", str(ROOT / "fixtures")], check=True, capture_output=True)
-    return BUILD
 
 
 def gdb_env() -> dict[str, str]:

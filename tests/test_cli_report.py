@@ -10,32 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.cli import one_error, run_in_process
 from support.sample import sample_analysis
 
-from sysbreak.cli import main
 from sysbreak.report import render
 
 Run = Callable[..., tuple[int, str, str]]
-
-
-def sysbreak(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["sysbreak", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("sysbreak: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture
@@ -59,7 +39,7 @@ def saved_after(tmp_path: Path) -> Path:
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NO_COLOR", "1")
-    return lambda *args: sysbreak(capsys, monkeypatch, *args)
+    return lambda *args: run_in_process(capsys, monkeypatch, *args)
 
 
 # -- good inputs ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AS_NOBODY, FixturePaths, Spawn, run_sysbreak, sysbreak_argv
+from conftest import FixturePaths, Spawn
+from support.cli import AS_NOBODY, error_line, run_sysbreak, sysbreak_argv
 
 from sysbreak.driver import process
 from sysbreak.driver.restore import int3_addresses, read_entries
@@ -47,13 +48,6 @@ def assert_no_int3(pid: int, capture: Path) -> None:
     entries = read_entries(capture / "restore.jsonl", pid)
     assert entries, "the restore file lists no breakpoint address"
     assert int3_addresses(pid, entries) == []
-
-
-def error_line(res: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("sysbreak: error:")]
-    assert len(lines) == 1, f"expected one error line, got:\n{res.stderr}"
-    assert "Traceback" not in res.stderr
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------------- attach

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AS_NOBODY, FixturePaths, Spawn, run_sysbreak
+from conftest import FixturePaths, Spawn
+from support.cli import AS_NOBODY, one_error, run_in_process, run_sysbreak
 
 from sysbreak import sites
-from sysbreak.cli import main
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LIBUCM = "/lib/x86_64-linux-gnu/libucm.so.0"
@@ -32,27 +31,8 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Run the real entry point in-process: (exit code, stdout, stderr)."""
-
-    def _run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["sysbreak", "sites", *(str(a) for a in args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
-
-
-def one_error(code: int, err: str, *needles: str, exit_code: int = 2) -> None:
-    assert code == exit_code, err
-    assert err.count("\n") == 1 and err.startswith("sysbreak: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
+    """``sysbreak sites ARGS...`` through the real entry point, in-process: (exit code, stdout, stderr)."""
+    return lambda *args: run_in_process(capsys, monkeypatch, "sites", *args)
 
 
 @needs_libucm

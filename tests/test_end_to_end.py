@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gdbutil import BUILD, build_fixtures
+from support.cli import run_sysbreak
 
 pytestmark = pytest.mark.gdb
 
@@ -25,8 +25,7 @@ LEAKED = TICKS * BLOCK_KB * 1024
 
 
 def sysbreak(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "sysbreak"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return run_sysbreak(*args, timeout=timeout, env=env)
 
 
 def capture(out: Path, env: dict[str, str] | None = None) -> None:

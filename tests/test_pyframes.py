@@ -340,6 +340,8 @@ def test_sysbreak_break_python_stacks_log(tmp_path: Path) -> None:
     env = dict(os.environ, DEBUGINFOD_URLS="")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     console = res.stdout + res.stderr
+    assert "sysbreak: cannot load" not in console, console[-3000:]
+    assert log.exists(), f"sysbreak break wrote no log: did the extension load?\n{console[-3000:]}"
     assert "DONE" in console, console[-3000:]
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     stacks = {r["id"]: r for r in records if r["type"] == "stack"}
