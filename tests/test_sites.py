@@ -11,6 +11,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FixturePaths
@@ -392,8 +393,18 @@ def test_changed_file_is_rescanned(tmp_path: Path, fixture_paths: FixturePaths) 
 # plan
 
 
-def _site(vaddr: int, kind: str, nr: int | None, *, tail: bool = False, generic: bool = False) -> Site:
-    return Site(vaddr, 2 if kind == "syscall" else 5, kind, nr, "f", 0, tail, generic)
+def _site(
+    vaddr: int,
+    kind: str,
+    nr: int | None,
+    *,
+    tail: bool = False,
+    generic: bool = False,
+    symbol: str = "f",
+    offset: int = 0,
+    **pre: Any,
+) -> Site:
+    return Site(vaddr, 2 if kind == "syscall" else 5, kind, nr, symbol, offset, tail, generic, **pre)
 
 
 SYNTH = ModuleScan(
@@ -403,12 +414,24 @@ SYNTH = ModuleScan(
     (
         _site(0x100, "syscall", 9),  # wanted constant
         _site(0x200, "syscall", 110),  # other constant
-        _site(0x300, "syscall", None),  # unknown
-        _site(0x400, "syscall", None, generic=True),  # the wrapper
+        _site(0x300, "syscall", None),  # unknown, no safe place before it: uncovered
+        _site(0x400, "syscall", None, generic=True, symbol="syscall"),  # libc's syscall() wrapper
         _site(0x500, "call", 11),  # wanted constant call
         _site(0x600, "call", 110),  # getppid call in a hot loop
         _site(0x700, "call", None),  # unknown call
         _site(0x800, "call", 25, tail=True),  # tail jump
+        # unknown number, read before the syscall instruction (Go's Syscall6: rax from the function start)
+        _site(
+            0x900,
+            "syscall",
+            None,
+            offset=0xC,
+            early_vaddr=0x8F4,
+            early_reg="rax",
+            early_args=("rbx", "rcx", "rdi", "rsi", "r8", "r9"),
+        ),
+        # the same where the arguments are computed late: read after the syscall instruction; a push between
+        _site(0xA00, "syscall", None, early_vaddr=0x9F0, early_reg="r12", early_sp_delta=-8),
     ),
 )
 
@@ -424,7 +447,19 @@ def test_plan_syscall_instructions() -> None:
     assert p[0x100].arg_regs == ("rdi", "rsi", "rdx", "r10", "r8", "r9")
     assert 0x200 not in p  # not wanted: no probe at all
     assert 0x300 not in p  # unknown number: never a breakpoint ON a syscall instruction (deadlock risk)
+    assert SYNTH.sites[2].uncovered and not any(s.uncovered for s in SYNTH.sites[3:])
     assert 0x400 not in p  # the generic wrapper is skipped by default
+
+
+def test_plan_before_syscall_instructions() -> None:
+    """A number that is not a constant is read BEFORE the syscall instruction, where the register holds it."""
+    p = _plan([9, 11])
+    go = p[0x900]
+    assert (go.entry, go.exit, go.nr_reg, go.condition_nrs) == (0x8F4, 0x902, "rax", (9, 11))
+    assert go.arg_regs == ("rbx", "rcx", "rdi", "rsi", "r8", "r9") and not go.args_at_exit and go.sp_delta == 0
+    late = p[0xA00]
+    assert (late.entry, late.nr_reg, late.sp_delta, late.args_at_exit, late.arg_regs) == (0x9F0, "r12", -8, True, ())
+    assert p[0x900].entry != 0x900 and p[0xA00].entry != 0xA00  # never on the syscall instruction
 
 
 def test_plan_calls() -> None:
@@ -440,7 +475,7 @@ def test_plan_calls() -> None:
 
 def test_plan_exhaustive() -> None:
     p = _plan([9, 11, 25], exhaustive=True)
-    assert set(p) == {0x100, 0x400}  # no call probes; the wrapper conditioned at its first instruction
+    assert set(p) == {0x100, 0x400, 0x900, 0xA00}  # no call probes; the wrapper conditioned at its first instruction
     w = p[0x400]
     assert w.condition_nrs == (9, 11, 25) and w.nr_reg == "rdi"
     assert w.entry == 0x400 - (w.site.symbol_offset or 0) and w.exit == 0x402
@@ -450,7 +485,7 @@ def test_plan_exhaustive() -> None:
 def test_plan_wanted_order_and_empty() -> None:
     assert _plan([25, 9, 9])[0x700].condition_nrs == (9, 25)
     assert sites.plan(SYNTH, []) == []
-    assert set(_plan([110])) == {0x200, 0x600, 0x700}
+    assert set(_plan([110])) == {0x200, 0x600, 0x700, 0x900, 0xA00}
 
 
 def test_load_bias() -> None:
@@ -467,7 +502,7 @@ def test_sites_table() -> None:
     text = sites.sites_table([(SYNTH, 0x7F0000000000)], [9, 11, 25], show_all=True)
     lines = text.splitlines()
     assert lines[0].startswith("/synthetic/libx.so  build-id abab")
-    assert "bias 0x7f0000000000" in lines[0] and "8 sites, 4 probes" in lines[0]
+    assert "bias 0x7f0000000000" in lines[0] and "10 sites, 6 probes" in lines[0]
     rows = {ln.split()[0]: ln for ln in lines[1:]}
     assert rows["0x7f0000000100"].endswith("  break after") and "9 mmap" in rows["0x7f0000000100"]
     assert "libx.so+0x100" in rows["0x7f0000000100"] and "f+0x0" in rows["0x7f0000000100"]
@@ -476,6 +511,7 @@ def test_sites_table() -> None:
     assert rows["0x7f0000000400"].endswith("skip (generic; --exhaustive)")
     assert rows["0x7f0000000700"].endswith("break if rdi in {9,11,25}")
     assert " tailjmp " in rows["0x7f0000000800"]
+    assert rows["0x7f0000000900"].endswith("break at f+0x0 if rax in {9,11,25}, and after")
     assert "\x1b" not in text and "[bold" not in text
 
 
@@ -483,7 +519,7 @@ def test_sites_table_hides_skipped_by_default() -> None:
     text = sites.sites_table([(SYNTH, None)], [9, 11, 25], show_all=False)
     assert "0x200" not in text and "0x100" in text
     assert "(4 more sites skipped: 2 make other syscalls (2 getppid); " in text
-    assert "1 number not inferred (no breakpoint ON a syscall instruction" in text
+    assert "1 UNCOVERED: number not inferred and no safe place before the syscall instruction" in text
     assert "1 in a generic wrapper, number from the caller" in text
 
 
@@ -493,12 +529,14 @@ def test_sites_json() -> None:
     assert doc["format"] == "sysbreak-sites/1" and doc["exhaustive"] is False
     assert doc["syscalls"][0] == {"nr": 9, "name": "mmap"}
     (mod,) = doc["modules"]
-    assert mod["site_count"] == 8 and mod["probe_count"] == 4 and mod["bias"] == 0x1000
+    assert mod["site_count"] == 10 and mod["probe_count"] == 6 and mod["bias"] == 0x1000
     by = {s["vaddr"]: s for s in mod["sites"]}
     assert by[0x100]["action"] == "break" and by[0x100]["address"] == 0x1100
     assert by[0x100]["probe"]["condition_nrs"] is None
     assert by[0x200]["action"] == "skip" and by[0x200]["reason"] == "getppid" and by[0x200]["probe"] is None
-    assert by[0x300]["action"] == "skip" and by[0x300]["reason"] == "number unknown"
+    assert by[0x300]["action"] == "skip" and by[0x300]["reason"] == "number unknown" and by[0x300]["uncovered"]
+    assert by[0x900]["early"] == {"vaddr": 0x8F4, "reg": "rax"} and by[0x900]["probe"]["entry"] == 0x8F4
+    assert by[0xA00]["probe"]["args_at_exit"] is True and by[0xA00]["probe"]["sp_delta"] == -8
     assert by[0x700]["action"] == "break-if" and by[0x700]["probe"]["condition_nrs"] == [9, 11, 25]
     assert by[0x400]["reason"] == "generic"
     assert by[0x800]["probe"]["exit"] is None and by[0x800]["tail"] is True

@@ -52,6 +52,7 @@ class Breakpoint:
     site_kind: str  # "syscall" or "call"
     synthetic_wrapper_frame: bool = False  # prepend libc's syscall() as frame 0 (call sites)
     return_address: int | None = None  # before, at a call: the caller's pc that frames name (after the call)
+    sp_delta: int = 0  # entry: rsp at the paired exit minus rsp here (a probe before a syscall instruction)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class ProbeSpec:
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
     before: bool = False  # a release caught before the kernel acts (sites.Probe.before)
+    sp_delta: int = 0  # rsp at exit minus rsp at entry
+    args_at_exit: bool = False  # read the kernel arguments at the exit (after the syscall instruction)
 
 
 def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) -> list[Breakpoint]:
@@ -125,6 +128,7 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
             nr_reg=nr_reg,
             site_address=site,
             site_kind=probe.kind,
+            sp_delta=probe.sp_delta,
         )
     ]
     if probe.exit is not None:
@@ -135,7 +139,7 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
                 rcx_after=None,
                 accept_failed=False,
                 condition_nrs=None,
-                arg_regs=(),
+                arg_regs=KERNEL_ARG_REGS if probe.args_at_exit else (),
                 nr=probe.nr,
                 nr_reg=None,
                 site_address=site,

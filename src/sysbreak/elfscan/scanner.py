@@ -38,6 +38,20 @@ _MAX_SYNC_GAP = 4096
 
 
 @dataclass(frozen=True)
+class Early:
+    """A safe place to read a syscall number that is not a constant: the instruction at ``vaddr`` (before the
+    ``syscall`` instruction, in the same basic block, never the ``syscall`` itself) from which ``reg`` holds the
+    number the kernel will see. ``sp_delta`` is rsp at the ``syscall`` instruction minus rsp at ``vaddr``;
+    ``args`` names where the six kernel arguments are at ``vaddr`` (registers, ``"*sp+K"``), None when some are
+    computed after it (then they are read after the ``syscall`` instruction, where the kernel preserved them)."""
+
+    vaddr: int
+    reg: str
+    sp_delta: int
+    args: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
 class RawSite:
     vaddr: int
     size: int
@@ -48,6 +62,7 @@ class RawSite:
     tail: bool
     generic: bool
     pre_vaddr: int | None = None  # see Site.pre_vaddr
+    early: Early | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class _Cand:
 
 
 # A confirmed candidate: (candidate, instruction address, size, inferred number, pre_vaddr).
-_Found = tuple[_Cand, int, int, int | str, int | None]
+_Found = tuple[_Cand, int, int, "int | str", "int | None", "Early | None"]
 
 
 class _Region:
@@ -149,7 +164,7 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     found = _confirm(regions, cands, sync_points)
 
     sites = []
-    for cand, insn_addr, insn_size, value, pre in found:
+    for cand, insn_addr, insn_size, value, pre, early in found:
         symbol = None
         offset = None
         hit = symtab.lookup(insn_addr) if symtab is not None else None
@@ -167,7 +182,7 @@ def _scan_elf(elf: ElfFile) -> RawScan:
             if in_wrapper:
                 continue  # the wrapper's own internal branches, if any, are not call sites
         nr = value if isinstance(value, int) else None
-        sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic, pre))
+        sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic, pre, early))
     sites.sort(key=lambda s: s.vaddr)
     return RawScan(build_id, first, sites)
 
@@ -308,8 +323,11 @@ def _confirm(regions: list[_Region], cands: list[_Cand], sync_points: list[int])
     """Decode from synchronisation points to keep the candidates that are real instructions.
 
     Returns ``(candidate, instruction address, instruction size, inferred number, pre)`` for each one kept; the
-    number is an int or one of :data:`x86.UNKNOWN` / :data:`x86.FROM_RDI`, ``pre`` as :attr:`RawSite.pre_vaddr`.
+    number is an int or one of :data:`x86.UNKNOWN` / :data:`x86.FROM_RDI`, ``pre`` as :attr:`RawSite.pre_vaddr`,
+    and ``early`` (syscall instructions whose number is not a constant) the place before it to read the number
+    (see :class:`Early`).
     """
+    starts = _Starts(sync_points)
     cands.sort(key=lambda c: c.pos)
     region_starts = [r.vaddr for r in regions]
     # Group the candidates by the decode start they need.
@@ -333,9 +351,9 @@ def _confirm(regions: list[_Region], cands: list[_Cand], sync_points: list[int])
             # where several trial decodes agree.
             for c in group:
                 s = _sync_start(r, c.pos)
-                out.extend(_decode_group(r, s, [c], c.pos + c.length))
+                out.extend(_decode_group(r, s, [c], c.pos + c.length, starts))
             continue
-        out.extend(_decode_group(r, start, group, last))
+        out.extend(_decode_group(r, start, group, last, starts))
     return out
 
 
@@ -360,8 +378,9 @@ def _sync_start(r: _Region, pos: int) -> int:
     return next(s for hit, s in votes if hit == majority)
 
 
-def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list[_Found]:
-    """Decode ``[start, last)`` once and check every candidate of ``group`` (all inside it) against it."""
+def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts: _Starts) -> list[_Found]:
+    """Decode ``[start, last)`` once and check every candidate of ``group`` (all inside it) against it.
+    ``starts`` are known function starts: a basic block never extends back over one."""
     out: list[_Found] = []
     code = r.code
     w = x86.decode(code[start - r.vaddr : min(r.end, last + 16) - r.vaddr], start)
@@ -387,19 +406,162 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int) -> list
             targets = _jump_targets(code, r.vaddr, [row for row in rows if row[2] in _BRANCH_FIRST])
         # The basic block before the site: back to the previous branch, or to a known branch target.
         j = k
-        while j > 0 and rows[j][0] not in targets and not w.is_control_flow(j - 1):
+        while j > 0 and rows[j][0] not in targets and rows[j][0] not in starts.set and not w.is_control_flow(j - 1):
             j -= 1
         family = x86.RAX if c.kind == "syscall" else x86.RDI
+        block = [w.text(i) for i in range(j, k)]
         # The place to catch the call before it enters the kernel: the instruction just before the syscall, when
         # it is in the same block (so every path to the syscall passes it and nothing branches in between) and
         # leaves the six argument registers alone (so they hold what the kernel will read).
         pre = None
         if c.kind == "syscall" and j < k:
-            mnemonic, op_str = w.text(k - 1)
+            mnemonic, op_str = block[-1]
             if not any(x86.may_write(mnemonic, op_str, reg) for reg in x86.KERNEL_ARGS):
                 pre = rows[k - 1][0]
-        out.append((c, addr, size, x86.last_write([w.text(i) for i in range(j, k)], family), pre))
+        t = x86.trace(block, family)
+        if t.const is None and t.at == 0 and t.reg is not None and rows[j][0] not in starts.set:
+            # the value comes from before the block: the same constant on every path into it?
+            const = _Function.of(r, rows[j][0], starts).const_at(rows[j][0], t.reg)
+            if const is not None:
+                t = x86.Trace(const, None, None)
+        value: int | str = t.const if t.const is not None else (x86.FROM_RDI if t.from_rdi else x86.UNKNOWN)
+        early = None
+        if c.kind == "syscall" and t.const is None and t.at is not None and t.reg is not None:
+            delta = x86.stack_delta(block, t.at)
+            if delta is not None:
+                located = [x86.locate_at(block, reg, t.at) for reg in x86.KERNEL_ARGS]
+                args = tuple(a for a in located if a is not None)
+                early = Early(rows[j + t.at][0], t.reg, delta, args if len(args) == 6 else None)
+        out.append((c, addr, size, value, pre, early))
     return out
+
+
+# Registers a call leaves alone (System V ABI; Go's compiler keeps nothing in registers across a call anyway).
+_CALLEE_SAVED = frozenset({"rbx", "rbp", "r12", "r13", "r14", "r15"})
+_NO_FALLTHROUGH = frozenset({"jmp", "ret", "retf", "iretq", "ud2", "hlt", "int3", "ljmp"})
+_MAX_FUNCTION = 1 << 16
+_PADDING = frozenset({"nop", "int3", "xchg"})  # (xchg ax, ax is a 2-byte nop)
+
+
+class _Starts:
+    """The known function starts (synchronisation points), as a set and sorted."""
+
+    def __init__(self, points: list[int]) -> None:
+        self.sorted = points
+        self.set = frozenset(points)
+        self.functions: dict[tuple[int, int], _Function] = {}  # decoded whole, for this scan only
+
+    def around(self, addr: int) -> tuple[int, int]:
+        """The function start at or before ``addr`` and the next one after it (its end)."""
+        i = bisect.bisect_right(self.sorted, addr)
+        return (self.sorted[i - 1] if i else addr), (self.sorted[i] if i < len(self.sorted) else addr + _MAX_FUNCTION)
+
+
+class _Function:
+    """One function, decoded whole, for a constant that reaches a basic block from its predecessors.
+
+    A register's value at a block start is a constant when every predecessor (the instruction falling through
+    into it, every direct jump to it in the function) ends with that constant in it: :func:`x86.trace` over the
+    predecessor's block, recursively, a call passing only callee-saved registers through. Loops are met
+    optimistically (a back edge that only passes the value along adds nothing). The function's entry, an
+    indirect jump anywhere in it (a switch table: unknown targets), or a disagreement gives no constant.
+    Branches from outside the function into its middle (a ``.cold`` part jumping back) are not seen.
+    """
+
+    @classmethod
+    def of(cls, r: _Region, addr: int, starts: _Starts) -> _Function:
+        lo, hi = starts.around(addr)
+        lo, hi = max(lo, r.vaddr), min(hi, r.end, lo + _MAX_FUNCTION)
+        key = (r.vaddr, lo)
+        got = starts.functions.get(key)
+        if got is None:
+            got = starts.functions[key] = cls(r, lo, hi)
+        return got
+
+    def __init__(self, r: _Region, lo: int, hi: int) -> None:
+        self.start = lo
+        w = x86.decode(r.code[lo - r.vaddr : hi - r.vaddr], lo)
+        rows = w.rows
+        self.texts = [w.text(k) for k in range(len(rows))]
+        self.base = [x86.base_mnemonic(m) for m, _o in self.texts]
+        self.flow = [x86.is_control_flow(m) for m, _o in self.texts]
+        self.index = {row[0]: k for k, row in enumerate(rows)}
+        self.preds: dict[int, list[int]] = {}
+        self.indirect = any(
+            m == "jmp" and not o.startswith("0x") for m, (_x, o) in zip(self.base, self.texts, strict=True)
+        )
+        branch_rows = [row for row in rows if row[2] in _BRANCH_FIRST]
+        for src in branch_rows:
+            for target in _jump_targets(r.code, r.vaddr, [src]):
+                k = self.index.get(target)
+                if k is not None:
+                    self.preds.setdefault(k, []).append(self.index[src[0]])
+        self._memo: dict[tuple[int, str], int | None] = {}
+        self._busy: set[tuple[int, str]] = set()
+
+    def const_at(self, addr: int, reg: str) -> int | None:
+        k = self.index.get(addr)
+        if k is None or self.indirect:
+            return None
+        value = self._const(k, reg, 0)
+        return None if value == _LOOP else value
+
+    def _const(self, k: int, reg: str, depth: int) -> int | None:
+        """The constant ``reg`` holds when instruction ``k`` starts (the start of a block), or None (also for a
+        loop back to a block being computed: :data:`_LOOP`)."""
+        if k == 0 or depth > 24:
+            return None  # the function's entry: anything
+        key = (k, reg)
+        if key in self._memo:
+            return self._memo[key]
+        if key in self._busy:
+            return _LOOP
+        self._busy.add(key)
+        preds = list(self.preds.get(k, ()))
+        if self.base[k - 1] not in _NO_FALLTHROUGH:
+            preds.append(k - 1)
+        if not preds and self.base[k] in _PADDING:
+            self._busy.discard(key)
+            return _LOOP  # alignment padding after a jump or return: never runs, adds nothing
+        values: set[int | None] = set()
+        for p in preds:
+            values.add(self._at_end(p, reg, depth))
+            if None in values:
+                break
+        self._busy.discard(key)
+        values.discard(_LOOP)
+        if not values:
+            return _LOOP  # only loops back (or padding): no information from this block yet
+        result = values.pop() if len(values) == 1 else None
+        if not self._busy or result is not None:
+            self._memo[key] = result  # (a None met inside a loop may be a _LOOP: computed again from the top)
+        return result
+
+    def _at_end(self, p: int, reg: str, depth: int) -> int | None:
+        """The constant ``reg`` holds after predecessor instruction ``p``, where control leaves it for its
+        successor."""
+        if self.base[p] == "call":
+            if reg not in _CALLEE_SAVED:
+                return None
+            end = p  # the block before the call, which passes reg through
+        elif self.flow[p]:
+            end = p  # a jump: writes no register
+        else:
+            end = p + 1
+        b = end
+        while b > 0 and not self.flow[b - 1] and (b == end or b not in self.preds):
+            b -= 1
+        if b == end:
+            return self._const(b, reg, depth + 1)
+        t = x86.trace(self.texts[b:end], reg)
+        if t.const is not None:
+            return t.const
+        if t.at == 0 and t.reg is not None:
+            return self._const(b, t.reg, depth + 1)
+        return None
+
+
+_LOOP = -(1 << 70)  # a marker, never a constant: the value is being computed further up (a loop)
 
 
 _BRANCH_FIRST = frozenset(b"jbnl")  # jmp/jcc, bnd jmp, notrack jmp, loop (and some non-branches: bt, neg, lea...)

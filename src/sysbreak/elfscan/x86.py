@@ -10,8 +10,10 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import re
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _CS_ARCH_X86 = 3
@@ -269,63 +271,204 @@ UNKNOWN = "unknown"
 FROM_RDI = "rdi"
 
 
-def last_write(block: Sequence[tuple[str, str]], register: str) -> int | str:
-    """Walk ``block`` (``(mnemonic, operands)`` of the instructions of one basic block before the site, in address
-    order) backwards to the last write of ``register`` (:data:`RAX` or :data:`RDI`).
+@dataclass(frozen=True)
+class Trace:
+    """Where the value a register holds at the end of a block (the instruction after it: the site) comes from.
 
-    Returns the constant it loads (``mov eax, 9`` -> 9; ``xor eax, eax`` -> 0), following register copies
-    (``mov r9d, 0x14; ...; mov eax, r9d`` -> 20); :data:`FROM_RDI` for ``mov rax, rdi`` (the generic wrapper's
-    pattern); :data:`UNKNOWN` for any other write, and when the block holds no write at all (the value comes from
-    an earlier block, which this analysis does not follow). An instruction it cannot prove harmless counts as
-    a write, so a wrong constant is never returned.
+    ``const`` is the constant it was loaded with, else None. Otherwise, when ``at`` is not None, the final value is
+    in register ``reg`` from instruction ``at`` of the block on (0: from the block's first instruction, so the value
+    came from before the block; ``k``: right after the write at ``k - 1`` that this analysis cannot evaluate); None
+    when no instruction of the block holds it in a register (it comes through memory, or it is written by the last
+    instruction of the block). ``from_rdi`` marks a copy of rdi into rax whose source reaches the block start (the
+    generic wrapper's ``mov rax, rdi``).
+    """
+
+    const: int | None
+    reg: str | None
+    at: int | None
+    from_rdi: bool = False
+
+
+def trace(block: Sequence[tuple[str, str]], register: str) -> Trace:
+    """Walk ``block`` (``(mnemonic, operands)`` of the instructions of one basic block before the site, in address
+    order) backwards from its end to where the value of ``register`` comes from (see :class:`Trace`).
+
+    Constants: ``mov eax, 9``; ``xor eax, eax`` / ``sub edi, edi`` (0); a ``push imm`` popped into the register
+    (``push 3; pop rdi``), with balanced pushes and pops between; register copies of either (``mov r9d, 0x14; ...;
+    mov eax, r9d``; ``push rbx; pop rax``). An instruction it cannot prove harmless counts as a write, so a wrong
+    constant is never returned.
     """
     reg = register
     mask32 = False
-    for mnemonic, op_str in reversed(block):
+    depth: int | None = None  # not None: the value is the stack slot this many pushes below the top
+    copied_from_rdi = False
+    n = len(block)
+
+    def written(i: int) -> Trace:
+        # instruction i wrote the tracked register with something not followed: final from i + 1 on
+        return Trace(None, reg, i + 1 if i + 1 < n else None)
+
+    for i in range(n - 1, -1, -1):
+        mnemonic, op_str = block[i]
         m = base_mnemonic(mnemonic)
-        if m in _ANY_REGISTER or m in _IMPLICIT.get(reg, ()):
-            return UNKNOWN
-        if m == "imul" and reg in ("rax", "rdx") and "," not in op_str:
-            return UNKNOWN
-        if _is_string_op(m, op_str) and (reg in ("rdi", "rsi", "rcx") or (reg == "rax" and m.startswith("lods"))):
-            return UNKNOWN
-        if "rep" in mnemonic and reg == "rcx":
-            return UNKNOWN
-        if not op_str:
+        ops = op_str.split(", ") if op_str else []
+        if depth is not None:
+            # following a value through the stack, back from the pop that loaded it
+            if m == "push" and len(ops) == 1:
+                if depth > 0:
+                    depth -= 1
+                    continue
+                pushed = _immediate(ops[0])
+                if pushed is not None:
+                    pushed &= (1 << 64) - 1  # push imm8/imm32 sign-extends to 64 bits
+                    if mask32:
+                        return Trace(pushed & 0xFFFFFFFF, None, None)
+                    return Trace(pushed, None, None) if pushed < 1 << 32 else Trace(None, None, None)
+                pushed_reg = _GPR.get(ops[0])
+                if pushed_reg is None or pushed_reg[1] != 64 or pushed_reg[0] == "rsp":
+                    return Trace(None, None, None)
+                reg, depth = pushed_reg[0], None
+                continue
+            if m == "pop" and len(ops) == 1:
+                depth += 1
+                continue
+            if _writes_stack(m, ops):
+                return Trace(None, None, None)
             continue
-        ops = op_str.split(", ")
+        if m in _ANY_REGISTER or m in _IMPLICIT.get(reg, ()):
+            return written(i)
+        if m == "imul" and reg in ("rax", "rdx") and "," not in op_str:
+            return written(i)
+        if _is_string_op(m, op_str) and (reg in ("rdi", "rsi", "rcx") or (reg == "rax" and m.startswith("lods"))):
+            return written(i)
+        if "rep" in mnemonic and reg == "rcx":
+            return written(i)
+        if not ops:
+            continue
         if m in _EXCHANGES:
             if any(_GPR.get(o, ("", 0))[0] == reg for o in ops):
-                return UNKNOWN
+                return written(i)
             continue
         first = _GPR.get(ops[0])
         if first is None or first[0] != reg:
             continue
         if m in _READS_FIRST:
             continue
-        if first[1] < 32:
-            return UNKNOWN  # a partial write (mov al, 1): the rest of the register is unknown
-        if len(ops) != 2:
-            return UNKNOWN
+        if m == "pop" and len(ops) == 1 and first[1] == 64:
+            depth = 0
+            continue
+        if first[1] < 32 or len(ops) != 2:
+            return written(i)  # a partial write (mov al, 1): the rest of the register is unknown
         src = ops[1]
         if m in ("mov", "movabs"):
             value = _immediate(src)
             if value is not None:
                 if first[1] == 32 or mask32:
-                    return value & 0xFFFFFFFF
-                return value if 0 <= value < 1 << 32 else UNKNOWN
+                    return Trace(value & 0xFFFFFFFF, None, None)
+                return Trace(value, None, None) if 0 <= value < 1 << 32 else written(i)
             source = _GPR.get(src)
             if source is None or source[1] < 32 or source[0] in ("rsp", "rip"):
-                return UNKNOWN
+                return written(i)
             if register == "rax" and reg == "rax" and source[0] == "rdi":
-                return FROM_RDI
+                copied_from_rdi = True
             reg = source[0]  # a copy: go on looking for what was loaded into the source register
             mask32 = mask32 or first[1] == 32 or source[1] == 32
             continue
         if m in _ZEROING and src == ops[0]:
-            return 0
-        return UNKNOWN
-    return UNKNOWN
+            return Trace(0, None, None)
+        return written(i)
+    if depth is not None:
+        return Trace(None, None, None)
+    return Trace(None, reg, 0 if n else None, copied_from_rdi and reg == "rdi")
+
+
+def last_write(block: Sequence[tuple[str, str]], register: str) -> int | str:
+    """The constant ``register`` (:data:`RAX` or :data:`RDI`) holds at the end of ``block`` (see :func:`trace`);
+    :data:`FROM_RDI` for rax copied from rdi at the block start (``mov rax, rdi``: the generic wrapper's pattern);
+    :data:`UNKNOWN` for anything else, and when the value comes from an earlier block."""
+    t = trace(block, register)
+    if t.const is not None:
+        return t.const
+    return FROM_RDI if t.from_rdi else UNKNOWN
+
+
+def stack_delta(block: Sequence[tuple[str, str]], start: int) -> int | None:
+    """rsp at the end of ``block`` minus rsp at its instruction ``start``: pushes, pops, ``sub``/``add rsp, imm``
+    between them; None when something else changes rsp."""
+    delta = 0
+    for mnemonic, op_str in block[start:]:
+        m = base_mnemonic(mnemonic)
+        ops = op_str.split(", ") if op_str else []
+        if m in ("push", "pushfq", "pushf"):
+            delta -= 8
+        elif m in ("pop", "popfq", "popf"):
+            delta += 8
+        elif m in _RSP_OTHER:
+            return None
+        elif ops and _GPR.get(ops[0], ("", 0))[0] == "rsp" and m not in _READS_FIRST:
+            value = _immediate(ops[1]) if len(ops) == 2 else None
+            if m == "sub" and value is not None:
+                delta -= value
+            elif m == "add" and value is not None:
+                delta += value
+            else:
+                return None
+    return delta
+
+
+def locate_at(block: Sequence[tuple[str, str]], register: str, point: int) -> str | None:
+    """Where the value ``register`` holds at the end of ``block`` is at instruction ``point``: a register name, or
+    ``"*sp+K"`` for the 8 bytes at ``$rsp + K`` (``mov r9, qword ptr [rsp + 8]`` with rsp and the stack unchanged
+    in between); None when it is computed, a constant, or loaded otherwise after ``point``."""
+    reg = register
+    for i in range(len(block) - 1, point - 1, -1):
+        mnemonic, op_str = block[i]
+        m = base_mnemonic(mnemonic)
+        ops = op_str.split(", ") if op_str else []
+        if (
+            m in _ANY_REGISTER
+            or m in _IMPLICIT.get(reg, ())
+            or (_is_string_op(m, op_str) and reg in ("rdi", "rsi", "rcx", "rax"))
+        ):
+            return None
+        if not ops:
+            continue
+        if m in _EXCHANGES:
+            if any(_GPR.get(o, ("", 0))[0] == reg for o in ops):
+                return None
+            continue
+        first = _GPR.get(ops[0])
+        if first is None or first[0] != reg or m in _READS_FIRST:
+            continue
+        if m != "mov" or len(ops) != 2 or first[1] != 64:
+            return None
+        source = _GPR.get(ops[1])
+        if source is not None and source[1] == 64 and source[0] not in ("rsp", "rip"):
+            reg = source[0]
+            continue
+        slot = _RSP_SLOT.fullmatch(ops[1])
+        if slot is None or stack_delta(block[: i + 1], point) != 0:
+            return None
+        if any(_writes_stack(base_mnemonic(mn), o.split(", ") if o else []) for mn, o in block[point:i]):
+            return None
+        offset = int(slot.group(1), 0) if slot.group(1) else 0
+        return f"*sp+{offset}" if offset else "*sp"
+    return reg
+
+
+_RSP_SLOT = re.compile(r"qword ptr \[rsp(?: \+ (0x[0-9a-f]+|\d+))?\]")
+_RSP_OTHER = frozenset({"leave", "enter", "call", "ret", "iretq"})
+
+
+def _writes_stack(mnemonic: str, ops: list[str]) -> bool:
+    """True for an instruction that may change rsp or write memory through it (conservatively: any write to a
+    memory operand, since another register may point into the stack)."""
+    if mnemonic in _RSP_OTHER or mnemonic in ("push", "pop", "pushfq", "popfq", "pushf", "popf"):
+        return True
+    if not ops or mnemonic in _READS_FIRST:
+        return False
+    first = ops[0]
+    return "ptr [" in first or _GPR.get(first, ("", 0))[0] == "rsp" or mnemonic in _EXCHANGES
 
 
 def may_write(mnemonic: str, op_str: str, register: str) -> bool:

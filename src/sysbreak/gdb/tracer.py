@@ -253,6 +253,8 @@ class Tracer:
                 arg_regs=probe.arg_regs,
                 condition_nrs=probe.condition_nrs,
                 before=probe.before,
+                sp_delta=probe.sp_delta,
+                args_at_exit=probe.args_at_exit,
             )
             specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
             if probe.site.kind == "call" and self.wrapper_return is None and not probe.before:
@@ -399,14 +401,17 @@ class Tracer:
         t = time.monotonic()
         frame = gdb.newest_frame()
         spec = probe.spec
-        nr = spec.nr if spec.nr is not None else int(frame.read_register(spec.nr_reg or "rax"))
+        # the kernel takes the number as an int: the low 32 bits of rax
+        nr = spec.nr if spec.nr is not None else int(frame.read_register(spec.nr_reg or "rax")) & 0xFFFFFFFF
         if spec.condition_nrs is not None and nr not in spec.condition_nrs:
             return False
         args = self._regs(frame, spec.arg_regs)
-        sp = int(frame.read_register("rsp"))
+        sp = int(frame.read_register("rsp")) + spec.sp_delta  # rsp where the paired exit will see it
         tid = gdb.selected_thread().ptid[1]
         sid = self._stack(spec, exit_only=False, newest=frame)
-        if nr in self.log_before:  # a release: logged now, before the kernel acts; its exit is not waited for
+        if nr in self.log_before and spec.arg_regs:
+            # a release: logged now, before the kernel acts; its exit is not waited for (a probe that reads the
+            # arguments only after the syscall instruction logs the release there instead)
             return self._emit(t, tid, nr, args, None, sid, probe.site, before=True)
         self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, probe.site))
         return False
@@ -420,7 +425,9 @@ class Tracer:
         if call is None:
             return False
         ret = to_signed(int(frame.read_register("rax")))
-        return self._emit(call.t, tid, call.nr, call.args, ret, call.stack, call.site)
+        # a probe before a syscall instruction that set its arguments late: the kernel preserved them
+        args = self._regs(frame, probe.spec.arg_regs) if probe.spec.arg_regs else call.args
+        return self._emit(call.t, tid, call.nr, args, ret, call.stack, call.site)
 
     def _emit(
         self,

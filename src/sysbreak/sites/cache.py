@@ -117,6 +117,22 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
 def _from_raw(path: str, raw: RawScan) -> ModuleScan:
     sites = tuple(
         Site(s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic, s.pre_vaddr)
+        if s.early is None
+        else Site(
+            s.vaddr,
+            s.size,
+            s.kind,
+            s.nr,
+            s.symbol,
+            s.symbol_offset,
+            s.tail,
+            s.generic,
+            s.pre_vaddr,
+            s.early.vaddr,
+            s.early.reg,
+            s.early.sp_delta,
+            s.early.args,
+        )  # fmt: skip
         for s in raw.sites
     )
     return ModuleScan(path, raw.build_id, raw.first_load_vaddr, sites)
@@ -157,7 +173,7 @@ def _decode(doc: Any, path: str) -> ModuleScan:
     if not (build_id is None or isinstance(build_id, str)) or not isinstance(first, int):
         raise ValueError("bad header")
     sites = []
-    for vaddr, size, kind, nr, symbol, symbol_offset, tail, generic, pre in doc["sites"]:
+    for vaddr, size, kind, nr, symbol, symbol_offset, tail, generic, pre, *early in doc["sites"]:
         if not (isinstance(vaddr, int) and isinstance(size, int) and kind in ("syscall", "call")):
             raise ValueError("bad site")
         if not (nr is None or isinstance(nr, int)) or not (symbol is None or isinstance(symbol, str)):
@@ -166,7 +182,17 @@ def _decode(doc: Any, path: str) -> ModuleScan:
             raise ValueError("bad site")
         if not (pre is None or isinstance(pre, int)):
             raise ValueError("bad site")
-        sites.append(Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic), pre))
+        early_vaddr, early_reg, early_sp_delta, early_args = early if early else (None, None, 0, None)
+        if not (early_vaddr is None or (isinstance(early_vaddr, int) and isinstance(early_reg, str))):
+            raise ValueError("bad site")
+        if not isinstance(early_sp_delta, int) or not (
+            early_args is None or all(isinstance(a, str) for a in early_args)
+        ):
+            raise ValueError("bad site")
+        sites.append(
+            Site(vaddr, size, kind, nr, symbol, symbol_offset, bool(tail), bool(generic), pre, early_vaddr, early_reg,
+                 early_sp_delta, tuple(early_args) if early_args is not None else None)
+        )  # fmt: skip
     return ModuleScan(path, build_id, first, tuple(sites))
 
 
@@ -178,6 +204,11 @@ def _encode(scan_: ModuleScan) -> dict[str, Any]:
         "first_load_vaddr": scan_.first_load_vaddr,
         "sites": [
             [s.vaddr, s.size, s.kind, s.nr, s.symbol, s.symbol_offset, s.tail, s.generic, s.pre_vaddr]
+            + (
+                [s.early_vaddr, s.early_reg, s.early_sp_delta, list(s.early_args) if s.early_args else s.early_args]
+                if s.early_vaddr is not None
+                else []
+            )  # fmt: skip
             for s in scan_.sites
         ],
     }

@@ -53,10 +53,28 @@ class Site:
     # six argument registers: a breakpoint there sees the call with its final arguments before the kernel acts
     # (and is not ON the syscall instruction, see sysbreak.arming). None when there is no such instruction.
     pre_vaddr: int | None = None
+    # A syscall instruction whose number is not a constant: the instruction before it (same basic block, never the
+    # syscall itself) from which early_reg holds the number; rsp at the syscall minus rsp there; where the six kernel
+    # arguments are there (None: read them after the syscall instruction). early_vaddr None: no such place.
+    early_vaddr: int | None = None
+    early_reg: str | None = None
+    early_sp_delta: int = 0
+    early_args: tuple[str, ...] | None = None
 
     @property
     def next_vaddr(self) -> int:
         return self.vaddr + self.size
+
+    @property
+    def callers_probed(self) -> bool:
+        """libc's ``syscall()`` itself: its callers are the call sites (probed instead of it by default)."""
+        return self.kind == "syscall" and self.generic and self.symbol == "syscall"
+
+    @property
+    def uncovered(self) -> bool:
+        """A ``syscall`` instruction that no probe can watch: its number is not a constant and there is no safe
+        place before it to read the number (see :mod:`sysbreak.sites.planning`)."""
+        return self.kind == "syscall" and self.nr is None and not self.callers_probed and self.early_vaddr is None
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,10 @@ class Probe:
     return at the caller's return address instead). For a ``call`` site the value there is what ``syscall()``
     returns: -1 with ``errno`` set on failure, not ``-errno``.
 
-    ``nr_reg`` holds the syscall number at ``entry``. ``arg_regs`` name the six syscall arguments in kernel
+    ``nr_reg`` holds the syscall number at ``entry``. ``sp_delta`` is rsp at ``exit`` minus rsp at ``entry`` (the
+    pair is matched by thread and stack pointer); with ``args_at_exit`` the kernel arguments are read at ``exit``
+    (where the kernel preserved rdi, rsi, rdx, r10, r8 and r9) instead of at ``entry``. ``arg_regs`` name the six
+    syscall arguments in kernel
     order; an item ``"*sp"`` means the 8 bytes at ``$rsp`` (the 7th C argument of ``syscall()``, read at the
     call instruction) and ``"*sp+8"`` the 8 bytes at ``$rsp + 8`` (the same argument at a tail jump, where
     ``$rsp`` points at the return address). ``condition_nrs`` is None when the breakpoint is unconditional (the
@@ -102,3 +123,5 @@ class Probe:
     arg_regs: tuple[str, ...]
     condition_nrs: tuple[int, ...] | None
     before: bool = False  # one breakpoint at ``entry``, before the site: the call is logged there, unreturned
+    sp_delta: int = 0
+    args_at_exit: bool = False

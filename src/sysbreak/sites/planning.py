@@ -26,14 +26,15 @@ def plan(
     """The breakpoints that catch the syscalls ``wanted`` (numbers) made from ``scan``'s module.
 
     * A ``syscall`` instruction with a known number gets an unconditional probe when the number is wanted, and
-      none otherwise. With an unknown number that is not taken from the caller, none at all: the tracer never
-      puts a breakpoint ON a ``syscall`` instruction (stepping a blocking call over it with the other threads
-      held deadlocks the process; see :mod:`sysbreak.arming`).
-    * A generic wrapper (glibc's ``syscall()``, or any function that copies its first argument into rax) is
-      probed only when ``exhaustive``, at its first instruction (``entry`` = the function start, ``nr_reg``
-      rdi, the C arguments in :data:`WRAPPER_ENTRY_ARG_REGS`), conditioned on the number; by default its
-      callers are probed instead. A wrapper whose start is unknown (stripped, unnamed) or far from its
-      ``syscall`` instruction cannot be probed safely and is skipped.
+      none otherwise.
+    * A ``syscall`` instruction whose number is not a constant gets a probe BEFORE it, never on it (stepping a
+      blocking call over a breakpoint with the other threads held deadlocks the process; see notes/arming.md): at
+      the instruction of the same basic block from which a register holds the number (``Site.early_vaddr``: the
+      function start of a wrapper that takes it from an argument register, such as Go's
+      ``runtime/internal/syscall.Syscall6`` (rax) or a ``mov rax, rdi`` wrapper), conditioned on the number,
+      paired with a breakpoint after the ``syscall`` instruction for the result. A site with no such place is
+      *uncovered* (``Site.uncovered``): it gets no probe, and captures list it.
+    * libc's ``syscall()`` itself is probed that way only when ``exhaustive``; by default its callers are.
     * A call to ``syscall()`` with a known number: an unconditional probe when wanted, none otherwise (so a hot
       ``syscall(SYS_getppid)`` costs nothing); with an unknown number, a probe conditioned on ``rdi``.
     * A release (:data:`LOGGED_BEFORE`) with a known number is caught BEFORE its site (:attr:`Probe.before`)
@@ -62,13 +63,24 @@ def plan(
                 continue
             # no instruction to stop at before it: caught after it returns, like an allocation (the replay puts
             # it back in kernel order, see sysbreak.analysis.ledger)
-        if site.kind == "syscall" and site.generic:
+        if site.kind == "syscall" and conditioned and site.early_vaddr is not None and site.early_reg is not None:
+            probes.append(
+                Probe(
+                    site,
+                    site.early_vaddr,
+                    site.next_vaddr,
+                    site.early_reg,
+                    site.early_args if site.early_args is not None else (),
+                    want,
+                    sp_delta=site.early_sp_delta,
+                    args_at_exit=site.early_args is None,
+                )
+            )
+        elif site.kind == "syscall" and conditioned:  # libc's syscall() scanned without a pre point
             start = site.vaddr - (site.symbol_offset or 0)
             probes.append(Probe(site, start, site.next_vaddr, "rdi", WRAPPER_ENTRY_ARG_REGS, want))
         elif site.kind == "syscall":
-            probes.append(
-                Probe(site, site.vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, want if conditioned else None)
-            )
+            probes.append(Probe(site, site.vaddr, site.next_vaddr, "rax", SYSCALL_ARG_REGS, None))
         else:
             probes.append(
                 Probe(
@@ -86,11 +98,13 @@ def plan(
 def site_action(site: Site, wanted: set[int], exhaustive: bool) -> str | None:
     """``"break"`` (unconditional), ``"cond"`` (conditioned on the number register) or None (no probe)."""
     if site.kind == "syscall":
-        if site.generic:
-            return "cond" if exhaustive and _wrapper_start_known(site) else None
         if site.nr is not None:
             return "break" if site.nr in wanted else None
-        return None  # never ON a syscall instruction whose number is unknown
+        if site.callers_probed:
+            if not exhaustive:
+                return None
+            return "cond" if site.early_vaddr is not None or _wrapper_start_known(site) else None
+        return "cond" if site.early_vaddr is not None else None  # never ON the syscall instruction
     if exhaustive:
         return None
     if site.nr is not None:
@@ -103,9 +117,9 @@ def _wrapper_start_known(site: Site) -> bool:
 
 
 def skip_reason(site: Site, exhaustive: bool) -> str:
-    if site.kind == "syscall" and site.generic:
+    if site.callers_probed:
         return "generic; --exhaustive" if not exhaustive else "generic; start unknown"
-    if site.kind == "syscall" and site.nr is None:
+    if site.uncovered:
         return "number unknown"
     if site.kind == "call" and exhaustive:
         return "caught in syscall(); --exhaustive"

@@ -19,17 +19,35 @@ SITES_FORMAT = "sysbreak-sites/1"
 def _describe(site: Site, wanted: set[int], exhaustive: bool) -> dict[str, Any]:
     action = site_action(site, wanted, exhaustive)
     reg = "rax" if site.kind == "syscall" and not site.generic else "rdi"
+    nrs = ",".join(str(n) for n in sorted(wanted))
+    if site.kind == "syscall" and site.early_reg is not None:
+        reg = site.early_reg
     if action == "break" and site.nr in LOGGED_BEFORE and (site.kind == "call" or site.pre_vaddr is not None):
         text = "break before"
     elif action == "break":
         text = "break after"
-    elif action == "cond" and site.generic:
-        text = f"break at {site.symbol or 'entry'} if rdi in {{{','.join(str(n) for n in sorted(wanted))}}}"
+    elif action == "cond" and site.callers_probed:
+        text = f"break at {site.symbol or 'entry'} if rdi in {{{nrs}}}"
+    elif action == "cond" and site.kind == "syscall" and site.early_vaddr is not None:
+        text = f"break at {_early_place(site)} if {reg} in {{{nrs}}}, and after"
     elif action == "cond":
-        text = f"break if {reg} in {{{','.join(str(n) for n in sorted(wanted))}}}"
+        text = f"break if {reg} in {{{nrs}}}"
     else:
         text = f"skip ({skip_reason(site, exhaustive)})"
     return {"action": action, "text": text, "reg": reg}
+
+
+def _early_place(site: Site) -> str:
+    """Where the probe before a syscall instruction sits: ``Syscall6+0x0`` (function+offset), else the vaddr."""
+    assert site.early_vaddr is not None
+    if (
+        site.symbol is not None
+        and site.symbol_offset is not None
+        and site.symbol_offset >= site.vaddr - site.early_vaddr
+    ):
+        start = site.vaddr - site.symbol_offset
+        return f"{site.symbol}+{site.early_vaddr - start:#x}"
+    return f"{site.early_vaddr:#x}"
 
 
 def _module_label(path: str) -> str:
@@ -50,7 +68,8 @@ def _skipped_summary(skipped: dict[str, int]) -> str:
     labels = {
         "generic; --exhaustive": "in a generic wrapper, number from the caller (probed with --exhaustive)",
         "caught in syscall(); --exhaustive": "calls caught in the syscall() wrapper instead",
-        "number unknown": "number not inferred (no breakpoint ON a syscall instruction: it could deadlock threads)",
+        "number unknown": "UNCOVERED: number not inferred and no safe place before the syscall instruction to read it"
+        " (never a breakpoint ON it: it could deadlock threads)",
         "generic; start unknown": "in a generic wrapper whose start is unknown",
     }
     special = {labels.get(k, k): v for k, v in skipped.items() if k in labels or k == "nothing wanted"}
@@ -142,10 +161,13 @@ def sites_json(
                "size": 2, "kind": "syscall" | "call", "tail": false, "generic": false,
                "nr": 9 | null, "name": "mmap" | null,
                "symbol": "mmap" | null, "symbol_offset": 17 | null,
+               "early": null | {"vaddr": vaddr, "reg": "rax"},   # where a number that is not a constant is read
+               "uncovered": false,                             # number unknown and no "pre": no probe can watch it
                "action": "break" | "break-if" | "skip",
                "reason": null | "getppid" | "generic" | "exhaustive" | "number unknown" | "nothing wanted",
                "probe": null | {"entry": vaddr, "exit": vaddr | null, "nr_reg": "rax" | "rdi",
-                                "arg_regs": ["rdi", ...], "condition_nrs": [9, 11] | null}}]}]}
+                                "arg_regs": ["rdi", ...], "condition_nrs": [9, 11] | null,
+                                "sp_delta": 0, "args_at_exit": false}}]}]}
 
     Integers are plain JSON integers; addresses are unsigned.
     """
@@ -158,7 +180,7 @@ def sites_json(
             action = site_action(site, wanted_set, exhaustive)
             probe = probes.get(site.vaddr) if action is not None else None
             if action is None:
-                if site.kind == "syscall" and site.generic:
+                if site.callers_probed:
                     reason: str | None = "generic"
                 elif site.kind == "call" and exhaustive:
                     reason = "exhaustive"
@@ -182,6 +204,8 @@ def sites_json(
                     "name": syscalls.name(site.nr) if site.nr is not None else None,
                     "symbol": site.symbol,
                     "symbol_offset": site.symbol_offset,
+                    "early": None if site.early_vaddr is None else {"vaddr": site.early_vaddr, "reg": site.early_reg},
+                    "uncovered": site.uncovered,
                     "action": {"break": "break", "cond": "break-if", None: "skip"}[action],
                     "reason": reason,
                     "probe": None
@@ -192,6 +216,8 @@ def sites_json(
                         "nr_reg": probe.nr_reg,
                         "arg_regs": list(probe.arg_regs),
                         "condition_nrs": list(probe.condition_nrs) if probe.condition_nrs is not None else None,
+                        "sp_delta": probe.sp_delta,
+                        "args_at_exit": probe.args_at_exit,
                     },
                 }
             )
