@@ -21,6 +21,8 @@ dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)  # glibc's debug info: fi
 [ ! -x /usr/bin/python3.11 ] || [ -e /usr/bin/python3.11d ] || need+=(python3.11-dbg)  # CPython 3.11 debug info
 command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v go >/dev/null || need+=(golang-go)  # the Go fixture (tests/test_go.py)
+[ -d /usr/share/gocode/src/golang.org/x/sys/unix ] || need+=(golang-golang-x-sys-dev)  # its x/sys/unix.Mmap
 
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""

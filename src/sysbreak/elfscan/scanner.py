@@ -29,7 +29,7 @@ from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, Elf
 from sysbreak.errors import SysbreakError, os_error
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
-SCANNER_VERSION = 6
+SCANNER_VERSION = 7
 
 _CHUNK = 1 << 16
 _ENDBR64 = b"\xf3\x0f\x1e\xfa"
