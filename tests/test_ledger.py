@@ -249,3 +249,38 @@ def test_replay_matches_a_page_model(ops: list[tuple[str, int, int, int, bool]],
         live[ow >> OWNER_SHIFT] = live.get(ow >> OWNER_SHIFT, 0) + P
     for sid in set(r.mapped) | set(live):
         assert r.mapped.get(sid, 0) - r.unmapped.get(sid, 0) == live.get(sid, 0)
+
+
+ledger_ops = st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.integers(1, 8), st.integers(1, 3)), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ledger_ops, st.sampled_from([0, 1, 64]))
+def test_ledger_links_and_pages_after_every_change(ops: list[tuple[bool, int, int, int]], compact: int) -> None:
+    # assign/remove straight on a Ledger, its invariants (links, index, tombstones, merging, live) checked after
+    # every one; ``compact`` 0 and 1 rebuild the sorted index often, 64 keeps tombstones
+
+    class Small(Ledger):
+        __slots__ = ()
+        compact_min = compact
+
+    led = Small()
+    pages: dict[int, int] = {}
+    for put, a, n, o in ops:
+        start, end = BASE + a * P, BASE + (a + n) * P
+        before = dict(pages)
+        if put:
+            got = led.assign(start, end, o)
+            for p in range(a, a + n):
+                pages[p] = o
+        else:
+            got = led.remove(start, end)
+            for p in range(a, a + n):
+                pages.pop(p, None)
+        led.check()
+        gone = {p: before[p] for p in range(a, a + n) if p in before}
+        assert sum(e - s for s, e, _ in got) == len(gone) * P
+        assert all(before[(s - BASE) // P] == ow for s, _, ow in got)
+        have = {p: ow for s, e, ow in led for p in range((s - BASE) // P, (e - BASE) // P)}
+        assert have == pages
+        assert led.pieces(BASE, BASE + 50 * P) == list(led)

@@ -1,9 +1,9 @@
 """The ledger: which captured call owns each live byte of the address space, replayed from the syscalls.
 
-:class:`Ledger` is an interval map (a :class:`sortedcontainers.SortedList` of starts and a dict from start to
-``(end, owner)``) of disjoint half-open ranges; adjacent ranges of the same owner are merged, so it holds as
-many entries as there are distinct live runs, whatever the number of events. Owners are plain ints chosen by
-the caller.
+:class:`Ledger` is an interval map (a dict from start to ``end, owner`` and the links to the neighbours, and a
+:class:`sortedcontainers.SortedList` of starts) of disjoint half-open ranges; adjacent ranges of the same owner are
+merged, so it holds as many entries as there are distinct live runs, whatever the number of events. Owners are
+plain ints chosen by the caller.
 
 :class:`Replay` applies ``mmap``/``munmap``/``mremap``/``brk`` to a ledger with the kernel's semantics:
 
@@ -33,8 +33,8 @@ that went away, whoever removed them). For every stack ``mapped - unmapped`` equ
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterator
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -51,44 +51,29 @@ EPOCH_MASK = (1 << OWNER_SHIFT) - 1
 Piece = tuple[int, int, int]  # (start, end, owner)
 
 
-def _floor_public(sl: SortedList, x: int) -> int | None:
-    for k in sl.irange(maximum=x, reverse=True):
-        return int(k)
-    return None
-
-
-def _floor_fast(sl: SortedList, x: int) -> int | None:
-    """The largest element <= x, or None: one bisect in SortedList's index of sublists and one in a sublist.
-
-    (Reads SortedList's documented-in-source layout, ``_maxes`` and ``_lists``: three times faster than
-    ``irange``; :func:`_floor_public` is used instead if a sortedcontainers version lacks them.)
-    """
-    maxes = sl._maxes
-    if not maxes:
-        return None
-    pos = bisect_right(maxes, x)
-    if pos == len(maxes):
-        return int(maxes[-1])
-    sub = sl._lists[pos]
-    i = bisect_right(sub, x)
-    if i:
-        return int(sub[i - 1])
-    return int(maxes[pos - 1]) if pos else None
-
-
-_probe = SortedList([1, 2, 3])
-_floor = _floor_fast if hasattr(_probe, "_maxes") and hasattr(_probe, "_lists") else _floor_public
-del _probe
-
-
 class Ledger:
-    """Disjoint ``[start, end)`` ranges, each with an int owner; adjacent equal owners merge."""
+    """Disjoint ``[start, end)`` ranges, each with an int owner; adjacent equal owners merge.
 
-    __slots__ = ("_starts", "_iv", "live")
+    Layout: ``_iv`` maps a range's start to its node ``[end, owner, prev start, next start]`` (the ranges form a
+    linked list in address order, from ``_head``), ``_ends`` maps a range's end to its start, and ``_starts`` (a
+    :class:`~sortedcontainers.SortedList`, used through its public API only) orders the starts for the queries
+    the links cannot answer. Most calls find their neighbours through the dicts: a new mapping usually touches
+    one (the kernel hands out address space next to the last mapping), the ranges after a first one are reached
+    through the links. A removed start stays in ``_starts`` as a tombstone (in ``_dead``) until the same start
+    is used again or the tombstones outnumber the ranges (then ``_starts`` is rebuilt): the common munmap and
+    the common mmap at an address used before do not touch the sorted list at all.
+    """
+
+    __slots__ = ("_starts", "_dead", "_iv", "_ends", "_head", "live")
+
+    compact_min = 64  # tombstones kept at least, whatever the number of ranges (tests lower it)
 
     def __init__(self) -> None:
-        self._starts: SortedList = SortedList()  # range starts, in order
-        self._iv: dict[int, tuple[int, int]] = {}  # start -> (end, owner)
+        self._starts: SortedList = SortedList()  # range starts in order, and tombstones (``_dead``)
+        self._dead: set[int] = set()  # starts in ``_starts`` that no range has any more
+        self._iv: dict[int, list[Any]] = {}  # start -> [end, owner, prev start | None, next start | None]
+        self._ends: dict[int, int] = {}  # end -> start
+        self._head: int | None = None  # the lowest start
         self.live = 0  # total bytes covered
 
     def __len__(self) -> int:
@@ -96,17 +81,95 @@ class Ledger:
 
     def __iter__(self) -> Iterator[Piece]:
         iv = self._iv
-        for start in self._starts:
-            end, owner = iv[start]
-            yield start, end, owner
+        k = self._head
+        while k is not None:
+            node = iv[k]
+            yield k, node[0], node[1]
+            k = node[3]
+
+    # --- the index and the linked list: every change of a range goes through these ------------------------------
+
+    def _floor(self, x: int) -> int | None:
+        """The start of the last range starting at or before ``x``, or None."""
+        if x in self._iv:
+            return x
+        # irange, not bisect_right + indexing: a positional lookup makes the SortedList keep a positional index,
+        # which every later add and remove then pays for (measured: the whole replay 10-20% slower).
+        dead = self._dead
+        for k in self._starts.irange(maximum=x, reverse=True):
+            if k not in dead:
+                return int(k)
+        return None
+
+    def _index_add(self, start: int) -> None:
+        if start in self._dead:
+            self._dead.remove(start)
+        else:
+            self._starts.add(start)
+
+    def _index_remove(self, start: int) -> None:
+        dead = self._dead
+        dead.add(start)
+        if len(dead) > self.compact_min and len(dead) > len(self._iv):
+            self._starts = SortedList(self._iv)
+            dead.clear()
+
+    def _link(self, prev: int | None, start: int, end: int, owner: int) -> None:
+        """Add ``[start, end)`` right after the range starting at ``prev`` (None: before every range)."""
+        iv = self._iv
+        if prev is None:
+            nxt = self._head
+            self._head = start
+        else:
+            pnode = iv[prev]
+            nxt = pnode[3]
+            pnode[3] = start
+        if nxt is not None:
+            iv[nxt][2] = start
+        iv[start] = [end, owner, prev, nxt]
+        self._ends[end] = start
+        self._index_add(start)
+        self.live += end - start
+
+    def _unlink(self, start: int) -> list[Any]:
+        """Remove the range starting at ``start``; returns its node."""
+        iv = self._iv
+        node = iv.pop(start)
+        prev, nxt = node[2], node[3]
+        if prev is None:
+            self._head = nxt
+        else:
+            iv[prev][3] = nxt
+        if nxt is not None:
+            iv[nxt][2] = prev
+        del self._ends[node[0]]
+        self._index_remove(start)
+        self.live -= node[0] - start
+        return node
+
+    def _set_end(self, start: int, end: int) -> None:
+        """Move the end of the range starting at ``start`` (it stays disjoint from its neighbours)."""
+        node = self._iv[start]
+        del self._ends[node[0]]
+        self.live += end - node[0]
+        node[0] = end
+        self._ends[end] = start
+
+    # --- queries and changes ------------------------------------------------------------------------------------------
 
     def _overlapping(self, start: int, end: int) -> list[int]:
         """Starts of the ranges that overlap ``[start, end)``, in order."""
-        first = start
-        k = _floor(self._starts, start)
-        if k is not None and self._iv[k][0] > start:
-            first = k
-        return list(self._starts.irange(first, end, inclusive=(True, False)))
+        iv = self._iv
+        k = self._floor(start)
+        if k is None:
+            k = self._head
+        elif iv[k][0] <= start:  # the range before ``start`` ends before it: the next one may overlap
+            k = iv[k][3]
+        out: list[int] = []
+        while k is not None and k < end:
+            out.append(k)
+            k = iv[k][3]
+        return out
 
     def pieces(self, start: int, end: int) -> list[Piece]:
         """The owned parts of ``[start, end)``, clipped to it, in address order."""
@@ -115,42 +178,55 @@ class Ledger:
         iv = self._iv
         out: list[Piece] = []
         for s in self._overlapping(start, end):
-            e, o = iv[s]
+            e, o = iv[s][0], iv[s][1]
             out.append((max(s, start), min(e, end), o))
         return out
 
-    def take(self, start: int, hit: tuple[int, int]) -> None:
-        """Remove the whole range that starts at ``start`` (``hit`` is its ``(end, owner)``)."""
-        del self._iv[start]
-        self._starts.remove(start)
+    def take(self, start: int, hit: list[Any]) -> None:
+        """Remove the whole range that starts at ``start`` (``hit`` is its node, ``_iv[start]``): the common munmap,
+        :meth:`_unlink` written out."""
+        iv = self._iv
+        del iv[start]
+        prev, nxt = hit[2], hit[3]
+        if prev is None:
+            self._head = nxt
+        else:
+            iv[prev][3] = nxt
+        if nxt is not None:
+            iv[nxt][2] = prev
+        del self._ends[hit[0]]
         self.live -= hit[0] - start
+        dead = self._dead
+        dead.add(start)
+        if len(dead) > self.compact_min and len(dead) > len(iv):
+            self._starts = SortedList(iv)
+            dead.clear()
 
     def remove(self, start: int, end: int) -> list[Piece]:
         """Remove ``[start, end)``; returns the removed parts (clipped), splitting ranges that stick out."""
         iv = self._iv
         if start >= end or not iv:
             return []
-        starts = self._starts
         # Fast path: the request is exactly one range (the common munmap).
         hit = iv.get(start)
         if hit is not None and hit[0] == end:
-            del iv[start]
-            starts.remove(start)
-            self.live -= end - start
+            self._unlink(start)
             return [(start, end, hit[1])]
         out: list[Piece] = []
         for s in self._overlapping(start, end):
-            e, o = iv.pop(s)
-            starts.remove(s)
-            cs, ce = max(s, start), min(e, end)
-            out.append((cs, ce, o))
-            self.live -= ce - cs
+            node = iv[s]
+            e, o = node[0], node[1]
+            out.append((max(s, start), min(e, end), o))
             if s < start:
-                iv[s] = (start, o)
-                starts.add(s)
-            if e > end:
-                iv[end] = (e, o)
-                starts.add(end)
+                self._set_end(s, start)
+                if e > end:  # a hole in the middle of it
+                    self._link(s, end, e, o)
+            elif e > end:  # its tail stays: it now starts at ``end``
+                prev = node[2]
+                self._unlink(s)
+                self._link(prev, end, e, o)
+            else:
+                self._unlink(s)
         return out
 
     def assign(self, start: int, end: int, owner: int) -> list[Piece]:
@@ -158,38 +234,76 @@ class Ledger:
         if start >= end:
             return []
         iv = self._iv
-        starts = self._starts
-        replaced: list[Piece] = []
-        left = _floor(starts, end - 1)  # the last range starting before ``end``
-        if left is not None and iv[left][0] > start:  # something overlaps: make room
-            replaced = self.remove(start, end)
-            left = _floor(starts, start)
-        self.live += end - start
-        # Merge with same-owner neighbours: the range starting at ``end``, the one ending at ``start``.
+        # ``prev``: the last range starting before ``end``, found through a neighbour when there is one.
         right = iv.get(end)
+        if right is not None:
+            prev = right[2]
+        else:
+            prev = self._ends.get(start)  # a range that ends where this one starts
+            if prev is None:
+                prev = self._floor(end - 1)
+            else:
+                nxt = iv[prev][3]
+                while nxt is not None and nxt < end:
+                    prev, nxt = nxt, iv[nxt][3]
+        replaced: list[Piece] = []
+        if prev is not None and iv[prev][0] > start:  # something overlaps: make room
+            # If ``prev`` starts before ``start`` it is the only overlap, cut at ``start``: still the one before.
+            keep = prev if prev < start else None
+            replaced = self.remove(start, end)
+            prev = keep if keep is not None else self._floor(start - 1)
+            right = iv.get(end)
+        # Merge with same-owner neighbours: the range ending at ``start``, the one starting at ``end``.
+        left_ok = prev is not None and iv[prev][0] == start and iv[prev][1] == owner
         if right is not None and right[1] == owner:
-            del iv[end]
-            starts.remove(end)
-            end = right[0]
-        if left is not None:
-            le, lo = iv[left]
-            if le == start and lo == owner:
-                iv[left] = (end, owner)
-                return replaced
-        iv[start] = (end, owner)
-        starts.add(start)
+            right_end = right[0]
+            self._unlink(end)
+            if left_ok:
+                assert prev is not None
+                self._set_end(prev, right_end)
+            else:
+                self._link(prev, start, right_end, owner)
+        elif left_ok:
+            assert prev is not None
+            self._set_end(prev, end)
+        else:  # the common mmap: :meth:`_link` written out
+            if prev is None:
+                nxt = self._head
+                self._head = start
+            else:
+                pnode = iv[prev]
+                nxt = pnode[3]
+                pnode[3] = start
+            if nxt is not None:
+                iv[nxt][2] = start
+            iv[start] = [end, owner, prev, nxt]
+            self._ends[end] = start
+            if start in self._dead:
+                self._dead.remove(start)
+            else:
+                self._starts.add(start)
+            self.live += end - start
         return replaced
 
     def owned(self) -> dict[int, int]:
         """Bytes per owner."""
         out: dict[int, int] = {}
-        for start, (end, owner) in self._iv.items():
-            out[owner] = out.get(owner, 0) + end - start
+        for start, node in self._iv.items():
+            owner = node[1]
+            out[owner] = out.get(owner, 0) + node[0] - start
         return out
 
     def check(self) -> None:
-        """Assert the invariants (tests): disjoint, sorted, non-empty, merged, ``live`` right."""
-        assert list(self._starts) == sorted(self._iv), "index out of step"
+        """Assert the invariants (tests): disjoint, sorted, non-empty, merged, linked, indexed, ``live`` right."""
+        iv = self._iv
+        assert sorted(set(self._starts) - self._dead) == sorted(iv), "index out of step"
+        assert self._dead <= set(self._starts) and not self._dead & set(iv), "tombstones out of step"
+        assert self._ends == {node[0]: s for s, node in iv.items()}, "ends out of step"
+        order = sorted(iv)
+        assert self._head == (order[0] if order else None), "head"
+        for i, s in enumerate(order):
+            assert iv[s][2] == (order[i - 1] if i else None), ("prev link", s)
+            assert iv[s][3] == (order[i + 1] if i + 1 < len(order) else None), ("next link", s)
         prev_end, prev_owner, total = -1, None, 0
         for start, end, owner in self:
             assert start < end, (start, end)
