@@ -12,7 +12,6 @@ import typer
 
 from sysbreak.errors import SysbreakError, os_error
 
-BUILTIN_FORMATS = "text|json|html|collapsed"
 WEIGHTS = ("live", "mapped", "growth", "events")
 HTML_DEFAULT = "sysbreak-report.html"
 
@@ -25,11 +24,7 @@ HELP = (
     "/proc/PID/maps text saved by hand, oldest first) for a report of region growth alone."
 )
 
-EPILOG = (
-    "Formats: text (the default) ranks the stacks, lists their frames, then shows the regions as pmap -x does, each "
-    "with the stacks that own it and the bytes no captured call explains; json follows docs/report-json.md "
-    "(format sysbreak-report/1); html is one self-contained page, written to sysbreak-report.html unless --output "
-    "says otherwise; collapsed is folded stacks for flamegraph.pl or speedscope, weighted by --weight.\n\n"
+EXAMPLES = (
     "Examples:\n\n"
     "  sysbreak report sysbreak-capture-4242\n\n"
     "  sysbreak report sysbreak-capture-4242 --format html -o leak.html\n\n"
@@ -37,6 +32,18 @@ EPILOG = (
     "  sysbreak report --maps pmap-0900.txt --maps pmap-1000.txt\n\n"
     "  sysbreak report CAPTURE --format collapsed | flamegraph.pl --countname bytes > leak.svg"
 )
+
+
+def formats_help() -> tuple[str, str]:
+    """The --format metavar and the epilog's paragraph on formats, from the registered reporters (a reporter
+    registered by any module shows up here with no other change)."""
+    from sysbreak.report.reporters import REPORTERS
+
+    parts = []
+    for r in REPORTERS.values():
+        where = f", written to {r.default_output} unless --output says otherwise" if r.default_output else ""
+        parts.append(f"{r.name}: {r.description}{where}")
+    return "|".join(REPORTERS), "Formats: " + "; ".join(parts) + ".\n\n" + EXAMPLES
 
 
 def check_output(path: Path) -> None:
@@ -78,8 +85,12 @@ def color_terminal() -> tuple[bool, int | None]:
     return False, None
 
 
+# module level: the annotations below are evaluated in this module's namespace
+FORMATS_METAVAR, FORMATS_EPILOG = formats_help()
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("report", help=HELP, epilog=EPILOG, no_args_is_help=False)
+    @app.command("report", help=HELP, epilog=FORMATS_EPILOG, no_args_is_help=False)
     def command(
         source: Annotated[
             Path | None,
@@ -101,7 +112,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         fmt: Annotated[
             str,
-            typer.Option("--format", "-f", metavar=BUILTIN_FORMATS, help="Output format."),
+            typer.Option("--format", "-f", metavar=FORMATS_METAVAR, help="Output format."),
         ] = "text",
         output: Annotated[
             Path | None,

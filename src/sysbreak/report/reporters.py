@@ -71,7 +71,10 @@ def get_reporter(name: str) -> Reporter:
 
 class TextReporter:
     name = "text"
-    description = "ranked stacks, their frames, then the regions as pmap -x shows them (the default)"
+    description = (
+        "(the default) ranks the stacks, lists their frames, then shows the regions as pmap -x does, each with the "
+        "stacks that own it and the bytes no captured call explains"
+    )
     default_output: str | None = None
     terminal = True
 
@@ -85,7 +88,7 @@ class TextReporter:
 
 class JsonReporter:
     name = "json"
-    description = "the documented contract, docs/report-json.md (format sysbreak-report/1)"
+    description = "follows docs/report-json.md (format sysbreak-report/1)"
     default_output: str | None = None
     terminal = False
 
