@@ -1,0 +1,159 @@
+"""Syscall numbers inferred from the code (issue 8): push/pop, xor, register copies, constants that reach a block
+from every predecessor, and the place before a syscall instruction where a number that is not a constant is read.
+
+Unit tests decode real machine code (the bytes are given with the assembly they encode) with capstone, as the
+scanner does; fixtures/src/consts.c is the real program, scanned and captured with real gdb.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_sysbreak
+from gdbutil import BUILD, build_fixtures
+
+from sysbreak import sites
+from sysbreak.arming import GLIBC_SYSCALL_WRAPPER
+from sysbreak.elfscan import scanner, x86
+
+
+def block(hexbytes: str, address: int = 0x1000) -> list[tuple[str, str]]:
+    w = x86.decode(bytes.fromhex(hexbytes), address)
+    return [w.text(k) for k in range(len(w.rows))]
+
+
+@pytest.mark.parametrize(
+    ("code", "register", "expected"),
+    [
+        ("6a03 5f", "rdi", 3),  # push 3; pop rdi  (MKL: then jmp syscall@plt)
+        ("6a09 58", "rax", 9),  # push 9; pop rax
+        ("bb0b000000 53 58", "rax", 11),  # mov ebx, 11; push rbx; pop rax
+        ("6a03 6a04 59 5f", "rdi", 3),  # push 3; push 4; pop rcx; pop rdi: balanced pushes and pops between
+        ("6a03 6a04 59 5f", "rcx", 4),
+        ("31ff", "rdi", 0),  # xor edi, edi
+        ("4531d2", "r10", 0),  # xor r10d, r10d
+        ("29c0", "rax", 0),  # sub eax, eax
+        ("41b914000000 4489c8", "rax", 20),  # mov r9d, 0x14; mov eax, r9d
+        ("bf05000000 4889f8", "rax", 5),  # mov edi, 5; mov rax, rdi: a copy of a known constant
+    ],
+)
+def test_constants(code: str, register: str, expected: int) -> None:
+    assert x86.trace(block(code), register).const == expected
+    assert x86.last_write(block(code), register) == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "register"),
+    [
+        ("6a03 48891c24 5f", "rdi"),  # push 3; mov [rsp], rbx; pop rdi: the slot was overwritten
+        ("6a03 4883c408 5f", "rdi"),  # push 3; add rsp, 8; pop rdi: not the pushed slot
+        ("6a03 ff33 5f", "rdi"),  # push 3; push [rbx]; pop rdi: pops the unknown one
+        ("b809000000 b001", "rax"),  # mov eax, 9; mov al, 1: a partial write
+        ("8b03", "rax"),  # mov eax, [rbx]
+        ("", "rax"),
+    ],
+)
+def test_no_wrong_constant(code: str, register: str) -> None:
+    assert x86.trace(block(code), register).const is None
+    assert x86.last_write(block(code), register) == x86.UNKNOWN
+
+
+def test_where_a_number_that_is_not_a_constant_is_final() -> None:
+    # mov eax, [rbx]; mov ecx, eax; nop; mov eax, ecx: from instruction 1 on, rax (then rcx) carries it
+    t = x86.trace(block("8b03 89c1 90 89c8"), "rax")
+    assert (t.const, t.reg, t.at) == (None, "rax", 1)
+    # written by the last instruction: no place before the syscall holds it
+    assert x86.trace(block("90 8b03"), "rax").at is None
+    # through memory: no register holds it
+    assert x86.trace(block("ff33 58"), "rax").at is None
+
+
+def test_go_syscall6() -> None:
+    """runtime/internal/syscall.Syscall6 (Go 1.19): mov r10, rsi; mov rdx, rdi; mov rsi, rcx; mov rdi, rbx; syscall."""
+    code = block("4989f2 4889fa 4889ce 4889df")
+    t = x86.trace(code, "rax")
+    assert (t.const, t.reg, t.at, t.from_rdi) == (None, "rax", 0, False)  # AX at the function's entry
+    assert [x86.locate_at(code, r, 0) for r in x86.KERNEL_ARGS] == ["rbx", "rcx", "rdi", "rsi", "r8", "r9"]
+    assert x86.stack_delta(code, 0) == 0
+
+
+def test_glibc_syscall_wrapper() -> None:
+    code = block(GLIBC_SYSCALL_WRAPPER[:-2].hex())
+    t = x86.trace(code, "rax")
+    assert (t.reg, t.at, t.from_rdi) == ("rdi", 0, True)
+    assert x86.last_write(code, "rax") == x86.FROM_RDI
+    assert [x86.locate_at(code, r, 0) for r in x86.KERNEL_ARGS] == ["rsi", "rdx", "rcx", "r8", "r9", "*sp+8"]
+
+
+def test_stack_delta() -> None:
+    assert x86.stack_delta(block("53 b809000000"), 0) == -8  # push rbx
+    assert x86.stack_delta(block("4883ec10 5b"), 0) == -8  # sub rsp, 0x10; pop rbx
+    assert x86.stack_delta(block("4889ec"), 0) is None  # mov rsp, rbp
+
+
+def _function(hexcode: str, base: int = 0x1000) -> scanner._Function:
+    code = bytes.fromhex(hexcode)
+    return scanner._Function.of(scanner._Region(base, code, ".text"), base, scanner._Starts([base]))
+
+
+def test_constant_from_every_predecessor() -> None:
+    # mov ebp, 0xca; test rdi, rdi; je L; xor esi, esi; L: mov eax, ebp; syscall; ret
+    f = _function("bdca000000 4885ff 7402 31f6 89e8 0f05 c3")
+    assert f.const_at(0x100C, "rbp") == 0xCA
+    # ... where the other path loads another value: mov ebp, 0xca; test; je L; mov ebp, 0xcb; L: mov eax, ebp
+    f = _function("bdca000000 4885ff 7405 bdcb000000 89e8 0f05 c3")
+    assert f.const_at(0x100F, "rbp") is None
+
+
+def test_constant_across_a_call_and_a_loop() -> None:
+    # 0: mov ebx, 9; 5: call 0x20; a: L: mov eax, ebx; c: syscall; e: test eax, eax; 10: jne L; 12: ret; pad; 20: ret
+    code = "bb09000000 e816000000 89d8 0f05 85c0 75f8 c3" + "90" * 13 + "c3"
+    f = _function(code)
+    assert f.const_at(0x100A, "rbx") == 9  # callee-saved: the call leaves it; the loop back passes it along
+    # the same with ecx (caller-saved): a call may change it
+    code = "b909000000 e816000000 89c8 0f05 85c0 75f8 c3" + "90" * 13 + "c3"
+    assert _function(code).const_at(0x100A, "rcx") is None
+
+
+def test_indirect_jump_gives_up() -> None:
+    # mov ebp, 0xca; jmp rax; mov eax, ebp; syscall: a computed jump may land anywhere
+    f = _function("bdca000000 ffe0 89e8 0f05 c3")
+    assert f.const_at(0x1007, "rbp") is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the real fixture
+
+
+@pytest.fixture(scope="module")
+def consts() -> Path:
+    build_fixtures()
+    return BUILD / "consts"
+
+
+def test_fixture_numbers_are_inferred(consts: Path) -> None:
+    scan = sites.scan(str(consts), cache=False)
+    by = {s.symbol: s for s in scan.sites}
+    assert (by["sb_push_munmap"].kind, by["sb_push_munmap"].tail, by["sb_push_munmap"].nr) == ("call", True, 11)
+    assert (by["sb_cross_mmap"].kind, by["sb_cross_mmap"].nr) == ("syscall", 9)
+    probes = sites.plan(scan, [9, 11])
+    assert len(probes) == 2 and all(p.condition_nrs is None for p in probes)  # no conditioned stop at all
+
+
+@pytest.mark.gdb
+def test_fixture_capture_costs_one_stop_per_call(tmp_path: Path, consts: Path) -> None:
+    res = run_sysbreak("run", "-o", tmp_path / "cap", "-q", "-s", "mmap", "-s", "munmap", "--", consts, "5", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "DONE 5" in res.stdout
+    records = [json.loads(ln) for ln in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
+    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in records if r.get("type") == "stack"}
+    ours = [r for r in records if r.get("type") == "syscall" and (r["site"]["module"] or "").endswith("/consts")]
+    maps = [r for r in ours if r["name"] == "mmap"]
+    unmaps = [r for r in ours if r["name"] == "munmap"]
+    assert len(maps) == 5 and len(unmaps) == 5
+    assert all(r["args"][1] == 4096 and r["ret"] > 0 for r in maps)
+    assert sorted(r["args"][0] for r in unmaps) == sorted(r["ret"] for r in maps)
+    assert all("sb_cross_mmap" in stacks[r["stack"]] for r in maps)
+    assert all("main" in stacks[r["stack"]] for r in unmaps)
