@@ -10,7 +10,6 @@ during the capture ends it, and sysbreak exits with the program's status.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,14 +47,9 @@ def exit_code_of(status: int | None) -> int:
 
 
 def status_text(status: int | None) -> str:
-    if status is None:
-        return "is gone"
-    if status >= 0:
-        return f"exited with status {status}"
-    try:
-        return f"was killed by {signal.Signals(-status).name}"
-    except ValueError:
-        return f"was killed by signal {-status}"
+    from sysbreak.driver.frontend import status_text as text
+
+    return text(status)
 
 
 def _limit_text(res: CaptureResult) -> str:

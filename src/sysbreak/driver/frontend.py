@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import stat
 import sys
 from typing import IO, TYPE_CHECKING, Any
@@ -80,12 +81,29 @@ def summary_line(res: CaptureResult, *, after: str | None = None) -> str:
         rss = f"; RSS {human_kb(res.rss_first_kb)} -> {human_kb(res.rss_last_kb)}"
     snaps = f"{res.snapshots} smaps snapshot{'s' if res.snapshots != 1 else ''}"
     if after is None:
-        after = "the process runs on, untraced" if res.target_alive else "the process is gone"
+        if res.target_alive:
+            after = "the process runs on, untraced"
+        elif res.exit_status is not None:
+            after = f"it {status_text(res.exit_status)}"
+        else:
+            after = "the process has exited"
     why = end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events)
     return (
         f"sysbreak: caught {_calls(res.events, res.counts, res.syscalls)} from pid {res.pid} in {res.elapsed:.1f} s, "
         f"until {why}{rss}; {snaps}; {after}"
     )
+
+
+def status_text(status: int | None) -> str:
+    """A program's end the way a person says it: ``exited with status 3``, ``was killed by SIGTERM``."""
+    if status is None:
+        return "has exited"
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
 
 
 def next_line(res: CaptureResult) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -426,7 +427,7 @@ class CaptureSession:
         self._phase = "attaching"
         self._progress()
         if self.argv is not None:
-            self.say(f"starting {' '.join(self.argv)} (pid {self.pid}) under GDB")
+            self.say(f"starting {shlex.join(self.argv)} (pid {self.pid}) under GDB")
         else:
             self.say(f"attaching to pid {self.pid} ({' '.join(process.cmdline(self.pid)) or '?'})")
         try:
