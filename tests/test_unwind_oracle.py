@@ -69,6 +69,14 @@ def _check(recs: list[dict[str, Any]], want_stops: int) -> list[list[tuple[Any, 
             (f.pc, f.function) for f in merge_inline_duplicates(_as_frames(theirs))
         ]
         all_frames.append(ours)
+        # a shorter copy of the stack gives fewer frames, never different ones
+        stack = bytes.fromhex(rec["stack"])
+        u = Unwinder(rec["maps"], exe=rec["exe"], modules=modules)
+        for cut in (len(stack) // 2, 512, 64):
+            res = u.unwind(rec["regs"], stack[:cut], rec["stack_start"])
+            short = [(f.pc, f.function, f.file, f.line, f.inline) for f in res.frames]
+            assert short == ours[: len(short)], f"window {cut}: {_show(short)}"
+            assert len(short) == len(ours) or res.stop == "window", (cut, res.stop)
     modules.close()
     return all_frames
 

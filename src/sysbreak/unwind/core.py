@@ -145,9 +145,27 @@ class Physical:
 
 @dataclass
 class Result:
+    """An unwind: the frames (inlined calls included, as GDB shows them), the real frames behind them, and why
+    the unwind ended (``stop``):
+
+    ``main`` / ``entry`` / ``outermost``: where GDB's ``bt`` ends too (after ``main``; at the program's entry
+    point; a frame whose CFI marks the return address undefined, e.g. ``clone3``, ``_start``);
+    ``window``: the caller's registers lie above the copied stack (copy more to see more);
+    ``no-module`` / ``not-code``: the pc is not in a mapped file (JIT code) or not in executable memory;
+    ``no-cfi``: no CFI and no prologue that tells the rule; ``cfi-unusable``: a rule needs a register that was
+    not copied or an expression that is not supported; ``bad-return``: the return address found is not in
+    executable memory; ``inner`` / ``identical``: the stack did not progress (GDB's "corrupt stack?");
+    ``depth``: ``max_depth`` frames.
+    """
+
     frames: list[UnwoundFrame]
     physical: list[Physical]
-    stop: str  # why the unwind ended: "outermost", "main", "entry", "no-cfi", "no-module", "memory", ...
+    stop: str
+
+    def records(self, *, merge_inline: bool = True) -> list[dict[str, Any]]:
+        """The event log's ``frames`` (innermost first), same-named inline duplicates merged as it specifies."""
+        frames = merge_inline_duplicates(self.frames) if merge_inline else self.frames
+        return [f.record() for f in frames]
 
 
 def merge_inline_duplicates(frames: list[UnwoundFrame]) -> list[UnwoundFrame]:
@@ -280,8 +298,12 @@ class Unwinder:
                 stop = problem
                 break
             assert info is not None
+            failure = "cfi-unusable"
             if fde is not None:
-                step = self._step_cfi(fde, row, state, read) if row is not None else None
+                got = self._step_cfi(fde, row, state, read, end) if row is not None else None
+                step = got if not isinstance(got, str) else None
+                if isinstance(got, str):
+                    failure = got
                 how_next = "cfi"
             else:
                 step = self._step_fp(info, vaddr, fn_start, state, read)
@@ -302,7 +324,7 @@ class Unwinder:
                 stop = exe_stop
                 break
             if step is None:
-                stop = "no-cfi" if fde is None else "cfi-unusable"
+                stop = "no-cfi" if fde is None else failure
                 break
             _cfa, new_state, outermost = step
             if outermost:
@@ -347,8 +369,8 @@ class Unwinder:
         return (None, info, bias, path, vaddr, fn_start, fde, row, exe_stop)
 
     def _step_cfi(
-        self, fde: Fde, row: Any, state: dict[int, int | None], read: Any
-    ) -> tuple[int, dict[int, int | None], bool] | None:
+        self, fde: Fde, row: Any, state: dict[int, int | None], read: Any, window_end: int
+    ) -> tuple[int, dict[int, int | None], bool] | str | None:
         _pc, cfa_rule, rules = row
 
         def reg(n: int) -> int | None:
@@ -395,7 +417,7 @@ class Unwinder:
         if not ra_seen:
             return None  # no rule for the return address: GDB would see the same frame again
         if not outermost and new.get(RIP) is None:
-            return None  # the saved return address is outside the copied stack
+            return "window" if cfa > window_end else None  # the return address is above the copied stack
         return cfa, new, outermost
 
     def _step_fp(
