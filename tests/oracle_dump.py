@@ -7,6 +7,7 @@ shows: pc, function, file, line, frame type), the registers, the raw stack from 
 
 import json
 import os
+import time
 
 import gdb  # noqa: F401 - this file runs inside gdb only
 
@@ -14,25 +15,44 @@ REGS = ("rip", "rsp", "rbp", "rbx", "r12", "r13", "r14", "r15")
 WINDOW = 256 * 1024
 
 
+def _walk():
+    frames = []
+    f = gdb.newest_frame()
+    while f is not None:
+        sal = f.find_sal()
+        frames.append(
+            {
+                "pc": int(f.pc()),
+                "function": f.name(),
+                "file": sal.symtab.filename if sal is not None and sal.symtab is not None else None,
+                "line": (sal.line or None) if sal is not None and sal.symtab is not None else None,
+                "inline": f.type() == gdb.INLINE_FRAME,
+            }
+        )
+        f = f.older()
+    return frames
+
+
 class OracleDump(gdb.Command):
+    """sb-oracle-dump FILE [TIMES]: with TIMES, GDB's own unwind of this stop is also timed (the frame cache
+    flushed before each of TIMES walks; symbols stay loaded): the benchmark's peer row."""
+
     def __init__(self):
         super().__init__("sb-oracle-dump", gdb.COMMAND_USER)
 
     def invoke(self, arg, from_tty):
-        frames = []
-        f = gdb.newest_frame()
-        while f is not None:
-            sal = f.find_sal()
-            frames.append(
-                {
-                    "pc": int(f.pc()),
-                    "function": f.name(),
-                    "file": sal.symtab.filename if sal is not None and sal.symtab is not None else None,
-                    "line": (sal.line or None) if sal is not None and sal.symtab is not None else None,
-                    "inline": f.type() == gdb.INLINE_FRAME,
-                }
-            )
-            f = f.older()
+        args = arg.split()
+        arg = args[0]
+        times = int(args[1]) if len(args) > 1 else 0
+        t = time.perf_counter()
+        frames = _walk()
+        first = time.perf_counter() - t
+        walks = []
+        for _ in range(times):
+            gdb.execute("maintenance flush register-cache", to_string=True)
+            t = time.perf_counter()
+            _walk()
+            walks.append(time.perf_counter() - t)
         frame0 = gdb.newest_frame()
         regs = {r: int(frame0.read_register(r)) & ((1 << 64) - 1) for r in REGS}
         pid = gdb.selected_inferior().pid
@@ -54,6 +74,8 @@ class OracleDump(gdb.Command):
             "maps": maps,
             "exe": os.readlink(f"/proc/{pid}/exe"),
             "bt": gdb.execute("bt", to_string=True),
+            "gdb_first_walk_s": first,
+            "gdb_walks_s": walks,
         }
         with open(arg, "a") as fh:
             fh.write(json.dumps(rec) + "\n")

@@ -101,8 +101,8 @@ def test_eh_frame_hdr_index_is_lazy(modules: ModuleCache) -> None:
     assert info is not None and info.eh_frame is not None
     assert len(info.eh_frame) > 3000 and info.eh_frame.ends is None  # the .eh_frame_hdr table, nothing parsed
     assert len(info.eh_frame.decoded) == 0
-    fn = info.symbols.names.index("mmap")
-    assert info.fde(int(info.symbols.starts[fn]) + 1) is not None
+    fn = info.symbols.index_of("mmap")
+    assert fn is not None and info.fde(int(info.symbols.starts[fn]) + 1) is not None
     assert len(info.eh_frame.decoded) == 1
 
 
@@ -151,7 +151,10 @@ def test_gdb_function_names(mangled: str, gdb_name: str) -> None:
 def test_minimal_symbol_names_are_demangled_with_parameters(modules: ModuleCache) -> None:
     info = modules.get(str(BUILD / "templates"))
     assert info is not None
-    assert "sb::Pool<unsigned int>::grow() const" in info.symbols.names
+    at = info.symbols.index_of("_ZNK2sb4PoolIjE4growEv")
+    assert at is not None
+    start = int(info.symbols.starts[at])
+    assert info.function(start) == ("sb::Pool<unsigned int>::grow() const", start)
 
 
 def test_symbols_cover_like_gdb(modules: ModuleCache) -> None:

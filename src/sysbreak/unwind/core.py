@@ -203,7 +203,6 @@ class Unwinder:
         self.past_main = past_main
         self.exe = exe
         self._sym: dict[tuple[str, int, bool], tuple[tuple[str | None, str | None, int | None, bool], ...]] = {}
-        self._main_addr: dict[str, int | None] = {}
         self._prologues: dict[tuple[str, int], tuple[bool, int, dict[int, int]] | None] = {}
         self.set_maps(maps)
 
@@ -244,15 +243,7 @@ class Unwinder:
         return info.interp or info.e_type == "ET_EXEC"
 
     def _main_of(self, info: ModuleInfo) -> int | None:
-        if info.key not in self._main_addr:
-            addr = None
-            syms = info.symbols
-            for i, name in enumerate(syms.names):
-                if name == "main":
-                    addr = int(syms.starts[i])
-                    break
-            self._main_addr[info.key] = addr
-        return self._main_addr[info.key]
+        return info.symbols.main
 
     def code_at(self, addr: int) -> bool:
         """Whether ``addr`` lies in an executable mapping."""

@@ -42,15 +42,53 @@ _BIND_RANK = {STB_GLOBAL: 0, STB_WEAK: 1}
 
 @dataclass
 class Symbols:
-    """Function (and code label) symbols sorted by address: parallel arrays, names demangled as GDB shows them."""
+    """Function (and code label) symbols sorted by address: parallel arrays. Names stay in the files' string
+    tables (``strtabs``: path, file offset, size) and are read when a look-up returns them, demangled as GDB
+    shows minimal symbols: a 400,000-symbol ``libtorch_cpu.so`` keeps a small cache entry."""
 
     starts: array[int] = field(default_factory=lambda: array("Q"))
     sizes: array[int] = field(default_factory=lambda: array("Q"))
     sections: array[int] = field(default_factory=lambda: array("I"))  # index into ModuleInfo.code_sections
-    names: list[str] = field(default_factory=list)
+    tabs: array[int] = field(default_factory=lambda: array("B"))  # index into strtabs
+    offs: array[int] = field(default_factory=lambda: array("I"))  # offset of the name in its string table
+    strtabs: list[tuple[str, int, int]] = field(default_factory=list)
+    main: int | None = None  # the address of the function called "main"
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_names", None)
+        return state
+
+    def raw_name(self, i: int) -> str:
+        """The name of symbol ``i`` as its string table has it (mangled)."""
+        cache: dict[int, str] = self.__dict__.setdefault("_names", {})
+        hit = cache.get(i)
+        if hit is not None:
+            return hit
+        path, base, size = self.strtabs[self.tabs[i]]
+        off = self.offs[i]
+        name = ""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                buf = b""
+                while off + len(buf) < size:
+                    chunk = os.pread(fd, min(4096, size - off - len(buf)), base + off + len(buf))
+                    if not chunk:
+                        break
+                    buf += chunk
+                    if b"\0" in chunk:
+                        break
+            finally:
+                os.close(fd)
+            name = buf.split(b"\0", 1)[0].decode("utf-8", "replace")
+        except OSError:
+            pass
+        cache[i] = name
+        return name
 
     def lookup(self, vaddr: int, section: int) -> tuple[str, int] | None:
         """GDB's ``lookup_minimal_symbol_by_pc_section``: the name and start of the symbol covering ``vaddr``."""
@@ -75,59 +113,70 @@ class Symbols:
             hi = best_zero
         if hi < 0:
             return None
-        return self.names[hi], int(starts[hi])
+        return demangle(self.raw_name(hi)), int(starts[hi])
+
+    def index_of(self, name: str) -> int | None:
+        """The index of the (first) symbol with this raw name: a scan, for tests and tools."""
+        for i in range(len(self.starts)):
+            if self.raw_name(i) == name:
+                return i
+        return None
 
 
-def _read_symbols(elf: Any, code_sections: list[tuple[int, int, str]], into: dict[tuple[int, str], tuple]) -> None:
-    """Add the code symbols of every symbol table of ``elf`` to ``into`` ((start, name) -> (size, bind, section))."""
+SymEntries = dict[tuple[int, bytes], tuple[int, int, int, int, int]]
+
+
+def _read_symbols(elf: Any, path: str, code_sections: list[tuple[int, int, str]], into: SymEntries,
+                  strtabs: list[tuple[str, int, int]]) -> None:  # fmt: skip
+    """Add the code symbols of every symbol table of ``elf`` (the file at ``path``) to ``into``:
+    (start, raw name) -> (size, bind, section, string table, name offset)."""
     for secname in (".symtab", ".dynsym"):
         sec = elf.get_section_by_name(secname)
         if sec is None or sec.header["sh_type"] == "SHT_NOBITS" or sec.header["sh_entsize"] != 24:
             continue
         try:
-            strtab = elf.get_section(sec.header["sh_link"]).data()
+            strsec = elf.get_section(sec.header["sh_link"])
+            strtab = strsec.data()
             data = sec.data()
         except Exception:  # noqa: BLE001 - a damaged table is skipped, the other may still serve
             continue
+        if strsec.header["sh_type"] == "SHT_NOBITS" or strsec.compressed:
+            continue
+        tab = len(strtabs)
+        strtabs.append((path, int(strsec.header["sh_offset"]), len(strtab)))
         starts = [c[0] for c in code_sections]
+        ends = [c[1] for c in code_sections]
+        wanted = {STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE}
+        find = strtab.find
         for st_name, st_info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", data[: len(data) // 24 * 24]):
-            typ = st_info & 15
-            if typ not in (STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE) or shndx in (SHN_UNDEF, SHN_ABS) or not st_name:
+            if not st_name or not value or (st_info & 15) not in wanted or shndx in (SHN_UNDEF, SHN_ABS):
                 continue
-            if value == 0:
-                continue
-            end = strtab.find(b"\0", st_name)
+            j = bisect.bisect_right(starts, value) - 1
+            if j < 0 or value >= ends[j]:
+                continue  # not in a code section: data, or a label outside .text
+            end = find(b"\0", st_name)
             raw = strtab[st_name : end if end >= 0 else len(strtab)]
             if not raw:
                 continue
-            j = bisect.bisect_right(starts, value) - 1
-            if j < 0 or value >= code_sections[j][1]:
-                continue  # not in a code section: data, or a label outside .text
-            name = raw.decode("utf-8", "replace")
-            key = (value, name)
-            bind = st_info >> 4
+            key = (value, raw)
             old = into.get(key)
             if old is None or (old[0] == 0 and size):
-                into[key] = (size, bind, j)
+                into[key] = (size, st_info >> 4, j, tab, st_name)
 
 
-def _build_symbols(entries: dict[tuple[int, str], tuple]) -> Symbols:
-    # GDB keeps one of the names at an address; prefer global, then weak, then local, then the shortest name
-    rows = sorted(
-        (
-            (start, _BIND_RANK.get(bind, 2), name.startswith("_"), len(name), name, size, sec)
-            for (start, name), (size, bind, sec) in entries.items()
-        ),  # fmt: skip
-        reverse=True,
-    )
-    # bisect finds the last of equal starts: put the preferred name last among equals
-    rows.sort(key=lambda r: r[0])
+def _build_symbols(entries: SymEntries, strtabs: list[tuple[str, int, int]]) -> Symbols:
+    # GDB keeps one of the names at an address; bisect finds the last of equal starts, so the preferred name
+    # (global, then weak, then local) is put last among equals
+    rows = sorted(entries.items(), key=lambda kv: (kv[0][0], -_BIND_RANK.get(kv[1][1], 2)))
     out = Symbols()
-    for start, _rank, _u, _n, name, size, sec in rows:
-        out.starts.append(start)
-        out.sizes.append(size)
-        out.sections.append(sec)
-        out.names.append(demangle(name))
+    out.starts = array("Q", (r[0][0] for r in rows))
+    out.sizes = array("Q", (r[1][0] for r in rows))
+    out.sections = array("I", (r[1][2] for r in rows))
+    out.tabs = array("B", (r[1][3] for r in rows))
+    out.offs = array("I", (r[1][4] for r in rows))
+    out.strtabs = strtabs
+    mains = [start for (start, raw), v in entries.items() if raw == b"main" and v[1] != STB_LOCAL]
+    out.main = min(mains) if mains else None
     return out
 
 
@@ -303,10 +352,11 @@ def load_module(path: str, key: str, debug_dirs: tuple[str, ...] = DEBUG_DIRS) -
         if dbg is not None:
             debug_path = dbg
             debug_elf = ELFFile(open(dbg, "rb"))  # noqa: SIM115 - closed below or kept by a CFI table
-    entries: dict[tuple[int, str], tuple] = {}
-    _read_symbols(elf, code, entries)
-    if debug_elf is not None:
-        _read_symbols(debug_elf, code, entries)
+    entries: SymEntries = {}
+    strtabs: list[tuple[str, int, int]] = []
+    _read_symbols(elf, path, code, entries, strtabs)
+    if debug_elf is not None and debug_path is not None:
+        _read_symbols(debug_elf, debug_path, code, entries, strtabs)
     eh = CfiTable.build(elf, path, ".eh_frame")
     dframe = CfiTable.build(elf, path, ".debug_frame")
     if dframe is None and debug_elf is not None:
@@ -324,7 +374,7 @@ def load_module(path: str, key: str, debug_dirs: tuple[str, ...] = DEBUG_DIRS) -
         interp=interp,
         loads=loads,
         code_sections=code,
-        symbols=_build_symbols(entries),
+        symbols=_build_symbols(entries, strtabs),
         eh_frame=eh,
         debug_frame=dframe,
         debug_path=debug_path,
@@ -375,6 +425,7 @@ class ModuleCache:
         self.persist = persist
         self.debug_dirs = tuple(debug_dirs)
         self._by_stat: dict[tuple[str, tuple[int, int, int, int]], ModuleInfo | None] = {}
+        self._stats: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
         self.loaded_from_disk = 0
         self.built = 0
 
@@ -399,20 +450,38 @@ class ModuleCache:
             return None
         return bid if bid else "stat-" + hashlib.sha1(repr((path, st)).encode()).hexdigest()[:20]
 
+    def _alias(self, path: str, st: tuple[int, int, int, int]) -> Path:
+        """A small file naming the cache entry of this path as it is now (device, inode, size, mtime): a warm
+        look-up reads it instead of opening the ELF file for its build-id."""
+        return self.dir / f"stat-{hashlib.sha1(repr((path, st)).encode()).hexdigest()[:24]}.key"
+
     def _load(self, path: str, st: tuple[int, int, int, int]) -> ModuleInfo | None:
-        key = self._key_of(path, st)
+        key = None
+        if self.persist:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                key = self._alias(path, st).read_text().strip() or None
+        if key is None:
+            key = self._key_of(path, st)
         if key is None:
             return None
+        self._stats[key] = (path, st)
         if self.persist:
             f = self.dir / f"{key}.pkl"
             try:
                 with open(f, "rb") as fh:
                     info = pickle.load(fh)
                 if isinstance(info, ModuleInfo) and info.key == key:
+                    old_path = info.path  # the same build at another path: its own tables are read from here
                     info.path = path
                     for t in (info.eh_frame, info.debug_frame):
-                        if t is not None and t.path != info.debug_path:
+                        if t is not None and t.path == old_path:
                             t.path = path
+                    syms = info.symbols
+                    syms.strtabs = [(path if p == old_path else p, o, n) for p, o, n in syms.strtabs]
+                    if info.debug_path == old_path:
+                        info.debug_path = path
+                        if info.dwarf is not None:
+                            info.dwarf.path = path
                     self.loaded_from_disk += 1
                     return info
             except FileNotFoundError:
@@ -444,6 +513,12 @@ class ModuleCache:
                 with os.fdopen(fd, "wb") as fh:
                     pickle.dump(info, fh, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, self.dir / f"{info.key}.pkl")
+                seen = self._stats.get(info.key)
+                if seen is not None:
+                    alias = self._alias(*seen)
+                    alias_tmp = alias.with_suffix(".tmp")
+                    alias_tmp.write_text(info.key)
+                    os.replace(alias_tmp, alias)
             except OSError:
                 continue
             info.dirty = False
