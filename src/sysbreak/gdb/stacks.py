@@ -28,7 +28,7 @@ from typing import Any
 
 import gdb
 
-from sysbreak import maps
+from sysbreak.maps import Vma
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
@@ -82,9 +82,9 @@ class StackReader:
 
             self._pyframes = pyframes
 
-    def refresh_maps(self, pid: int) -> None:
-        """Re-read the executable ranges of the process (code pointers are recognised by them)."""
-        execs = sorted((v.start, v.end) for v in maps.read_maps(pid).vmas if "x" in v.perms)
+    def set_maps(self, pid: int, vmas: list[Vma]) -> None:
+        """The executable ranges of the process, from its maps (code pointers are recognised by them)."""
+        execs = sorted((v.start, v.end) for v in vmas if "x" in v.perms)
         self._pid = pid
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
         self._exec_buckets = frozenset(b for lo, hi in execs for b in range(lo >> _BUCKET, ((hi - 1) >> _BUCKET) + 1))

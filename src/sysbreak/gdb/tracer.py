@@ -35,6 +35,7 @@ from sysbreak.errors import SysbreakError
 from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.probes import errors as probe_errors
 from sysbreak.gdb.stacks import ModuleMap, StackReader
+from sysbreak.maps import Vma
 
 
 @dataclass
@@ -63,14 +64,14 @@ class ArmedModule:
     without_wrapper: bool = False  # call sites armed before libc's syscall() was verified (two stops each)
 
 
+def file_mappings(vmas: list[Vma]) -> list[tuple[int, int, int, str, str]]:
+    """(start, end, file offset, perms, path) of every file-backed mapping of ``vmas`` (deleted files left out)."""
+    return [(v.start, v.end, v.offset or 0, v.perms, v.path) for v in vmas if v.path.startswith("/") and not v.deleted]
+
+
 def read_maps(pid: int) -> list[tuple[int, int, int, str, str]]:
-    """(start, end, file offset, perms, path) of every file-backed mapping of /proc/PID/maps (deleted files left
-    out), through the one maps parser of :mod:`sysbreak.maps`."""
-    return [
-        (v.start, v.end, v.offset or 0, v.perms, v.path)
-        for v in maps.read_maps(pid).vmas
-        if v.path.startswith("/") and not v.deleted
-    ]
+    """:func:`file_mappings` of /proc/PID/maps, through the one maps parser of :mod:`sysbreak.maps`."""
+    return file_mappings(maps.read_maps(pid).vmas)
 
 
 class _TracerProbe(ProbeBreakpoint):
@@ -171,13 +172,14 @@ class Tracer:
             self.pid = inf.pid
         self._write_header()
         try:
-            maps = read_maps(inf.pid)
+            vmas = maps.read_maps(inf.pid).vmas  # read once: for the modules here, for the stack reader below
         except SysbreakError as exc:
             return [str(exc)]
+        files = file_mappings(vmas)
         from sysbreak import sites
 
         by_path: dict[str, list[tuple[int, int, int, str, str]]] = {}
-        for row in maps:
+        for row in files:
             by_path.setdefault(row[4], []).append(row)
         scans: dict[str, Any] = {}
         biases: dict[str, int] = {}
@@ -191,9 +193,8 @@ class Tracer:
                 continue
             scans[path] = scan
             biases[path] = scan.load_bias(base)
-        self.modules.update([(r[0], r[1], r[4]) for r in maps if r[4] in biases], biases)
-        with contextlib.suppress(SysbreakError):
-            self.stacks.refresh_maps(inf.pid)
+        self.modules.update([(r[0], r[1], r[4]) for r in files if r[4] in biases], biases)
+        self.stacks.set_maps(inf.pid, vmas)
         notes = []
         if self.wrapper_return is None:
             self._find_wrapper(scans, biases)
