@@ -223,3 +223,12 @@ def test_live_process_missing() -> None:
     assert e.value.exit_code == 3
     with pytest.raises(SysbreakError):
         read_maps(2**22 + 12345)
+
+
+def test_sum_rss_kb_is_the_snapshots_rss() -> None:
+    # the cheap line sum the snapshot index records agrees with the full parser
+    from sysbreak.maps import parse_smaps, sum_rss_kb
+
+    for name in ("ucm_leak.smaps", "python_odd.smaps"):
+        text = fixture(name).read_text()
+        assert sum_rss_kb(text) * KIB == parse_smaps(text).rss

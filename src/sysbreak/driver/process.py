@@ -1,4 +1,4 @@
-"""What /proc says about a target process, and whether we may trace it (checked before GDB is started)."""
+"""Facts about a target process (through psutil), and whether we may trace it (checked before GDB is started)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import os
 import pwd
 from dataclasses import dataclass
+
+import psutil
 
 from sysbreak.errors import ExitCode, SysbreakError, os_error
 
@@ -21,7 +23,9 @@ def user_name(uid: int) -> str:
 
 
 def read_status(pid: int) -> dict[str, str]:
-    """``/proc/PID/status`` as a dict; raises FileNotFoundError/ProcessLookupError when the process is gone."""
+    """``/proc/PID/status`` as a dict; raises FileNotFoundError/ProcessLookupError when the process is gone.
+
+    Only for what psutil does not tell: ``TracerPid`` (who ptraces it) and ``CapEff`` (our capabilities)."""
     out: dict[str, str] = {}
     with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as fh:
         for line in fh:
@@ -30,38 +34,36 @@ def read_status(pid: int) -> dict[str, str]:
     return out
 
 
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
-        state = read_status(pid).get("State", "")
-    except OSError:
+        return psutil.Process(pid).status() not in _GONE
+    except psutil.Error:
         return False
-    return not state.startswith(("Z", "X"))
 
 
 def rss_kb(pid: int) -> int | None:
+    """The resident set size of a live process, in kB (None when it is gone): the one reader of a live RSS."""
     try:
-        value = read_status(pid).get("VmRSS")
-    except OSError:
+        return int(psutil.Process(pid).memory_info().rss // 1024)
+    except psutil.Error:
         return None
-    if not value:
-        return None
-    return int(value.split()[0])
 
 
 def cmdline(pid: int) -> list[str]:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            raw = fh.read()
-    except OSError:
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return []
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
 def exe(pid: int) -> str | None:
     try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
+        return psutil.Process(pid).exe() or None
+    except psutil.Error:
         return None
 
 
@@ -116,18 +118,20 @@ def check_traceable(pid: int) -> TargetInfo:
     if pid == os.getpid():
         raise SysbreakError("sysbreak cannot attach to itself", ExitCode.USAGE)
     try:
-        status = read_status(pid)
-    except FileNotFoundError:
+        proc = psutil.Process(pid)
+        name = proc.name() or "?"
+        gone = proc.status() in _GONE
+        uids = list(proc.uids())
+    except psutil.NoSuchProcess:
         raise SysbreakError(f"no process with pid {pid} exists", ExitCode.TARGET) from None
-    except PermissionError:
+    except psutil.AccessDenied:
         raise SysbreakError(f"cannot read /proc/{pid}/status (permission denied)", ExitCode.TARGET) from None
     except OSError as exc:
         raise os_error(exc, f"cannot read /proc/{pid}/status", ExitCode.TARGET) from None
-    state = status.get("State", "")
-    name = status.get("Name", "?")
-    if state.startswith(("Z", "X")):
+    except psutil.Error as exc:
+        raise SysbreakError(f"cannot read /proc/{pid}/status: {exc}", ExitCode.TARGET) from None
+    if gone:
         raise SysbreakError(f"process {pid} ({name}) has already exited (it is a zombie)", ExitCode.TARGET)
-    uids = [int(x) for x in status.get("Uid", "0 0 0 0").split()]
     target_uid = uids[0]
     me = os.geteuid()
     privileged = me == 0 or has_cap_sys_ptrace()
@@ -137,11 +141,14 @@ def check_traceable(pid: int) -> TargetInfo:
             f"as '{user_name(me)}' (uid {me}): run sysbreak as that user, or as root",
             ExitCode.TARGET,
         )
-    tracer = int(status.get("TracerPid", "0") or 0)
+    try:
+        tracer = int(read_status(pid).get("TracerPid", "0") or 0)
+    except (OSError, ValueError):
+        tracer = 0
     if tracer:
         tracer_name = "?"
-        with contextlib.suppress(OSError):
-            tracer_name = read_status(tracer).get("Name", "?")
+        with contextlib.suppress(psutil.Error):
+            tracer_name = psutil.Process(tracer).name() or "?"
         raise SysbreakError(
             f"process {pid} ({name}) is already being traced by process {tracer} ({tracer_name}): "
             "detach that debugger first",
