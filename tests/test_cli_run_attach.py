@@ -337,7 +337,7 @@ def test_run_command_not_found(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- demo
 def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    res = run_sysbreak("demo", "--duration", "1", "--keep", tmp_path / "demo", env=env)
+    res = run_sysbreak("demo", "--duration", "2", "--keep", tmp_path / "demo", env=env)
     assert res.returncode == 0, res.stderr
     assert "register_kv_block" in res.stdout  # the leaking stack is in the report
     assert f"sysbreak report {tmp_path / 'demo'}" in res.stdout
