@@ -139,10 +139,21 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         no_wait: Annotated[bool, typer.Option("--no-wait", hidden=True)] = False,  # the old --keep-running
+        follow_children: Annotated[
+            bool,
+            typer.Option(
+                "--follow-children",
+                "-f",
+                help=(
+                    "Trace every descendant too (fork, vfork, posix_spawn, Python multiprocessing), each from its "
+                    "first instruction, into the same capture directory (as strace -f)."
+                ),
+            ),
+        ] = False,
     ) -> None:
         keep_running = keep_running or no_wait
         if keep_running and wait:
             raise SysbreakError("--keep-running and --wait contradict each other: give one")
         then = "leave" if keep_running else "wait" if wait else "stop"
-        _res, code = run_capture(list(cmd), capture.options(), then)
+        _res, code = run_capture(list(cmd), capture.options(follow_children=follow_children), then)
         sys.exit(code)

@@ -89,7 +89,8 @@ def summary_line(res: CaptureResult, *, after: str | None = None) -> str:
             after = "the process has exited"
     why = end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events)
     return (
-        f"sysbreak: caught {_calls(res.events, res.counts, res.syscalls)} from pid {res.pid} in {res.elapsed:.1f} s, "
+        f"sysbreak: caught {_calls(res.events, res.counts, res.syscalls)} from pid {res.pid}{_more(res)} "
+        f"in {res.elapsed:.1f} s, "
         f"until {why}{rss}; {snaps}; {after}"
     )
 
@@ -104,6 +105,12 @@ def status_text(status: int | None) -> str:
         return f"was killed by {signal.Signals(-status).name}"
     except ValueError:
         return f"was killed by signal {-status}"
+
+
+def _more(res: CaptureResult) -> str:
+    """ " and 3 more processes" when the capture followed a process tree (driver/tree.py)."""
+    n = len(res.processes) - 1
+    return f" and {n} more process{'es' if n != 1 else ''}" if n > 0 else ""
 
 
 def next_line(res: CaptureResult) -> str:

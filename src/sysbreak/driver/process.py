@@ -45,6 +45,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def ppid(pid: int) -> int | None:
+    """The parent's pid, None when the process is gone."""
+    try:
+        return int(read_status(pid).get("PPid", "").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc/PID/task/*/children), sorted."""
+    kids: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                kids.update(int(w) for w in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(kids)
+
+
 def rss_kb(pid: int) -> int | None:
     """The resident set size of a live process, in kB (None when it is gone): the one reader of a live RSS."""
     try:

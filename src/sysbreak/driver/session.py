@@ -41,6 +41,7 @@ from sysbreak.capture.follow import EventTail
 from sysbreak.driver import gdbenv, process
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
 from sysbreak.driver.restore import RestoreResult, int3_addresses, read_entries, restore
+from sysbreak.driver.tree import ProcessTree
 from sysbreak.errors import ExitCode, SysbreakError
 
 #: how sysbreak's own signals end a capture
@@ -89,6 +90,7 @@ class CaptureOptions:
     non_stop: bool = False
     program_stdout: int | None = None  # run: the program's stdout (subprocess.DEVNULL, a fd); None: sysbreak's
     program_stderr: int | None = None  # run: the program's stderr, likewise
+    follow_children: bool = False  # run -f / attach --children: every descendant too (driver/tree.py)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class CaptureResult:
     restored: RestoreResult | None = None
     warnings: list[str] = field(default_factory=list)
     syscalls: list[str] = field(default_factory=list)
+    processes: list[dict[str, Any]] = field(default_factory=list)  # meta.json's list: the whole tree, root first
     duration: float | None = None  # the limits the capture ran with (for the summary's wording)
     max_events: int | None = None
 
@@ -154,6 +157,9 @@ class CaptureSession:
         argv: list[str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         say: Callable[[str], None] | None = None,
+        tree: ProcessTree | None = None,
+        ppid: int | None = None,
+        handoff: str | None = None,
     ) -> None:
         if (pid is None) == (argv is None):
             raise ValueError("give exactly one of pid and argv")
@@ -185,9 +191,19 @@ class CaptureSession:
         self._quitting = False
         self._restore_lock = threading.Lock()
         self.probe: gdbenv.GdbProbe | None = None
+        # a process tree (driver/tree.py): the root session makes it; a child's session shares its root's
+        self.tree = tree if tree is not None else ProcessTree(self, follow=opts.follow_children)
+        self.is_root = tree is None
+        self.ppid = ppid
+        self.handoff = handoff  # "fork"/"vfork": a child held stopped by its parent's GDB (`sysbreak hold`)
+        self.held_by: CaptureSession | None = None
+        self._held = handoff is not None
+        self._to_release: list[int] = []  # children whose own GDB has them: `sysbreak release` in our GDB
 
     # ------------------------------------------------------------------------------------------- public
     def execute(self) -> CaptureResult:
+        if self.is_root:
+            self.tree.add_root(self, os.getpid() if self.argv is not None else process.ppid(self.pid), "root")
         self._check_inputs()
         previous = self._install_signals()
         try:
@@ -267,7 +283,7 @@ class CaptureSession:
             if os.path.isdir(found) or not os.access(found, os.X_OK):
                 raise SysbreakError(f"'{prog}' is not an executable program", ExitCode.USAGE)
         self.gdb_path = gdbenv.find_gdb(self.opts.gdb)
-        if self.argv is None:
+        if self.argv is None and self.handoff is None:  # a handed-over child is still its parent GDB's now
             process.check_traceable(self.pid)
         self.probe = gdbenv.check_gdb(self.gdb_path)
 
@@ -324,17 +340,26 @@ class CaptureSession:
             python_stacks=self.opts.python_stacks,
             modules=[],
         )
+        if self.ppid is not None:
+            self.meta.update(ppid=self.ppid, how=self.handoff)
         self.snap = capdir.Snapshotter(d, self.pid, self.opts.interval)
         try:
+            if self.handoff is not None:
+                self._wait_handed_over()
+            if self.handoff == "vfork":
+                self._run_to_exec()
             self._start_gdb()
             self._attach()
             if not self._stopping():
                 self._arm()
+                self._catch_forks()
             if not self._stopping():
                 self.snap.take()
                 self._continue()
                 self.snap.start()
                 self._loop()
+                if self.is_root and self.end_reason == "exited":
+                    self._wait_tree()
         except _EarlyEnd as end:
             self.end_reason = end.reason
         except SysbreakError:
@@ -435,6 +460,8 @@ class CaptureSession:
         except MiError as err:
             raise SysbreakError(self._attach_error(err.message), ExitCode.TARGET) from None
         self._wait_stopped_all(timeout=30)
+        if self.handoff is not None:
+            self.release_hold()  # GDB holds it now: end the job-control stop the hand-over left it in
         if self.argv is not None:
             mi.console("catch exec")
             self._resume()
@@ -540,7 +567,13 @@ class CaptureSession:
             if deadline is not None and now >= deadline:
                 self.end_reason = "duration"
                 return
-            self.tail.poll()
+            for other in self.tail.poll():
+                if other.get("type") == "exec":
+                    self._on_exec(other)
+            self._release_adopted()
+            if self.is_root and self.opts.max_events and self.tree.events() >= self.opts.max_events:
+                self.end_reason = "max-events"
+                return
             if len(self.tail.modules) != n_modules:
                 n_modules = len(self.tail.modules)
                 self._update_modules()
@@ -596,6 +629,9 @@ class CaptureSession:
             self.exit_text, self.exit_status = _describe_exit(rec)
             self.end_reason = "exited"
             return True
+        if reason in ("fork", "vfork") and self.tree.follow:
+            self._on_fork(int(str(payload.get("newpid") or 0)), vfork=reason == "vfork")
+            return False
         # A stop we did not ask for: the extension's --max-events stop, or a SIGINT someone sent the program.
         status = self._extension_status()
         if status is not None and not status.get("active", True):
@@ -640,17 +676,141 @@ class CaptureSession:
             Progress(
                 pid=self.pid,
                 elapsed=time.monotonic() - (self.t_capture or self.t_start),
-                events=tail.events if tail else 0,
-                counts=dict(tail.counts) if tail else {},
+                events=self.tree.events() if self.tree.others() else (tail.events if tail else 0),
+                counts=self.tree.counts() if self.tree.others() else (dict(tail.counts) if tail else {}),
                 rss_kb=process.rss_kb(self.pid) if self.pid else None,
                 phase=self._phase,
             )
         )
 
+    # ------------------------------------------------------------------------------------------- process trees
+    def request_stop(self) -> None:
+        """Ask this session's capture to end (from another thread): its loop sees it within 50 ms."""
+        self._stop.set()
+
+    def release_hold(self) -> None:
+        """A child held stopped for its hand-over: let it go on (SIGCONT), once. Safe on every path."""
+        if not self._held:
+            return
+        self._held = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGCONT)
+        if self.held_by is not None:
+            self.held_by._to_release.append(self.pid)
+
+    def _catch_forks(self) -> None:
+        """Stop at every fork/vfork of the process, to hand the child over (driver/tree.py)."""
+        if not self.tree.follow or self.mi is None:
+            return
+        for catch in ("catch fork", "catch vfork"):
+            self.mi.console(catch)
+
+    def _on_fork(self, pid: int, *, vfork: bool) -> None:
+        assert self.mi is not None
+        if pid <= 0:
+            self._resume()
+            return
+        try:
+            self.mi.console(f"sysbreak hold {pid}")
+        except MiError as err:
+            self.warnings.append(f"could not hold child {pid} for its hand-over: {err.message}; it runs untraced")
+            self._resume()
+            return
+        self.tree.adopt(self, pid, vfork=vfork)
+        self._resume()
+
+    def _release_adopted(self) -> None:
+        while self._to_release and self.mi is not None and self.mi.alive():
+            pid = self._to_release.pop()
+            with contextlib.suppress(MiError, MiTimeout, GdbGone):
+                self.mi.console(f"sysbreak release {pid}", timeout=5)
+
+    def _wait_handed_over(self, timeout: float = 10.0) -> None:
+        """Until the parent's GDB has let go of the child (it then stops on the held SIGSTOP)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = process.read_status(self.pid)
+            except OSError:
+                self.target_gone = True
+                raise _EarlyEnd("exited") from None
+            if status.get("TracerPid", "0").strip() == "0":
+                return
+            if time.monotonic() > deadline:
+                raise SysbreakError(f"process {self.pid} was not let go by its parent's GDB within {timeout:g} s")
+            time.sleep(0.002)
+
+    def _run_to_exec(self) -> None:
+        """A vfork child: carried to its exec with bare ptrace before any GDB touches it (driver/ptrace.py)."""
+        from sysbreak.driver import ptrace
+
+        self._phase = "waiting"
+        try:
+            outcome = ptrace.run_to_exec(self.pid)
+        except OSError as exc:
+            raise SysbreakError(f"could not follow vfork child {self.pid} to its exec: {exc.strerror}") from None
+        self._held = outcome == "exec"  # stopped again, at the first instruction of its new image
+        if outcome == "exited":
+            self.target_gone = True
+            raise _EarlyEnd("exited")
+        if outcome == "timeout":
+            self.warnings.append(f"vfork child {self.pid} did not exec within 30 s: it runs on untraced")
+            raise _EarlyEnd("error")
+        self.meta_exec()
+
+    def meta_exec(self) -> None:
+        if self.meta is not None:
+            self.meta.update(exe=process.exe(self.pid), cmdline=process.cmdline(self.pid))
+
+    def _on_exec(self, rec: dict[str, Any]) -> None:
+        """The process exec'd (the extension followed it): the meta's exe and argv are the new image's."""
+        if self.meta is None:
+            return
+        execs = [*self.meta.data.get("execs", []), {"t": rec.get("t"), "exe": rec.get("exe"), "argv": rec.get("argv")}]
+        self.meta.update(exe=rec.get("exe"), cmdline=rec.get("argv") or [], execs=execs)
+        if self.tree.others() or not self.is_root:
+            self.tree.write_meta()
+
+    def _wait_tree(self) -> None:
+        """The root process is gone but members of its tree still run: capture until they are all gone too (or a
+        limit, a signal)."""
+        start = self.t_capture or time.monotonic()
+        deadline = start + self.opts.duration if self.opts.duration else None
+        last_progress = 0.0
+        while self.tree.live():
+            if self._stopping():
+                self.end_reason = SIGNAL_REASONS.get(self.stop_signal or 0, "interrupted")
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.end_reason = "duration"
+                return
+            if self.opts.max_events and self.tree.events() >= self.opts.max_events:
+                self.end_reason = "max-events"
+                return
+            if now - last_progress >= 0.2:
+                last_progress = now
+                self._progress()
+            self._stop.wait(0.05)
+
+    def how_it_ended(self) -> str:
+        """One phrase for meta.json's process list: how this process's capture ended."""
+        if self.exit_text:
+            return self.exit_text
+        if self.target_gone:
+            return "exited"
+        if self.end_reason == "gdb-died":
+            return "its GDB died; detached with its original bytes"
+        if self.meta is not None and self.meta.data.get("target_alive"):
+            return "detached, running on"
+        return self.end_reason or "?"
+
     # ------------------------------------------------------------------------------------------- ending
     def _finish(self) -> None:
         """Leave the target running, untouched: every path of a capture ends here exactly once."""
         self._phase = "stopping"
+        if self.is_root and self.tree.others():
+            self.tree.stop_all()
         self._quitting = True
         mi = self.mi
         if self.snap is not None:
@@ -688,6 +848,9 @@ class CaptureSession:
             if self.warnings:
                 fields["warnings"] = self.warnings
             self.meta.update(**fields)
+        self.release_hold()
+        if self.is_root and self.tree.others():
+            self.tree.write_meta()
 
     def _stop_gdb(self, mi: MiSession) -> None:
         clean = False
@@ -809,12 +972,18 @@ class CaptureSession:
         assert self.directory is not None
         tail = self.tail
         target_alive = bool(self.meta and self.meta.data.get("target_alive"))
+        tree = self.is_root and bool(self.tree.others())
+        warnings = list(self.warnings)
+        if tree:
+            for m in self.tree.others():
+                warnings += [f"pid {m.session.pid}: {w}" for w in m.session.warnings if w not in warnings]
         return CaptureResult(
             directory=self.directory,
             pid=self.pid,
             end_reason=self.end_reason,
-            events=tail.events if tail else 0,
-            counts=dict(tail.counts) if tail else {},
+            events=self.tree.events() if tree else (tail.events if tail else 0),
+            counts=self.tree.counts() if tree else (dict(tail.counts) if tail else {}),
+            processes=self.tree.processes() if tree else [],
             elapsed=time.monotonic() - (self.t_capture or self.t_start),
             rss_first_kb=self.snap.first_rss_kb if self.snap else None,
             rss_last_kb=self.snap.last_rss_kb if self.snap else None,
@@ -822,7 +991,7 @@ class CaptureSession:
             target_alive=target_alive,
             exit_status=self.exit_status,
             restored=self.restored,
-            warnings=list(self.warnings),
+            warnings=warnings,
             syscalls=self.syscalls,
             duration=self.opts.duration,
             max_events=self.opts.max_events,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import re
+import signal
 from typing import Any
 
 import gdb
@@ -524,7 +526,64 @@ def _on_exited(event: Any) -> None:
             )
 
 
+# Processes `sysbreak hold` stopped for a hand-over to another tracer (a child to follow): if GDB exits before
+# `sysbreak release` (sysbreak killed, say), they are sent SIGCONT, so that none stays stopped.
+_HELD: set[int] = set()
+
+
+class HoldCommand(gdb.Command):
+    """Stop process PID with SIGSTOP until `sysbreak release PID`, or until GDB exits (SIGCONT then).
+
+    Usage: sysbreak hold PID. `sysbreak run --follow-children` uses it at a fork: the child, which GDB is about to
+    detach, stays stopped before its first instruction until its own GDB has attached."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak hold", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        pid = _pid_arg("sysbreak hold", arg)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError as err:
+            raise gdb.GdbError(f"sysbreak hold: cannot stop process {pid}: {err.strerror}") from None
+        _HELD.add(pid)
+
+
+class ReleaseCommand(gdb.Command):
+    """Forget a process `sysbreak hold` stopped (its new tracer has it); with --cont, also send it SIGCONT."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak release", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        words = gdb.string_to_argv(arg)
+        cont = "--cont" in words
+        pid = _pid_arg("sysbreak release", " ".join(w for w in words if w != "--cont"))
+        _HELD.discard(pid)
+        if cont:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _pid_arg(cmd: str, arg: str) -> int:
+    try:
+        pid = int(arg.strip())
+    except ValueError:
+        raise gdb.GdbError(f"{cmd}: give a process id, e.g. {cmd} 4242") from None
+    if pid <= 0:
+        raise gdb.GdbError(f"{cmd}: {pid} is not a process id")
+    return pid
+
+
+def _release_held() -> None:
+    for pid in sorted(_HELD):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+    _HELD.clear()
+
+
 def _on_gdb_exiting(event: Any) -> None:
+    _release_held()
     t = tracer()
     if t is not None and t.active:
         _disarm(t, "gdb-exit")
@@ -552,6 +611,8 @@ def register() -> None:
     SitesCommand()
     StatusCommand()
     ClearCommand()
+    HoldCommand()
+    ReleaseCommand()
     gdb.events.new_objfile.connect(_on_new_objfile)
     gdb.events.stop.connect(_on_stop)
     gdb.events.clear_objfiles.connect(_on_clear_objfiles)
