@@ -157,3 +157,59 @@ def test_fixture_capture_costs_one_stop_per_call(tmp_path: Path, consts: Path) -
     assert sorted(r["args"][0] for r in unmaps) == sorted(r["ret"] for r in maps)
     assert all("sb_cross_mmap" in stacks[r["stack"]] for r in maps)
     assert all("main" in stacks[r["stack"]] for r in unmaps)
+
+
+@pytest.mark.gdb
+def test_uncovered_site_is_listed_and_unexplained_growth_warned_in_every_format(tmp_path: Path, consts: Path) -> None:
+    """sb_uncovered_mmap loads its number from memory right before its syscall: no breakpoint can watch it. The
+    capture lists it (meta.json), and the 4 MiB it maps are warned about, with the site, in text, json and html."""
+    cap = tmp_path / "cap"
+    res = run_sysbreak("run", "-o", cap, "-q", "-i", "0.2", "-s", "mmap", "--", consts, "--uncovered", "4", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert f"UNCOVERED {4 << 20}" in res.stdout
+    meta = json.loads((cap / "meta.json").read_text())
+    (mod,) = [m for m in meta["modules"] if m["path"].endswith("/consts")]
+    assert mod["uncovered_count"] == 1 and mod["uncovered"][0]["symbol"] == "sb_uncovered_mmap"
+    site = f"consts+{mod['uncovered'][0]['offset']:#x} (sb_uncovered_mmap+0x"
+
+    doc = json.loads(run_sysbreak("report", cap, "-f", "json").stdout)
+    spots = doc["blind_spots"]
+    assert spots["unexplained_growth_bytes"] >= 4 << 20 and spots["regions"] >= 1
+    assert any(s["symbol"] == "sb_uncovered_mmap" for s in spots["uncovered_sites"])
+    (warning,) = [w for w in doc["warnings"] if "explained by no captured call" in w]
+    assert site in warning
+    text = run_sysbreak("report", cap).stdout
+    assert "explained by no captured call" in text and site in text.replace("\n", " ")
+    html = tmp_path / "r.html"
+    assert run_sysbreak("report", cap, "-f", "html", "-o", html).returncode == 0
+    assert "explained by no captured call" in html.read_text() and "sb_uncovered_mmap" in html.read_text()
+
+
+def test_blind_spots_sentence() -> None:
+    from sysbreak.analysis.blindspots import blind_spots
+    from sysbreak.analysis.model import Region
+
+    grown = Region(0x1000, 0x201000, "rw-p", "[anon]", 2 << 20, first_size=1 << 20, status="grew")
+    grown.unexplained_bytes = 1 << 20  # all of its first MiB was there before; the growth is explained
+    assert blind_spots([grown], []) == (None, None)
+    grown.unexplained_bytes = (1 << 20) + 8192
+    stack = Region(0x7000, 0x9000, "rw-p", "[stack]", 8192, status="grew", unexplained_bytes=8192)
+    mods = [
+        {
+            "path": "/lib/libfoo.so",
+            "uncovered": [{"offset": 0x1234, "symbol": "f", "symbol_offset": 9}],
+            "uncovered_count": 40,
+        },
+        {"path": "/opt/packed.bin", "error": "/opt/packed.bin: damaged ELF file"},
+        {"path": "/lib/libc.so.6", "uncovered": [], "uncovered_count": 0},
+    ]
+    spots, warning = blind_spots([grown, stack], mods)
+    assert spots is not None and (spots.unexplained_growth_bytes, spots.regions, spots.uncovered_count) == (8192, 1, 40)
+    assert spots.unscanned_modules == [{"path": "/opt/packed.bin", "error": "/opt/packed.bin: damaged ELF file"}]
+    assert warning == (
+        "8192 bytes (8.0 KiB) of growth in 1 region are explained by no captured call; 40 syscall sites of the armed"
+        " modules could not be watched (number unknown, no safe place before them): libfoo.so+0x1234 (f+0x9) and 39"
+        " more; mapped files that could not be scanned: /opt/packed.bin (/opt/packed.bin: damaged ELF file)"
+    )
+    _spots, warning = blind_spots([grown], mods[2:])
+    assert warning is not None and "every syscall site of the armed modules was watched" in warning

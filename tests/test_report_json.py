@@ -178,6 +178,7 @@ def test_exact_document() -> None:
             {"t": 80.0, "rss_bytes": 5 * MiB, "live_bytes": 2 * MiB},
         ],
         "warnings": ["cut short"],
+        "blind_spots": None,
     }
 
 

@@ -8,10 +8,11 @@ event log; everything they show is here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sysbreak.capture.schema import Frame, PyFrame
 
-__all__ = ["Analysis", "Frame", "PyFrame", "Region", "RegionOwner", "Sample", "StackStats"]
+__all__ = ["Analysis", "BlindSpots", "Frame", "PyFrame", "Region", "RegionOwner", "Sample", "StackStats"]
 
 
 @dataclass
@@ -72,6 +73,17 @@ class Sample:
 
 
 @dataclass
+class BlindSpots:
+    """Growth no captured call explains, and what the capture could not watch (:mod:`sysbreak.analysis.blindspots`)."""
+
+    unexplained_growth_bytes: int  # bytes of new or grown regions that no captured call explains
+    regions: int  # how many regions hold them
+    uncovered_sites: list[dict[str, Any]] = field(default_factory=list)  # module, offset, symbol, symbol_offset
+    uncovered_count: int = 0  # uncovered sites in all armed modules (more than listed when a module had many)
+    unscanned_modules: list[dict[str, Any]] = field(default_factory=list)  # path, error
+
+
+@dataclass
 class Analysis:
     source: str  # what was analysed: a capture directory, an events log, pmap files
     pid: int | None = None
@@ -86,6 +98,8 @@ class Analysis:
     timeline: list[Sample] = field(default_factory=list)
     snapshots: int = 0
     warnings: list[str] = field(default_factory=list)
+    # growth no captured call explains, and what the capture could not watch (sysbreak.analysis.blindspots)
+    blind_spots: BlindSpots | None = None
 
     @property
     def duration(self) -> float:

@@ -61,6 +61,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from sysbreak.analysis.blindspots import blind_spots
 from sysbreak.analysis.model import Analysis
 from sysbreak.analysis.regions import regions
 from sysbreak.analysis.replay import LogReplay, chain_first
@@ -166,6 +167,10 @@ def analyze(
         analysis.regions = regions(run.matched_first, run.matched_last)
         if run.matched_last.snap.rss is None:
             warnings.append("the snapshots have no Rss (maps or plain pmap): resident bytes are unknown")
+        mods = meta.get("modules")
+        analysis.blind_spots, blind_warning = blind_spots(analysis.regions, mods if isinstance(mods, list) else [])
+        if blind_warning:
+            warnings.append(blind_warning)
     analysis.stacks = ranked(stats)
     analysis.timeline = run.timeline(t0, t1)
     analysis.warnings = warnings

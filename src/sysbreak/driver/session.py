@@ -536,7 +536,7 @@ class CaptureSession:
 
     def _update_modules(self) -> None:
         assert self.tail is not None and self.meta is not None
-        keep = ("path", "base", "bias", "build_id", "sites", "breakpoints")
+        keep = ("path", "base", "bias", "build_id", "sites", "breakpoints", "uncovered", "uncovered_count", "error")
         mods = [{k: m.get(k) for k in keep if k in m} for m in self.tail.modules]
         if mods != self.meta.data.get("modules"):
             self.meta.update(modules=mods)

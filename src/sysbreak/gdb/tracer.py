@@ -36,6 +36,7 @@ from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.probes import errors as probe_errors
 from sysbreak.gdb.stacks import ModuleMap, StackReader
 from sysbreak.maps import Vma
+from sysbreak.sites.model import uncovered_fields
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Tracer:
         )
         self.armed: dict[str, ArmedModule] = {}
         self.skipped: dict[str, str] = {}
+        self.unscanned: dict[str, str] = {}  # path -> why it could not be scanned
         self.pending = PendingCalls()
         self.counts: dict[str, int] = {}
         self.events = 0
@@ -189,7 +191,11 @@ class Tracer:
             base = min((r[0] for r in rows if r[2] == 0), default=rows[0][0])
             try:
                 scan = sites.scan(path)
-            except SysbreakError:
+            except SysbreakError as exc:
+                if path not in self.unscanned and self.writer is not None:
+                    # a blind spot: whatever this file maps is not seen (reports name it)
+                    self.writer.module(path=path, base=base, error=str(exc))
+                self.unscanned[path] = str(exc)
                 continue
             scans[path] = scan
             biases[path] = scan.load_bias(base)
@@ -287,6 +293,7 @@ class Tracer:
                 build_id=scan.build_id,
                 sites=len(scan.sites),
                 breakpoints=len(armed.breakpoints),
+                **uncovered_fields(scan),
             )
         if armed.breakpoints:
             return f"armed {len(armed.breakpoints)} breakpoint(s) in {os.path.basename(path)}"

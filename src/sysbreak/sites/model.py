@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CALL_ARG_REGS",
@@ -75,6 +76,18 @@ class Site:
         """A ``syscall`` instruction that no probe can watch: its number is not a constant and there is no safe
         place before it to read the number (see :mod:`sysbreak.sites.planning`)."""
         return self.kind == "syscall" and self.nr is None and not self.callers_probed and self.early_vaddr is None
+
+
+#: at most this many uncovered sites are listed per module (``uncovered_count`` has them all)
+UNCOVERED_LISTED = 32
+
+
+def uncovered_fields(scan: ModuleScan) -> dict[str, Any]:
+    """The ``uncovered`` and ``uncovered_count`` fields of an event log's ``module`` record (docs/event-log.md):
+    the sites no probe can watch (:attr:`Site.uncovered`), as ``{"offset", "symbol", "symbol_offset"}``."""
+    out = [s for s in scan.sites if s.uncovered]
+    listed = [{"offset": s.vaddr, "symbol": s.symbol, "symbol_offset": s.symbol_offset} for s in out[:UNCOVERED_LISTED]]
+    return {"uncovered": listed, "uncovered_count": len(out)}
 
 
 @dataclass(frozen=True)
