@@ -154,3 +154,13 @@ def test_thread_stack_ends_at_clone3(tmp_path: Path) -> None:
     frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "mapper_mt"), "2", "2"]), 2)
     # (the second stop may be the other thread's breakpoint: GDB reports pending stops in any order)
     assert all(f[-1][1] == "clone3" and any(x[1] == "thread_map" for x in f) for f in frames)
+
+
+def test_signal_handler_and_tail_call_frames(tmp_path: Path) -> None:
+    """mmap inside a SIGUSR1 handler: the signal trampoline (__restore_rt, named at its pc), the interrupted
+    frame (its pc is not a return address), and GDB's tail-call frame (__pthread_kill_internal jumped to
+    __pthread_kill_implementation: found from DWARF call sites, shown alone at the jump's return address)."""
+    cmds = ["handle SIGUSR1 nostop noprint pass", "break on_usr1", "run", "catch syscall mmap", "continue", "DUMP"]
+    (frames,) = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "sighandler")]), 1)
+    names = [f[1] for f in frames]
+    assert "__restore_rt" in names and "on_usr1" in names and names[-1] == "main"

@@ -20,7 +20,7 @@ from sysbreak.unwind.cfi import (
     VAL_OFFSET,
     Fde,
 )
-from sysbreak.unwind.expr import ExprError, evaluate
+from sysbreak.unwind.expr import ExprError, OutsideWindow, evaluate
 from sysbreak.unwind.modules import ModuleCache, ModuleInfo
 
 MASK64 = (1 << 64) - 1
@@ -204,6 +204,7 @@ class Unwinder:
         self.exe = exe
         self._sym: dict[tuple[str, int, bool], tuple[tuple[str | None, str | None, int | None, bool], ...]] = {}
         self._prologues: dict[tuple[str, int], tuple[bool, int, dict[int, int]] | None] = {}
+        self._tail_memo: dict[tuple[int, int], tuple[int, ...]] = {}
         self.set_maps(maps)
 
     # -- the module map ---------------------------------------------------------------------------------------------
@@ -284,6 +285,8 @@ class Unwinder:
                 site = sites[lookup] = self._site(lookup)
             problem, info, bias, path, vaddr, fn_start, fde, row, exe_stop = site
             frame = Physical(pc, lookup, None, next_how, info, path, bias)
+            if fde is not None and fde.signal:
+                frame.lookup = pc  # a signal trampoline is named at its pc: it was returned to, not called
             if problem is not None:
                 physical.append(frame)
                 stop = problem
@@ -331,6 +334,15 @@ class Unwinder:
             next_how = how_next
             lookup_minus = 0 if (fde is not None and fde.signal) else 1
             state = new_state
+            if fde is not None and not fde.signal and fn_start is not None and bias is not None:
+                # GDB's tail-call frames: functions that jumped to this one, found from DWARF call sites
+                for t in self._tail_chain(ra, fn_start + bias):
+                    if len(physical) >= self.max_depth:
+                        break
+                    tm = self._mapping(t - 1)
+                    tinfo, tbias = self._module(tm) if tm is not None else (None, None)
+                    tpath = tm.path if tm is not None and tm.path.startswith("/") else None
+                    physical.append(Physical(t, t - 1, frame.cfa, "tailcall", tinfo, tpath, tbias))
         frames = self.symbolize(physical) if symbolize else []
         return Result(frames, physical, stop)
 
@@ -358,6 +370,95 @@ class Unwinder:
             elif not self.past_main and fn_start == self._main_of(info):
                 exe_stop = "main"
         return (None, info, bias, path, vaddr, fn_start, fde, row, exe_stop)
+
+    def _module_at(self, addr: int) -> tuple[ModuleInfo | None, int | None]:
+        m = self._mapping(addr)
+        return self._module(m) if m is not None else (None, None)
+
+    def _target(self, target: int | str | None, info: ModuleInfo, bias: int) -> int | None:
+        if isinstance(target, int):
+            return target + bias
+        if isinstance(target, str):
+            a = info.symbols.address_of(target)
+            return a + bias if a is not None else None
+        return None
+
+    def _tails(self, func: int) -> list[tuple[int, int | None]]:
+        info, bias = self._module_at(func)
+        dwarf = info.get_dwarf() if info is not None else None
+        if dwarf is None or bias is None:
+            return []
+        got = dwarf.tail_calls(func - bias) or []
+        return [(ret + bias, self._target(target, info, bias)) for ret, target in got]  # type: ignore[arg-type]
+
+    def _tail_chain(self, ra: int, callee: int) -> tuple[int, ...]:
+        """The pcs of GDB's tail-call frames between a caller (return address ``ra``) and the function entered at
+        ``callee`` (``call_site_find_chain``): the call site at ``ra`` names a target; if it is not the callee,
+        every path of tail calls from the target to the callee is followed, and only what all paths share is
+        kept (their common start and end). Innermost first; () where DWARF says nothing."""
+        key = (ra, callee)
+        hit = self._tail_memo.get(key)
+        if hit is not None:
+            return hit
+        result: tuple[int, ...] = ()
+        try:
+            result = self._find_tail_chain(ra, callee)
+        except Exception:  # noqa: BLE001 - DWARF pyelftools cannot read: no tail-call frames, as GDB on errors
+            result = ()
+        self._tail_memo[key] = result
+        return result
+
+    def _find_tail_chain(self, ra: int, callee: int) -> tuple[int, ...]:
+        info, bias = self._module_at(ra - 1)
+        dwarf = info.get_dwarf() if info is not None else None
+        if dwarf is None or info is None or bias is None:
+            return ()
+        site = dwarf.call_site(ra - bias)
+        if site is None:
+            return ()
+        first = self._target(site[1], info, bias)
+        if first is None or first == callee:
+            return ()
+        chains: list[list[int]] = []
+        visited: set[int] = set()
+
+        def dfs(func: int, path: list[int], depth: int) -> None:
+            if depth > 16 or len(chains) > 16:
+                return
+            for ret, target in self._tails(func):
+                if target is None or ret in visited:
+                    continue
+                visited.add(ret)
+                path.append(ret)
+                if target == callee:
+                    chains.append(list(path))
+                else:
+                    dfs(target, path, depth + 1)
+                path.pop()
+                visited.discard(ret)
+
+        dfs(first, [], 0)
+        if not chains:
+            return ()
+        base = chains[0]
+        length = len(base)
+        callers = callees = length
+        for other in chains[1:]:
+            n = len(other)
+            for i in range(min(callers, n)):
+                if base[i] != other[i]:
+                    callers = i
+                    break
+            for i in range(min(callees, n)):
+                if base[length - 1 - i] != other[n - 1 - i]:
+                    callees = i
+                    break
+            if callers == 0 and callees == 0:
+                return ()
+        out = [base[length - 1 - i] for i in range(callees)]
+        if callees != length:
+            out += [base[callers - 1 - i] for i in range(callers)]
+        return tuple(out)
 
     def _step_cfi(
         self, fde: Fde, row: Any, state: dict[int, int | None], read: Any, window_end: int
@@ -403,6 +504,8 @@ class Unwinder:
                     new[RIP] = v
                 elif regno != RSP or kind != UNDEFINED:
                     new[regno] = v
+        except OutsideWindow:
+            return "window"
         except ExprError:
             return None
         if not ra_seen:
@@ -465,7 +568,12 @@ class Unwinder:
             if p.module is None or p.bias is None:
                 out.append(UnwoundFrame(p.pc, p.path, offset, None, None, None, False, how))
                 continue
-            for function, file, line, inline in self.describe(p.module, p.lookup - p.bias, k == 0):
+            described = self.describe(p.module, p.lookup - p.bias, k == 0)
+            if how == "tailcall":  # GDB shows a tail-call frame alone, named by its innermost (inlined) function
+                function, file, line, _inline = described[0]
+                out.append(UnwoundFrame(p.pc, p.path, offset, function, file, line, False, how))
+                continue
+            for function, file, line, inline in described:
                 out.append(UnwoundFrame(p.pc, p.path, offset, function, file, line, inline, how))
         return out
 

@@ -61,6 +61,21 @@ class CuTable:
     func_dies: array[int]
     scopes: list[Scope] = field(default_factory=list)
     expanded: dict[int, tuple[array[int], array[int], list[tuple[int, ...]]]] = field(default_factory=dict)
+    # call sites of the functions read so far (DW_TAG_call_site): by return address, (tail call?, target), the
+    # target a link-time address or a symbol name; and each function's tail calls, by its entry address
+    call_sites: dict[int, tuple[bool, int | str | None]] = field(default_factory=dict)
+    tail_calls: dict[int, list[tuple[int, int | str | None]]] = field(default_factory=dict)
+
+    def function_at(self, vaddr: int, index: DwarfIndex) -> int | None:
+        """Read the function holding ``vaddr`` (if not yet); its entry address, or None."""
+        i = bisect.bisect_right(self.func_starts, vaddr) - 1
+        for j in range(i, max(i - 4, -1), -1):
+            if self.func_starts[j] <= vaddr < self.func_ends[j]:
+                die = int(self.func_dies[j])
+                if die not in self.expanded:
+                    self.expanded[die] = index.expand(self, die)
+                return int(self.func_starts[j])
+        return None
 
     def line_at(self, vaddr: int) -> tuple[str, int] | None:
         """GDB's ``find_pc_line``: (subfile name, line) at ``vaddr``, or None."""
@@ -372,9 +387,36 @@ def expand_function(
             intervals.append((lo, hi, depth, k))
         return True
 
+    tails: list[tuple[int, int | str | None]] = []
+
+    def call_site(die: Any) -> None:
+        attrs = die.attributes
+        ret = attrs.get("DW_AT_call_return_pc") or attrs.get("DW_AT_low_pc")
+        if ret is None:
+            return
+        tail = "DW_AT_call_tail_call" in attrs or "DW_AT_GNU_tail_call" in attrs
+        target: int | str | None = None
+        ref = "DW_AT_call_origin" if "DW_AT_call_origin" in attrs else "DW_AT_abstract_origin"
+        if ref in attrs:
+            try:
+                origin = die.get_DIE_from_attribute(ref)
+            except Exception:  # noqa: BLE001 - a dangling reference: an unknown target
+                origin = None
+            if origin is not None:
+                if "DW_AT_low_pc" in origin.attributes:
+                    target = int(origin.attributes["DW_AT_low_pc"].value)
+                else:
+                    target = _linkage_or_name(origin)
+        table.call_sites[int(ret.value)] = (tail, target)
+        if tail:
+            tails.append((int(ret.value), target))
+
     def walk(die: Any, depth: int) -> None:
         for child in die.iter_children():
             tag = child.tag
+            if tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
+                call_site(child)
+                continue
             if tag not in _DESCEND:
                 continue
             d = depth
@@ -384,7 +426,27 @@ def expand_function(
 
     if add(root, 1):
         walk(root, 1)
+        table.tail_calls[_entry(root, cu, dwarf, table.base)] = tails
     return _segments(intervals)
+
+
+def _entry(die: Any, cu: Any, dwarf: Any, base: int) -> int:
+    ranges = _die_ranges(die, cu, dwarf, base)
+    return ranges[0][0] if ranges else 0
+
+
+def _linkage_or_name(die: Any) -> str | None:
+    """The symbol name a call target's declaration stands for (its linkage name, else its name)."""
+    cur = die
+    for _ in range(8):
+        name = _attr_str(cur, "DW_AT_linkage_name") or _attr_str(cur, "DW_AT_MIPS_linkage_name")
+        if name:
+            return name
+        nxt = _follow(cur)
+        if nxt is None:
+            break
+        cur = nxt
+    return _attr_str(die, "DW_AT_name")
 
 
 def _segments(intervals: list[tuple[int, int, int, int]]) -> tuple[array[int], array[int], list[tuple[int, ...]]]:
@@ -488,6 +550,20 @@ class DwarfIndex:
             return expand_function(dwarf, dwarf.get_CU_at(table.offset), table, die_offset)
         except Exception:  # noqa: BLE001 - a function pyelftools cannot read: its name comes from the symbols
             return empty
+
+    def call_site(self, ret: int) -> tuple[bool, int | str | None] | None:
+        """The call site whose return address is ``ret`` (the function holding it is read if needed)."""
+        cu = self.cu_at(ret - 1)
+        if cu is None or cu.function_at(ret - 1, self) is None:
+            return None
+        return cu.call_sites.get(ret)
+
+    def tail_calls(self, entry: int) -> list[tuple[int, int | str | None]] | None:
+        """The tail calls made by the function entered at ``entry``; None when DWARF has no such function."""
+        cu = self.cu_at(entry)
+        if cu is None or cu.function_at(entry, self) != entry:
+            return None
+        return cu.tail_calls.get(entry, [])
 
     def cu_at(self, vaddr: int) -> CuTable | None:
         i = bisect.bisect_right(self.cu_starts, vaddr) - 1

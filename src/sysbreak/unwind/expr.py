@@ -18,6 +18,10 @@ class ExprError(Exception):
     """An expression this evaluator does not support, or one that reads memory outside the copied window."""
 
 
+class OutsideWindow(ExprError):
+    """The expression reads memory that was not copied."""
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse(expr: bytes) -> tuple[tuple[str, tuple[int, ...]], ...]:
     from elftools.dwarf.dwarf_expr import DWARFExprParser
@@ -67,6 +71,18 @@ def evaluate(
     except Exception as err:  # noqa: BLE001 - pyelftools raises several kinds for bytes it cannot parse
         raise ExprError(f"unparsable expression: {err}") from None
     stack: list[int] = [] if initial is None else [initial]
+    try:
+        return _run(ops, stack, reg, read)
+    except IndexError:
+        raise ExprError("stack underflow") from None
+
+
+def _run(
+    ops: tuple[tuple[str, tuple[int, ...]], ...],
+    stack: list[int],
+    reg: Callable[[int], int | None],
+    read: Callable[[int], int | None],
+) -> int:
     for name, args in ops:
         if name.startswith("DW_OP_breg") and name[10:].isdigit():
             v = reg(int(name[10:]))
@@ -102,7 +118,7 @@ def evaluate(
                 raise ExprError("DW_OP_deref: stack underflow")
             v = read(stack.pop() & MASK64)
             if v is None:
-                raise ExprError("DW_OP_deref: memory outside the copied stack")
+                raise OutsideWindow("DW_OP_deref: memory outside the copied stack")
             stack.append(v)
         elif name == "DW_OP_dup":
             stack.append(stack[-1])

@@ -60,6 +60,7 @@ class Symbols:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_names", None)
+        state.pop("_by_name", None)
         return state
 
     def raw_name(self, i: int) -> str:
@@ -114,6 +115,32 @@ class Symbols:
         if hi < 0:
             return None
         return demangle(self.raw_name(hi)), int(starts[hi])
+
+    def address_of(self, name: str) -> int | None:
+        """The address of the function with this raw (mangled) name; a global one where several share it, None
+        when that leaves more than one (a static name in several units)."""
+        index: dict[str, list[tuple[int, int]]] | None = self.__dict__.get("_by_name")
+        if index is None:
+            index = {}
+            tables: dict[int, bytes] = {}
+            for t, (path, base, size) in enumerate(self.strtabs):
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        tables[t] = os.pread(fd, size, base)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    tables[t] = b""
+            for i in range(len(self.starts)):
+                tab = tables.get(self.tabs[i], b"")
+                off = self.offs[i]
+                end = tab.find(b"\0", off)
+                raw = tab[off : end if end >= 0 else len(tab)].decode("utf-8", "replace")
+                index.setdefault(raw, []).append((int(self.starts[i]), i))
+            self.__dict__["_by_name"] = index
+        hits = sorted({a for a, _i in index.get(name, [])})
+        return hits[0] if len(hits) == 1 else None
 
     def index_of(self, name: str) -> int | None:
         """The index of the (first) symbol with this raw name: a scan, for tests and tools."""
