@@ -209,8 +209,29 @@ def test_scenario_rss_growth_and_ranking(tmp_path: Path) -> None:
     assert leak.growth_bytes == 8 * P and churn.growth_bytes == 6 * P and mover.growth_bytes == 2 * P
     assert heap.growth_bytes == 16 * P and stripped.growth_bytes == 6 * P
     assert leak.growth_per_min == pytest.approx(8 * P * 60 / 9.0)
-    # ranking: live bytes first, then growth
+    # resident bytes per stack at each end: churn owned the 4 resident pages that later went away at the first
+    assert [(x.first_rss_bytes, x.rss_bytes, x.rss_growth_bytes) for x in (heap, leak, stripped, mover, churn)] == [
+        (0, 16 * P, 16 * P),
+        (0, 8 * P, 8 * P),
+        (0, 4 * P, 4 * P),
+        (0, P, P),
+        (4 * P, 4 * P, 0),
+    ]
+    assert (heap.anon_rss_bytes, heap.file_rss_bytes, stripped.reserved_bytes) == (16 * P, 0, 0)
+    assert leak.peak_bytes == 8 * P and churn.peak_bytes == 6 * P  # 4 + 2, then 4 gone before the last 4 came
+    assert leak.rss_growth_per_min == pytest.approx(8 * P * 60 / 9.0)
+    # ranking: resident growth first (the default), then resident bytes
+    assert a.sort == "rss-growth"
     assert [st.label.split(" ")[0] for st in a.stacks] == [
+        "load",
+        "leak_region",
+        "libx.so+0x1139",
+        "grow_table",
+        "scratch",
+    ]
+    # --sort live: live bytes first, then growth
+    (tmp_path / "b").mkdir()
+    assert [st.label.split(" ")[0] for st in analyze(scenario(tmp_path / "b"), sort="live").stacks] == [
         "load",
         "leak_region",
         "scratch",

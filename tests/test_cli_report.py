@@ -48,7 +48,9 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp
 def test_text_to_stdout(run: Run, saved: Path) -> None:
     code, out, err = run("report", str(saved))
     assert code == 0, err
-    assert out.splitlines()[0].startswith("3 regions grew by 428.1 MiB in 60 s")
+    assert out.splitlines()[0].startswith(
+        "Process RSS grew by 450.0 MiB in 60 s (+450.0 MiB/min); stack #1 leak_region"
+    )
     assert "00007fffe0000000" in out and "\x1b[" not in out
     assert err == ""
 
@@ -60,7 +62,7 @@ def test_json_to_a_file(run: Run, saved: Path, tmp_path: Path) -> None:
     assert code == 0, err
     assert out == "" and f"wrote the json report to {target}" in err
     doc = json.loads(target.read_text())
-    assert doc["format"] == "sysbreak-report/1" and len(doc["stacks"]) == 2
+    assert doc["format"] == "sysbreak-report/2" and len(doc["stacks"]) == 2
     assert not [p for p in target.parent.iterdir() if p.name != "r.json"]  # no temporary file left behind
 
 
@@ -83,12 +85,15 @@ def test_diff_text_and_json(run: Run, saved: Path, saved_after: Path, tmp_path: 
     code, out, err = run("diff", str(saved), str(saved_after))
     assert code == 0, err
     assert out.startswith("Process RSS growth went from 450.0 MiB in 60 s in A to 450.0 MiB in 60 s in B (+0%); ")
-    assert "biggest change: leak_region (ucm_leak+0x1189), live 400.0 MiB -> absent" in out.splitlines()[0]
+    assert "biggest change: leak_region (ucm_leak+0x1189), RSS growth +399.0 MiB -> absent" in out.splitlines()[0]
     assert "only A" in out
     code, out, err = run("diff", str(saved), str(saved_after), "--format", "json", "-o", str(tmp_path / "d.json"))
     assert code == 0, err
     doc = json.loads((tmp_path / "d.json").read_text())
-    assert doc["format"] == "sysbreak-diff/1" and doc["delta"]["stacks_only_in_a"] == 1
+    assert doc["format"] == "sysbreak-diff/2" and doc["delta"]["stacks_only_in_a"] == 1
+    code, out, err = run("diff", str(saved), str(saved_after), "-f", "html", "-o", str(tmp_path / "d.html"))
+    assert code == 0, err
+    assert "Process RSS growth went from 450.0 MiB" in (tmp_path / "d.html").read_text()
 
 
 def test_help_for_a_stranger(run: Run) -> None:
@@ -125,7 +130,7 @@ def test_file_that_is_not_an_events_log(run: Run, tmp_path: Path) -> None:
 
 def test_damaged_saved_report(run: Run, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{\n  "format": "sysbreak-report/1", "stacks": [{"label": "x"}]\n}\n')
-    one_error(*run("report", str(tmp_path / "bad.json"))[::2], "not a valid sysbreak-report/1 report")
+    one_error(*run("report", str(tmp_path / "bad.json"))[::2], "not a valid sysbreak-report/2 report")
 
 
 def test_missing_maps_file(run: Run) -> None:
@@ -155,7 +160,8 @@ def test_default_html_output_is_a_directory(run: Run, saved: Path, tmp_path: Pat
 
 def test_bad_format_weight_top_depth(run: Run, saved: Path) -> None:
     one_error(*run("report", str(saved), "--format", "pdf")[::2], "--format 'pdf'", "text, json, html, collapsed")
-    one_error(*run("report", str(saved), "-f", "collapsed", "--weight", "rss")[::2], "--weight 'rss'")
+    one_error(*run("report", str(saved), "-f", "collapsed", "--weight", "heat")[::2], "--weight 'heat'")
+    one_error(*run("report", str(saved), "--sort", "size")[::2], "--sort 'size'", "rss-growth, rss, live, peak")
     one_error(*run("report", str(saved), "--weight", "mapped")[::2], "--format collapsed only")
     one_error(*run("report", str(saved), "--top", "0")[::2], "--top must be 1 or more")
     one_error(*run("report", "--maps", str(saved), "--depth", "0")[::2], "--depth must be 1 or more")
@@ -167,7 +173,7 @@ def test_analysis_options_on_a_saved_report(run: Run, saved: Path) -> None:
 
 def test_diff_bad_inputs(run: Run, saved: Path) -> None:
     one_error(*run("diff", str(saved), "missing-b")[::2], "missing-b", "no such")
-    one_error(*run("diff", str(saved), str(saved), "--format", "html")[::2], "text, json")
+    one_error(*run("diff", str(saved), str(saved), "--format", "pdf")[::2], "text, json, html")
     one_error(*run("diff", str(saved), str(saved), "-o", "nowhere/d.txt")[::2], "cannot write")
 
 
@@ -201,19 +207,23 @@ def test_capture_in_every_format(run: Run, captures: tuple[Path, Path], tmp_path
     cap, _ = captures
     code, out, err = run("report", str(cap), "--top", "3")
     assert code == 0, err
-    assert re.match(r"^\d+ regions? grew by .* in 60 s", out)
-    assert "Stacks, most important first (3 of " in out and "Regions, as pmap -x shows them" in out
+    assert re.match(r"^Process RSS grew by .* in 60 s \(.*/min\); stack #1 ", out)
+    assert "Stacks by resident growth (3 of " in out and "Regions, as pmap -x shows them" in out
     code, out, err = run("report", str(cap), "-f", "json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["format"] == "sysbreak-report/1" and doc["stacks"] and doc["regions"] and doc["timeline"]
+    assert doc["format"] == "sysbreak-report/2" and doc["stacks"] and doc["regions"] and doc["timeline"]
+    # the headline names what row #1 is, in every format
+    assert doc["headline"].split("; ")[1].startswith(f"stack #1 {doc['stacks'][0]['label']} ")
     assert doc["totals"]["events"] == sum(doc["totals"]["by_syscall"].values())
     code, out, err = run("report", str(cap), "-f", "collapsed", "--weight", "mapped")
     assert code == 0, err
     assert all(re.match(r"^[^\n]+ \d+$", line) for line in out.splitlines()) and out
     code, _, err = run("report", str(cap), "-f", "html")
     assert code == 0, err
-    assert (tmp_path / "sysbreak-report.html").read_text().count('<details class="stack"') == len(doc["stacks"])
+    page = (tmp_path / "sysbreak-report.html").read_text()
+    assert page.count('<details class="stack"') == doc["totals"]["candidates"]
+    assert f'<details class="stack" id="stack-{doc["stacks"][0]["id"]}" open>' in page
 
 
 def test_bare_events_log_and_folding(run: Run, captures: tuple[Path, Path]) -> None:

@@ -95,5 +95,6 @@ def test_identical_folded_stacks_are_merged() -> None:
 
 
 def test_unknown_weight() -> None:
-    with pytest.raises(ValueError, match="live, mapped, growth, events"):
-        render(sample_analysis(), "collapsed", weight="rss")
+    with pytest.raises(ValueError, match="live, rss-growth, rss, peak, mapped, growth, events"):
+        render(sample_analysis(), "collapsed", weight="heat")
+    assert render(sample_analysis(), "collapsed", weight="rss-growth").count("\n") == 3  # 0: idle, stripped

@@ -1,4 +1,5 @@
-"""`diff`: stacks matched by frame signature (function + module), not by ids or pcs."""
+"""`diff`: stacks matched by frame signature (function + module of the frames outside allocator and hook layers),
+not by ids, pcs or labels."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def test_headline() -> None:
     d = diff(sample_analysis(), after_fix())
     assert diff_headline(d) == (
         "Process RSS growth went from 450.0 MiB in 60 s in A to 6.0 MiB in 60 s in B (-99%); "
-        "biggest change: leak_region (ucm_leak+0x1189), live 400.0 MiB -> absent; 2 stacks only in A, 1 only in B"
+        "biggest change: leak_region (ucm_leak+0x1189), RSS growth +399.0 MiB -> absent; 2 stacks only in A, "
+        "1 only in B"
     )
 
 
@@ -136,10 +138,13 @@ def test_text_rendering() -> None:
     assert "Stacks by size of change (6 of 6; 3 in both, 2 only in A, 1 only in B)" in text
     row = next(line for line in text.splitlines() if "leak_region" in line and "only A" in line)
     assert re.search(
-        r"^only A\s+leak_region \(ucm_leak\+0x1189\)\s+400\.0 MiB\s+-\s+-400\.0 MiB\s+-400\.0 MiB\s+410\s+-$", row
+        r"^only A\s+leak_region \(ucm_leak\+0x1189\)\s+\+399\.0 MiB\s+-\s+-399\.0 MiB\s+400\.0 MiB\s+-\s+410\s+-$", row
     ), row
     assert re.search(
-        r"^\s+Decoder::step<float>\(int\) \(libdecoder\.so\+0x3a80\)\s+60\.0 MiB\s+70\.0 MiB\s+\+10\.0 MiB", text, re.M
+        r"^\s+Decoder::step<float>\(int\) \(libdecoder\.so\+0x3a80\)\s+\+28\.0 MiB\s+\+28\.0 MiB\s+0\s+60\.0 MiB\s+"
+        r"70\.0 MiB",
+        text,
+        re.M,
     )
     assert re.search(r"^process RSS growth\s+450\.0 MiB\s+6\.0 MiB\s+-444\.0 MiB$", text, re.M)
     assert "\x1b[" not in text
@@ -147,7 +152,7 @@ def test_text_rendering() -> None:
 
 def test_json_rendering() -> None:
     doc = json.loads(render_diff(diff(sample_analysis(), after_fix()), "json"))
-    assert doc["format"] == "sysbreak-diff/1"
+    assert doc["format"] == "sysbreak-diff/2"
     assert set(doc) == {"format", "headline", "a", "b", "delta", "stacks"}
     assert doc["delta"]["stacks_only_in_a"] == 2 and doc["delta"]["stacks_only_in_b"] == 1
     assert doc["delta"]["rss_growth_bytes"] == 6 * MiB - 450 * MiB
@@ -156,8 +161,11 @@ def test_json_rendering() -> None:
     assert first["status"] == "only_a" and first["b"] is None
     assert first["a"] == {
         "ids": [7],
+        "kind": "candidate",
         "live_bytes": 400 * MiB,
         "rss_bytes": 399 * MiB,
+        "rss_growth_bytes": 399 * MiB,
+        "peak_bytes": 405 * MiB,
         "growth_bytes": 400 * MiB,
         "mapped_bytes": 410 * MiB,
         "events": 410,
@@ -165,6 +173,7 @@ def test_json_rendering() -> None:
     assert first["delta"] == {
         "live_bytes": -400 * MiB,
         "rss_bytes": -399 * MiB,
+        "rss_growth_bytes": -399 * MiB,
         "growth_bytes": -400 * MiB,
         "mapped_bytes": -410 * MiB,
         "events": -410,
@@ -175,3 +184,28 @@ def test_json_rendering() -> None:
         "offset": 0x1189,
     }
     assert len(json.loads(render_diff(diff(sample_analysis(), after_fix()), "json", top=2))["stacks"]) == 2
+
+
+def test_a_stack_matches_across_a_removed_hook_layer() -> None:
+    """With UCX_MEM_MMAP_HOOK_MODE=none the program's stack reaches the kernel through libc, not libucm: the frames
+    outside the layers are the same, so it is one stack in both captures, not "only A" plus "only B"."""
+    a = sample_analysis()
+    hooked = a.stacks[0]
+    direct = dataclasses.replace(
+        hooked, id=70, frames=(Frame(1, "/usr/lib/x86_64-linux-gnu/libc.so.6", 0x11B6A0, "mmap64"), *hooked.frames[3:])
+    )
+    assert signature(direct) == signature(hooked)
+    b = sample_analysis()
+    b.stacks = [direct if s.id == hooked.id else s for s in b.stacks]
+    d = diff(a, b)
+    assert d.only_a == [] and d.only_b == []
+    assert next(c for c in d.stacks if c.label.startswith("leak_region")).status == "both"
+
+
+def test_html_rendering() -> None:
+    page = render_diff(diff(sample_analysis(), after_fix()), "html")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "Process RSS growth went from 450.0 MiB in 60 s in A to 6.0 MiB in 60 s in B (-99%)" in page
+    assert "3 in both, 2 only in A, 1 only in B" in page
+    assert "Decoder::step&lt;float&gt;(int)" in page  # escaped
+    assert not re.search(r"https?://", page)

@@ -1,4 +1,4 @@
-"""The JSON report (format sysbreak-report/1): exact keys and values on a hand-made analysis, and reading it back."""
+"""The JSON report (format sysbreak-report/2): exact keys and values on a hand-made analysis, and reading it back."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def tiny() -> Analysis:
         last_t=110.0,
         label="leak_region (ucm_leak+0x1189)",
         stack_ids=(7, 9),
+        rss_growth_bytes=MiB,
+        anon_rss_bytes=MiB,
+        peak_bytes=2 * MiB,
+        rss_growth_per_min=0.75 * MiB,
+        series=[(0.0, 0), (80.0, 2 * MiB)],
     )
     region = Region(
         start=0x7F0000000000,
@@ -72,6 +77,8 @@ def tiny() -> Analysis:
 DOCUMENTED_STACK_KEYS = {
     "id", "rank", "label", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes",
     "growth_bytes", "growth_per_min", "first_t", "last_t", "frames", "python", "stack_ids",
+    "kind", "peak_bytes", "first_rss_bytes", "rss_growth_bytes", "anon_rss_bytes", "file_rss_bytes", "virtual_bytes",
+    "reserved_bytes", "after_last_bytes", "rss_growth_per_min", "series",
 }  # fmt: skip
 
 
@@ -84,9 +91,9 @@ def test_exact_document() -> None:
             assert key in {f.name for f in dataclasses.fields(StackStats)}, key
             del stack[key]
     assert doc == {
-        "format": "sysbreak-report/1",
-        "headline": "1 region grew by 2.0 MiB in 80 s (process RSS +1.0 MiB); "
-        "stack #1 leak_region (ucm_leak+0x1189) owns 100% of it",
+        "format": "sysbreak-report/2",
+        "headline": "Process RSS grew by 1.0 MiB in 80 s (+768.0 KiB/min); "
+        "stack #1 leak_region (ucm_leak+0x1189) added 1.0 MiB of it (100%, anonymous)",
         "source": "cap",
         "pid": 42,
         "exe": "/app/ucm_leak",
@@ -95,6 +102,7 @@ def test_exact_document() -> None:
         "t1": 180.0,
         "duration_s": 80.0,
         "snapshots": 2,
+        "sort": "rss-growth",
         "totals": {
             "events": 3,
             "by_syscall": {"mmap": 2, "munmap": 1},
@@ -107,7 +115,11 @@ def test_exact_document() -> None:
             "growth_bytes": 2 * MiB,
             "rss_growth_bytes": MiB,
             "unexplained_bytes": 0,
+            "candidates": 1,
+            "rss_growth_of_candidates": MiB,
         },
+        "folded": {"idle": "", "libraries": "", "library_stacks": []},
+        "hints": [],
         "stacks": [
             {
                 "id": 7,
@@ -117,8 +129,18 @@ def test_exact_document() -> None:
                 "by_syscall": {"mmap": 2, "munmap": 1},
                 "mapped_bytes": 3 * MiB,
                 "unmapped_bytes": MiB,
+                "kind": "candidate",
                 "live_bytes": 2 * MiB,
+                "peak_bytes": 2 * MiB,
                 "rss_bytes": MiB,
+                "first_rss_bytes": 0,
+                "rss_growth_bytes": MiB,
+                "anon_rss_bytes": MiB,
+                "file_rss_bytes": 0,
+                "virtual_bytes": MiB,
+                "reserved_bytes": 0,
+                "after_last_bytes": 0,
+                "rss_growth_per_min": 0.75 * MiB,
                 "growth_bytes": 2 * MiB,
                 "growth_per_min": 1.5 * MiB,
                 "first_t": 100.5,
@@ -151,6 +173,7 @@ def test_exact_document() -> None:
                 ],
                 "python": [{"file": "/app/w.py", "line": 41, "function": "step"}],
                 "stack_ids": [7, 9],
+                "series": [[0.0, 0], [80.0, 2 * MiB]],
             }
         ],
         "regions": [
@@ -166,6 +189,7 @@ def test_exact_document() -> None:
                 "first_size": 0,
                 "first_rss": None,
                 "status": "new",
+                "kind": "anon",
                 "growth": 2 * MiB,
                 "rss_growth": MiB,
                 "owners": [{"stack": 7, "bytes": 2 * MiB}],
@@ -184,7 +208,7 @@ def test_exact_document() -> None:
 
 def test_empty_analysis_has_every_key() -> None:
     doc = to_dict(Analysis(source="nothing"))
-    assert doc["format"] == "sysbreak-report/1"
+    assert doc["format"] == "sysbreak-report/2"
     assert doc["stacks"] == [] and doc["regions"] == [] and doc["timeline"] == [] and doc["warnings"] == []
     assert doc["totals"]["events"] == 0 and doc["totals"]["by_syscall"] == {}
     assert doc["totals"]["rss_growth_bytes"] is None
@@ -217,11 +241,32 @@ def test_round_trip_through_from_dict() -> None:
 
 def test_from_dict_rejects_other_versions_and_damage() -> None:
     doc = to_dict(tiny())
-    with pytest.raises(SysbreakError, match="sysbreak-report/2"):
-        from_dict({**doc, "format": "sysbreak-report/2"})
+    with pytest.raises(SysbreakError, match="'sysbreak-report/3' report; this sysbreak reads 'sysbreak-report/1' and"):
+        from_dict({**doc, "format": "sysbreak-report/3"})
     broken = {**doc, "stacks": [{"label": "no id"}]}
-    with pytest.raises(SysbreakError, match="not a valid sysbreak-report/1 report"):
+    with pytest.raises(SysbreakError, match="not a valid sysbreak-report/2 report"):
         from_dict(broken, name="x.json")
+
+
+def test_a_version_1_report_still_reads() -> None:
+    """A report saved by the previous version: no resident fields, ranked by live bytes; read as it was written."""
+    v1 = to_dict(sample_analysis())
+    v1["format"] = "sysbreak-report/1"
+    for key in ("sort", "folded", "hints"):
+        del v1[key]
+    new_keys = set(DOCUMENTED_STACK_KEYS) - {
+        "id", "rank", "label", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes",
+        "growth_bytes", "growth_per_min", "first_t", "last_t", "frames", "python", "stack_ids",
+    }  # fmt: skip
+    for stack in v1["stacks"]:
+        for key in new_keys:
+            del stack[key]
+    a = from_dict(v1)
+    assert a.sort == "live" and a.hints == []
+    assert [s.id for s in a.stacks] == [s["id"] for s in v1["stacks"]]
+    assert all(s.rss_growth_bytes == 0 and s.peak_bytes == 0 for s in a.stacks)
+    assert [s.kind for s in a.stacks] == ["candidate", "candidate", "candidate", "candidate", "idle"]
+    assert render(a, "text").startswith("Process RSS grew by 450.0 MiB in 60 s (+450.0 MiB/min); stack #1 ")
 
 
 def test_fields_added_to_the_model_show_up() -> None:

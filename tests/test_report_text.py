@@ -37,8 +37,8 @@ def test_human_sizes_and_durations() -> None:
 def test_headline_first_line() -> None:
     text = render(sample_analysis(), "text")
     assert lines(text)[0] == (
-        "3 regions grew by 428.1 MiB in 60 s (process RSS +450.0 MiB); "
-        "stack #1 leak_region (ucm_leak+0x1189) owns 93% of it"
+        "Process RSS grew by 450.0 MiB in 60 s (+450.0 MiB/min); "
+        "stack #1 leak_region (ucm_leak+0x1189) added 399.0 MiB of it (89%, anonymous)"
     )
 
 
@@ -46,10 +46,9 @@ def test_headline_without_snapshots_and_without_anything() -> None:
     a = sample_analysis()
     a.regions, a.timeline, a.snapshots = [], [], 0
     assert headline(a) == (
-        "881 events in 60 s; 468.1 MiB mapped by captured stacks is still live, "
-        "85% of it from stack #1 leak_region (ucm_leak+0x1189)"
+        "881 events in 60 s; stack #1 leak_region (ucm_leak+0x1189) holds 400.0 MiB live (85% of the live bytes)"
     )
-    assert headline(Analysis(source="x")) == "0 events captured; nothing the captured stacks mapped is still live"
+    assert headline(Analysis(source="x")) == "0 events captured; no call stack was captured"
 
 
 def test_headline_growth_nobody_explains() -> None:
@@ -67,11 +66,17 @@ def test_ranked_stack_table() -> None:
     text = render(sample_analysis(), "text")
     row = next(line for line in lines(text) if line.lstrip().startswith("1 ") and "leak_region" in line)
     assert re.search(
-        r"1\s+leak_region \(ucm_leak\+0x1189\)\s+400\.0 MiB\s+399\.0 MiB\s+\+400\.0 MiB\s+\+400\.0 MiB/min\s+"
-        r"410\.0 MiB\s+mmap 400, munmap 10$",
+        r"1\s+leak_region \(ucm_leak\+0x1189\)\s+\+399\.0 MiB\s+399\.0 MiB\s+400\.0 MiB\s+405\.0 MiB\s+1\.0 MiB\s+"
+        r"\+399\.0 MiB/min\s+410\.0 MiB\s+mmap 400, munmap 10$",
         row,
     ), row
-    assert "Stacks, most important first (5 of 5)" in text
+    assert "Stacks by resident growth (4 of 4 stacks holding memory;" in text
+    assert re.search(
+        r"^#\s+stack\s+RSS growth\s+RSS\s+live\s+peak\s+virtual only\s+RSS/min\s+mapped\s+events$", text, re.M
+    )
+    # the stack that holds nothing now is one folded line, not a row
+    assert "  1 stack holds nothing now (mmap 200, munmap 200): 200.0 MiB mapped and all of it unmapped again" in text
+    assert "scratch_buffer" not in text
     for label in ("Decoder::step<float>(int)", "libsbstripped.so+0x1139", "malloc (libc.so.6+0xa4c5a)"):
         assert label in text
 
@@ -82,10 +87,12 @@ def test_frames_of_the_top_stacks() -> None:
     assert re.search(r"^\s+0 syscall\s+libc\.so\.6\+0x10f89d$", text, re.M)
     assert "Python, innermost first:" in text
     assert re.search(r"^\s*py0 decode_step\s+/srv/app/worker\.py:41$", text, re.M)
-    assert re.search(r"^\s+0 \?\?\s+libsbstripped\.so\+0x1139$", text, re.M)  # unnamed frame
-    # only the first three stacks get their frames listed
-    assert re.search(r"^#3 libsbstripped\.so\+0x1139  8\.0 MiB live", text, re.M)
+    # only the first three stacks get their frames listed: the stripped library is #4
+    assert re.search(
+        r"^#3 malloc \(libc\.so\.6\+0xa4c5a\)  \+124\.0 KiB RSS, 128\.0 KiB live, peak 128\.0 KiB", text, re.M
+    )
     assert not re.search(r"^#4 ", text, re.M)
+    assert not re.search(r"^\s+0 \?\?\s+libsbstripped\.so\+0x1139$", text, re.M)
 
 
 def test_annotated_pmap_view() -> None:
@@ -97,14 +104,17 @@ def test_annotated_pmap_view() -> None:
         text,
         re.M,
     )
-    assert re.search(r"^0000555555559000\s+132\s+132\s+rw---\s+\[heap\]\s+grew \+128\.0 KiB\s+#4 malloc", text, re.M)
+    assert re.search(r"^0000555555559000\s+132\s+132\s+rw---\s+\[heap\]\s+grew \+128\.0 KiB\s+#3 malloc", text, re.M)
     assert re.search(r"^\s+unexplained 4\.0 MiB$", text, re.M)
-    assert re.search(r"^00007ffff6000000\s+12288\s+3072\s+rw---\s+\[anon\]\s+shrank -4\.0 MiB\s+#3 ", text, re.M)
+    assert re.search(r"^00007ffff6000000\s+12288\s+3072\s+rw---\s+\[anon\]\s+shrank -4\.0 MiB\s+#4 ", text, re.M)
     assert re.search(r"^00007ffff7000000\s+2048\s+-\s+rw---\s+\[anon\]\s+gone -2\.0 MiB$", text, re.M)
     assert re.search(r"^total kB\s+485556\s+472376$", text, re.M)
     # unchanged regions without captured mappings are left out unless asked for
     assert "[stack]" not in text and "libc.so.6  " not in text
-    assert "(5 of 10:" in text
+    assert "(5 of 10: changed anonymous regions first" in text
+    # changed anonymous regions first, the biggest resident growth first
+    order = [line.split()[0] for line in lines(text) if re.match(r"^[0-9a-f]{16} ", line)]
+    assert order[:2] == ["00007fffe0000000", "00007fffd0000000"]
     full = render(sample_analysis(), "text", all_regions=True)
     assert re.search(r"^00007ffffffde000\s+132\s+20\s+rw---\s+\[stack\]$", full, re.M)
 
@@ -147,8 +157,9 @@ def test_owner_beyond_top_and_unknown_owner() -> None:
     region.owners = [RegionOwner(3, MiB), RegionOwner(77, 4096)]
     a = Analysis(source="x", stacks=stacks, regions=[region], timeline=[Sample(0, 0, 0), Sample(1, 1, 1)])
     text = render(a, "text", top=1)
-    assert "#3 f3 (lib.so+0x3) 1.0 MiB" in text
-    assert "stack id 77 4.0 KiB" in text
+    # stack 3 is not shown (--top 1), stack 77 is unknown: neither is named by a rank that is not in the table
+    assert "2 stacks not listed above, 1.0 MiB" in text
+    assert "#3" not in text and "77" not in text
 
 
 def test_many_owners_are_summed_up() -> None:

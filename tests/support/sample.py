@@ -8,6 +8,7 @@ went away or stayed the same. ``hostile=True`` gives one stack names that would 
 from __future__ import annotations
 
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
+from sysbreak.analysis.rank import order
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -140,6 +141,15 @@ def sample_analysis(*, hostile: bool = False) -> Analysis:
         last_t=t0 + 59.0,
         label="scratch_buffer (ucm_leak+0x1400)",
     )
+    # resident numbers, as the analysis gives them (first snapshot -> last), and the kinds
+    for st, first_rss, peak in ((ucm, 0, 405 * MiB), (cxx, 30 * MiB, 64 * MiB), (stripped, 2 * MiB, 8 * MiB)):
+        st.first_rss_bytes, st.peak_bytes = first_rss, peak
+    heap.first_rss_bytes, heap.peak_bytes = 4 * KiB, 128 * KiB
+    churn.peak_bytes, churn.kind = 8 * MiB, "idle"
+    for st in (ucm, cxx, stripped, heap):
+        st.rss_growth_bytes = st.rss_bytes - st.first_rss_bytes
+        st.anon_rss_bytes = st.rss_bytes
+        st.rss_growth_per_min = float(st.rss_growth_bytes)  # a 60 s capture
     stacks = [ucm, cxx, stripped, heap, churn]
     if hostile:
         evil = StackStats(
@@ -159,8 +169,10 @@ def sample_analysis(*, hostile: bool = False) -> Analysis:
             mapped_bytes=4 * KiB,
             live_bytes=4 * KiB,
             label="<script>alert(1)</script>",
+            peak_bytes=4 * KiB,
         )
         stacks.append(evil)
+    stacks = order(stacks, "rss-growth")
 
     regions = [
         Region(BASE_EXE, BASE_EXE + 4 * KiB, "r--p", EXE, 4 * KiB, 4 * KiB, 4 * KiB, 4 * KiB),

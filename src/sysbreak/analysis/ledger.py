@@ -28,7 +28,9 @@ Failed calls (``ret`` in -4095..-1, or ``null`` when the return was not seen) ch
 
 Accounting per *stack* (``owner >> OWNER_SHIFT``; the low bits of an owner are the caller's epoch, see
 :mod:`sysbreak.analysis.replay`): ``mapped`` (bytes its calls mapped) and ``unmapped`` (bytes it owned
-that went away, whoever removed them). For every stack ``mapped - unmapped`` equals the bytes it owns.
+that went away, whoever removed them). For every stack ``mapped - unmapped`` equals the bytes it owns, and
+``peak`` is the most it owned at any moment (taken after each call that gave it bytes, as memray's high-water
+mark).
 """
 
 from __future__ import annotations
@@ -331,6 +333,7 @@ class Replay:
         self.brk: int | None = None
         self.mapped: dict[int, int] = {}  # stack -> bytes
         self.unmapped: dict[int, int] = {}  # stack -> bytes
+        self.peak: dict[int, int] = {}  # stack -> the most bytes it owned at once (mapped - unmapped, after a gain)
         self.stale_bytes = 0  # bytes a non-fixed mmap/mremap found still owned: an unmap the log missed
         self.brk_unseen_bytes = 0  # heap growth seen only through a brk(0) query
         self.bad_events = 0  # successful calls with impossible arguments (ignored)
@@ -356,7 +359,10 @@ class Replay:
 
     def _gain(self, owner: int, n: int) -> None:
         sid = owner >> OWNER_SHIFT
-        self.mapped[sid] = self.mapped.get(sid, 0) + n
+        m = self.mapped[sid] = self.mapped.get(sid, 0) + n
+        held = m - self.unmapped.get(sid, 0)
+        if held > self.peak.get(sid, 0):
+            self.peak[sid] = held
 
     def _valid(self, start: int, length: int) -> bool:
         if start < 0 or start % PAGE or start + length > _U64:
@@ -377,7 +383,10 @@ class Replay:
                 self.stale_bytes += sum(e - s for s, e, _ in replaced)
         mapped = self.mapped
         sid = owner >> OWNER_SHIFT
-        mapped[sid] = mapped.get(sid, 0) + length
+        m = mapped[sid] = mapped.get(sid, 0) + length
+        held = m - self.unmapped.get(sid, 0)
+        if held > self.peak.get(sid, 0):
+            self.peak[sid] = held
 
     def munmap(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
         start, length = a0, (a1 + 4095) & -4096

@@ -29,11 +29,32 @@ class StackStats:
     live_bytes: int = 0  # bytes it created that are still mapped at the end of the log
     rss_bytes: int = 0  # resident bytes (last snapshot) of the live bytes it owns, pro-rated by overlap
     growth_bytes: int = 0  # growth (first -> last snapshot) of the regions it owns, attributed to it
-    growth_per_min: float = 0.0  # growth_bytes per minute of capture
+    growth_per_min: float | None = 0.0  # growth_bytes per minute of capture; None when the span is too short
     first_t: float | None = None
     last_t: float | None = None
     label: str = ""  # a short human name: the first interesting frame, e.g. "leak_region (ucm_leak+0x1189)"
     stack_ids: tuple[int, ...] = ()  # the log's stack ids merged into this one (--depth, --group-outside)
+    # Resident memory (from the smaps snapshots; 0 without them), see sysbreak.analysis.attribute:
+    first_rss_bytes: int = 0  # resident bytes of what it owned at the first snapshot
+    rss_growth_bytes: int = 0  # rss_bytes - first_rss_bytes: what it added to the process's RSS
+    anon_rss_bytes: int = 0  # the part of rss_bytes in anonymous mappings
+    file_rss_bytes: int = 0  # the part of rss_bytes in file-backed mappings
+    reserved_bytes: int = 0  # live bytes in PROT_NONE mappings (reservations: never resident)
+    after_last_bytes: int = 0  # live bytes mapped after the last snapshot: growth whose residency no snapshot saw
+    peak_bytes: int = 0  # the most bytes it held mapped at any moment of the capture (a high-water mark)
+    rss_growth_per_min: float | None = None  # rss_growth_bytes per minute; None when the span is too short
+    kind: str = "candidate"  # "candidate" (holds memory), "idle" (holds nothing now), "library" (loads libraries)
+    series: list[tuple[float, int]] = field(default_factory=list)  # (t since start, live bytes), top stacks only
+
+    @property
+    def resident_growth(self) -> int:
+        """What ranks a stack by default: its resident growth plus the bytes it mapped after the last snapshot."""
+        return self.rss_growth_bytes + self.after_last_bytes
+
+    @property
+    def virtual_bytes(self) -> int:
+        """Live bytes that are not resident: reservations, untouched pages, PROT_NONE."""
+        return max(0, self.live_bytes - self.rss_bytes)
 
 
 @dataclass
@@ -84,6 +105,17 @@ class BlindSpots:
 
 
 @dataclass
+class Hint:
+    """A known culprit whose frames own the growth, and what its documentation says to do about it."""
+
+    culprit: str  # "ucx", "glibc-malloc", "cpython-obmalloc", "jemalloc", "tcmalloc", "go-runtime"
+    text: str  # one factual line
+    doc: str  # where that comes from (a URL)
+    stack_ids: tuple[int, ...] = ()  # the stacks whose frames matched
+    bytes: int = 0  # what those stacks own (resident growth, or live bytes without snapshots)
+
+
+@dataclass
 class Analysis:
     source: str  # what was analysed: a capture directory, an events log, pmap files
     pid: int | None = None
@@ -100,6 +132,8 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     # growth no captured call explains, and what the capture could not watch (sysbreak.analysis.blindspots)
     blind_spots: BlindSpots | None = None
+    sort: str = "rss-growth"  # the order of ``stacks`` (see sysbreak.analysis.rank.SORTS)
+    hints: list[Hint] = field(default_factory=list)  # known culprits whose frames own the growth
 
     @property
     def duration(self) -> float:

@@ -9,8 +9,8 @@ Entry point: :func:`analyze`, which runs the phases in order:
    snapshots interleaved by time (events and snapshots share CLOCK_MONOTONIC): when the stream passes a
    snapshot's time, the ledger is exactly the state the process was in when the snapshot was taken, and the
    first and last snapshots are matched against it (:mod:`sysbreak.analysis.regions`);
-4. the per-stack statistics and the ranking (:mod:`sysbreak.analysis.stats`, stacks grouped and labelled by
-   :mod:`sysbreak.analysis.stacks`), the regions and the time line.
+4. the per-stack statistics (:mod:`sysbreak.analysis.stats`, stacks grouped by :mod:`sysbreak.analysis.stacks`),
+   the regions, kinds, labels, ranking and hints (:mod:`sysbreak.analysis.rank`) and the time line.
 
 What the numbers mean
 ---------------------
@@ -36,12 +36,18 @@ plus the bytes it mapped after the last snapshot that are still live at the end 
 moments of a program that exits shows); with no snapshot: its live bytes (all of them were mapped during the
 capture); with one snapshot: the bytes it owns in that snapshot plus those mapped after it and still live.
 ``growth_per_min`` divides by the minutes from the first snapshot to the end of the capture (the capture's
-duration when there are fewer than two snapshots). ``label`` = the first frame outside libc, libucm, libucs,
-ld-linux and libpthread (:data:`~sysbreak.analysis.stacks.LABEL_SKIP`), as ``function (module+0xoff)`` (the
-first non-primitive frame when all frames are in those libraries).
+duration when there are fewer than two snapshots), and is None under
+:data:`~sysbreak.analysis.stats.MIN_RATE_SECONDS`. Resident numbers: ``first_rss_bytes`` the same pro-rating at the
+first snapshot, ``rss_growth_bytes`` = ``rss_bytes - first_rss_bytes``, ``anon_rss_bytes``/``file_rss_bytes``
+its split by the kind of VMA, ``reserved_bytes`` its live bytes in PROT_NONE VMAs, ``after_last_bytes`` what it
+mapped after the last snapshot and still holds. ``peak_bytes``: the ledger's high-water mark
+(:mod:`~sysbreak.analysis.ledger`). ``label``: :mod:`sysbreak.analysis.labels` (the first frame outside the
+allocator and hook layers, made distinct among the stacks of a kind). ``series``: the live bytes of the first
+candidates at each snapshot (for the plot).
 
-*Ranking* (``Analysis.stacks``): leak candidates first: by ``live_bytes`` (bytes mapped and never unmapped),
-then ``growth_bytes``, then ``mapped_bytes``, then ``events``, then stack id.
+*Kinds and ranking* (``Analysis.stacks``): :mod:`sysbreak.analysis.rank`: candidates by the ``sort`` (resident
+growth by default), then the stacks holding nothing now, then the dynamic loader's; ``Analysis.hints`` from
+:mod:`sysbreak.analysis.hints`.
 
 *Timeline*: one :class:`~sysbreak.analysis.model.Sample` per snapshot (Rss from the index's ``rss_kb`` when
 present, else from the file; ledger live bytes at that moment) and, between them, samples of the live bytes
@@ -61,6 +67,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from sysbreak.analysis import rank
 from sysbreak.analysis.blindspots import blind_spots
 from sysbreak.analysis.model import Analysis
 from sysbreak.analysis.regions import regions
@@ -80,6 +87,7 @@ def analyze(
     depth: int | None = None,
     group_outside: str | None = None,
     parallel: bool | None = None,
+    sort: str = rank.DEFAULT_SORT,
 ) -> Analysis:
     """Analyse a capture directory or an event log, with (or, for ``source=None``, only) hand-given maps files.
 
@@ -88,8 +96,10 @@ def analyze(
     are known, else they count as taken after the whole log, in the given order.
     ``depth``: fold stacks to the N frames nearest the syscall. ``group_outside``: group stacks by their first
     frame whose module does not match this regular expression. ``parallel``: decode the log in a second
-    process (default: when it is big, see :mod:`sysbreak.capture.decode`). See the module doc for every number.
+    process (default: when it is big, see :mod:`sysbreak.capture.decode`). ``sort``: the order of the stacks
+    (:data:`sysbreak.analysis.rank.SORTS`). See the module doc for every number.
     """
+    rank.check_sort(sort)
     warnings: list[str] = []
     stacks = StackGroups(depth, group_outside)
     cap: Capture | None = None
@@ -162,17 +172,30 @@ def analyze(
     warnings.extend(_replay_warnings(summary, run, events_path is not None))
 
     # 5. Per stack, regions, time line.
-    stats = stack_statistics(gc, stacks, run, growth_period(plan, t1, analysis.duration))
-    if run.matched_last is not None:
-        analysis.regions = regions(run.matched_first, run.matched_last)
-        if run.matched_last.snap.rss is None:
+    elf_bytes: dict[int, int] = {}
+    period = growth_period(plan, t1, analysis.duration)
+    stats = stack_statistics(gc, stacks, run, period, exe=analysis.exe, elf_bytes=elf_bytes)
+    last = run.matched_last
+    if last is not None:
+        analysis.regions = regions(run.matched_first, last)
+        if last.snap.rss is None:
             warnings.append("the snapshots have no Rss (maps or plain pmap): resident bytes are unknown")
         mods = meta.get("modules")
         analysis.blind_spots, blind_warning = blind_spots(analysis.regions, mods if isinstance(mods, list) else [])
         if blind_warning:
             warnings.append(blind_warning)
-    analysis.stacks = ranked(stats)
+    rank.finish(
+        analysis,
+        ranked(stats),
+        sort=sort,
+        elf_bytes=elf_bytes,
+        label_skip=stacks.outside,
+        has_snapshots=last is not None and last.snap.rss is not None,
+    )
     analysis.timeline = run.timeline(t0, t1)
+    end = analysis.timeline[-1].t if analysis.timeline else 0.0
+    for st in [s for s in analysis.stacks if s.kind == "candidate"][: rank.SERIES_STACKS]:
+        st.series = run.stack_series(st.id, t0, end)
     analysis.warnings = warnings
     return analysis
 

@@ -24,6 +24,7 @@ from sysbreak.capture.decode import Batch, StreamSummary
 
 OLD, GROWING, AFTER_LAST = 0, 1, 2  # ledger epochs (see the module doc)
 MAX_SAMPLES = 1000  # live-bytes samples kept between snapshots for the time line
+MAX_SERIES = 200  # points of the per-stack live-bytes series (one per snapshot, thinned past this)
 
 Batches = Generator[Batch, None, StreamSummary]
 
@@ -45,6 +46,8 @@ class LogReplay:
         self.end_t: float | None = None  # time of the log's end record
         self.used_snapshots = 0
         self.summary = StreamSummary()
+        self.series: list[tuple[float, dict[int, int]]] = []  # (t, live bytes per group) at snapshots
+        self._series_every = 1
 
     def take_snapshot(self, slot: Slot) -> None:
         """The replay has reached ``slot``'s time: match it if it is the first or the last, sample the time line."""
@@ -70,6 +73,12 @@ class LogReplay:
         if snap is None and rss is None:
             return  # the file could not be read (warned): no point in the time line
         self.used_snapshots += 1
+        if self.used_snapshots % self._series_every == 0 or slot.role in ("last", "both"):
+            held, gone = self.replay.mapped, self.replay.unmapped
+            self.series.append((slot.t, {g: n - gone.get(g, 0) for g, n in held.items()}))
+            if len(self.series) > MAX_SERIES:
+                del self.series[1::2]
+                self._series_every *= 2
         t = slot.t if slot.t != math.inf else math.nan
         self.samples.append(Sample(t=t, rss_bytes=rss, live_bytes=self.replay.ledger.live))
 
@@ -142,6 +151,11 @@ class LogReplay:
             tl.append(smp)
         tl.sort(key=lambda x: (x.t, x.rss_bytes is None))
         return tl
+
+    def stack_series(self, gid: int, t0: float | None, end: float) -> list[tuple[float, int]]:
+        """(seconds since ``t0``, live bytes of group ``gid``) at the snapshots; ``end`` for a time not known."""
+        base = t0 if t0 is not None else 0.0
+        return [(t - base if math.isfinite(t) else end, d.get(gid, 0)) for t, d in self.series]
 
 
 def chain_first(first: Batch, rest: Batches) -> Batches:

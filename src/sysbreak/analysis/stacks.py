@@ -6,49 +6,17 @@ interesting frame (see the ``label`` paragraph of :mod:`sysbreak.analysis.pipeli
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sysbreak.analysis.labels import frame_description, label_from_frames
 from sysbreak.capture.schema import Frame, PyFrame
 from sysbreak.errors import SysbreakError
 
-LABEL_SKIP = re.compile(r"(?:^|/)(?:libc\.so|libc-[0-9.]+\.so|libucm\.so|libucs\.so|ld-linux|libpthread)")
+__all__ = ["UNKNOWN_STACK", "Group", "StackGroups", "frame_description", "label_from_frames"]
+
 UNKNOWN_STACK = 0  # the id of the stack of events that name none
-
-
-def _basename(module: str | None) -> str:
-    return os.path.basename(module) if module else "?"
-
-
-def frame_description(f: Frame) -> str:
-    """``function (module+0xoff)``, or ``module+0xoff`` when the function is unknown."""
-    if f.module is None:
-        where = f"{f.pc:#x}" if f.pc is not None else "?"
-    else:
-        where = f"{_basename(f.module)}+{f.offset:#x}" if f.offset is not None else _basename(f.module)
-    return f"{f.function} ({where})" if f.function else where
-
-
-# The system-call primitives themselves: never what a label should name (glibc's __GI___mmap64, __brk, ...).
-_PRIMITIVE = re.compile(r"^(?:__GI_)?_*(?:mmap(?:64)?|munmap|mremap|brk|sbrk|syscall|mprotect)$")
-
-
-def label_from_frames(frames: Sequence[Frame], skip: re.Pattern[str] = LABEL_SKIP) -> str:
-    """The first frame whose module does not match ``skip``. When every frame is in those libraries (the dynamic
-    loader mapping a library, libc's own allocator), the first frame that is not a system-call primitive, e.g.
-    ``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``; the innermost frame when all are primitives."""
-    if not frames:
-        return ""
-    for f in frames:
-        if f.module is None or not skip.search(f.module):
-            return frame_description(f)
-    for f in frames:
-        if f.function and not _PRIMITIVE.match(f.function):
-            return frame_description(f)
-    return frame_description(frames[0])
 
 
 def _frame_key(f: Frame) -> tuple[Any, ...]:

@@ -6,6 +6,8 @@ The numbers are defined in the "Per stack" and "Ranking" paragraphs of :mod:`sys
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 
 from sysbreak.analysis.ledger import EPOCH_MASK, OWNER_SHIFT
@@ -15,6 +17,14 @@ from sysbreak.analysis.replay import AFTER_LAST, LogReplay
 from sysbreak.analysis.snapshots import SnapshotPlan
 from sysbreak.analysis.stacks import StackGroups
 from sysbreak.capture.decode import StreamSummary
+
+MIN_RATE_SECONDS = 5.0  # the shortest span a growth rate is computed over: below it, a rate is extrapolation
+_ELF_PATH = re.compile(r"\.so(?:\.[0-9]+)*$|\.so\.[0-9][^/]*$")
+
+
+def is_elf_path(path: str, exe: str | None) -> bool:
+    """A file mapping of an executable or a shared library (by its name: the file may be gone)."""
+    return path == exe or bool(_ELF_PATH.search(os.path.basename(path)))
 
 
 @dataclass
@@ -60,9 +70,19 @@ def growth_period(plan: SnapshotPlan, t1: float | None, duration: float) -> floa
     return period
 
 
-def stack_statistics(gc: GroupCounts, stacks: StackGroups, run: LogReplay, period: float) -> dict[int, StackStats]:
-    """A :class:`StackStats` for every group that made a call or owns bytes."""
+def stack_statistics(
+    gc: GroupCounts,
+    stacks: StackGroups,
+    run: LogReplay,
+    period: float,
+    *,
+    exe: str | None = None,
+    elf_bytes: dict[int, int] | None = None,
+) -> dict[int, StackStats]:
+    """A :class:`StackStats` for every group that made a call or owns bytes. ``elf_bytes``, when given, receives
+    the live bytes of each group in file mappings of ELF objects at the last snapshot (libraries loaded)."""
     stats: dict[int, StackStats] = {}
+    elf = elf_bytes if elf_bytes is not None else {}
 
     def stat(g: int) -> StackStats:
         s = stats.get(g)
@@ -92,25 +112,49 @@ def stack_statistics(gc: GroupCounts, stacks: StackGroups, run: LogReplay, perio
         st.live_bytes += n
         if o & EPOCH_MASK == AFTER_LAST:  # mapped after the last snapshot and still there: growth too
             st.growth_bytes += n
+            st.after_last_bytes += n
+    for g, n in replay.peak.items():
+        stat(g).peak_bytes = n
     last = run.matched_last
     if last is not None:
         for v, owned, new in zip(last.snap.vmas, last.owners, last.new, strict=True):
             size = v.end - v.start
+            anon = v.is_anonymous
+            special = v.path.startswith("[") and not anon
+            in_elf = not anon and not special and is_elf_path(v.name, exe)
             for g, n in owned.items():
-                stat(g).rss_bytes += prorate(v.rss, n, size)
+                st = stat(g)
+                r = prorate(v.rss, n, size)
+                st.rss_bytes += r
+                if anon:
+                    st.anon_rss_bytes += r
+                elif not special:
+                    st.file_rss_bytes += r
+                if v.perms.startswith("---"):
+                    st.reserved_bytes += n
+                if in_elf:
+                    elf[g] = elf.get(g, 0) + n
             for g, n in new.items():
                 stat(g).growth_bytes += n
+        first = run.matched_first
+        if first is not None and first is not last:
+            for v, owned in zip(first.snap.vmas, first.owners, strict=True):
+                size = v.end - v.start
+                for g, n in owned.items():
+                    stat(g).first_rss_bytes += prorate(v.rss, n, size)
+        for st in stats.values():
+            st.rss_growth_bytes = st.rss_bytes - st.first_rss_bytes
     else:
         for st in stats.values():
             st.growth_bytes = st.live_bytes
+    resident = last is not None and last.snap.rss is not None
     for st in stats.values():
-        st.growth_per_min = st.growth_bytes * 60.0 / period if period > 0 else 0.0
+        st.growth_per_min = st.growth_bytes * 60.0 / period if period >= MIN_RATE_SECONDS else None
+        if resident:
+            st.rss_growth_per_min = st.rss_growth_bytes * 60.0 / period if period >= MIN_RATE_SECONDS else None
     return stats
 
 
 def ranked(stats: dict[int, StackStats]) -> list[StackStats]:
-    """Leak candidates first: by live bytes, then growth, mapped bytes, calls, id; stacks that did nothing left out."""
-    return sorted(
-        (s for s in stats.values() if s.events or s.live_bytes or s.rss_bytes),
-        key=lambda s: (-s.live_bytes, -s.growth_bytes, -s.mapped_bytes, -s.events, s.id),
-    )
+    """The stacks worth a row: those that made a call or own bytes (ordered later by :mod:`sysbreak.analysis.rank`)."""
+    return [s for s in stats.values() if s.events or s.live_bytes or s.rss_bytes]

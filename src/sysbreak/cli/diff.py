@@ -10,21 +10,24 @@ import typer
 from sysbreak.cli.report import check_output, color_terminal, emit
 from sysbreak.errors import SysbreakError
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "html")
+HTML_DEFAULT = "sysbreak-diff.html"
 
 HELP = (
     "Compare two captures stack by stack: what grew less, what went away, what is new.\n\n"
     "A and B are each a capture directory, an events log, or a JSON report saved with `sysbreak report --format "
-    "json` (say A as it is and B with UCX_MEM_MMAP_HOOK_MODE=none). Stacks are matched by the function and module "
-    "of every frame, not by ids or addresses (which change from run to run). For each stack: the change in live "
-    "bytes, growth and events; then the stacks found only in A or only in B, the change in totals and in RSS "
-    "growth, and a one-sentence summary first."
+    "json` (say A as it is and B with UCX_MEM_MMAP_HOOK_MODE=none). Stacks are matched by their frames outside "
+    "the allocator and hook layers (function and module, or module+offset when the function is unknown), not by "
+    "labels, ids or addresses (which change from run to run), so the program's stack matches even when B no longer "
+    "goes through libucm. The summary says how the process's RSS growth changed and which stack's resident growth "
+    "changed most; then totals, and each stack's RSS growth, live bytes and events in A and B."
 )
 
 EPILOG = (
     "Examples:\n\n"
     "  sysbreak diff sysbreak-capture-4242 sysbreak-capture-5150\n\n"
-    "  sysbreak diff before.json after.json --format json -o diff.json"
+    "  sysbreak diff before.json after.json --format json -o diff.json\n\n"
+    "  sysbreak diff before/ after/ -f html -o diff.html"
 )
 
 
@@ -38,10 +41,16 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         b: Annotated[Path, typer.Argument(metavar="B", help="The second (after) capture, events log or JSON report.")],
-        fmt: Annotated[str, typer.Option("--format", "-f", metavar="text|json", help="Output format.")] = "text",
+        fmt: Annotated[str, typer.Option("--format", "-f", metavar="text|json|html", help="Output format.")] = "text",
         output: Annotated[
             Path | None,
-            typer.Option("--output", "-o", metavar="FILE", help="Write here instead of stdout.", show_default=False),
+            typer.Option(
+                "--output",
+                "-o",
+                metavar="FILE",
+                help=f"Write here instead of stdout. html goes to {HTML_DEFAULT} by default.",
+                show_default=False,
+            ),
         ] = None,
         top: Annotated[
             int | None,
@@ -64,6 +73,8 @@ def register(app: typer.Typer) -> None:
             raise SysbreakError(f"--format {fmt!r}: sysbreak diff writes one of {', '.join(FORMATS)}")
         if top is not None and top < 1:
             raise SysbreakError(f"--top must be 1 or more, not {top}")
+        if output is None and fmt == "html":
+            output = Path(HTML_DEFAULT)
         if output is not None and str(output) != "-":
             check_output(output)
         from sysbreak.report import diff, load_analysis, render_diff

@@ -12,7 +12,7 @@ import typer
 
 from sysbreak.errors import SysbreakError, os_error
 
-WEIGHTS = ("live", "mapped", "growth", "events")
+WEIGHTS = ("live", "rss-growth", "rss", "peak", "mapped", "growth", "events")
 HTML_DEFAULT = "sysbreak-report.html"
 
 HELP = (
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         weight: Annotated[
             str | None,
             typer.Option(
-                metavar="live|mapped|growth|events",
+                metavar="live|rss-growth|rss|peak|mapped|growth|events",
                 help="collapsed only: what each stack weighs (default live bytes; stacks weighing 0 are left out).",
                 show_default=False,
             ),
@@ -162,6 +162,17 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--all-regions", help="text only: list unchanged regions that hold no captured mapping too."),
         ] = False,
+        sort: Annotated[
+            str | None,
+            typer.Option(
+                "--sort",
+                "-S",
+                metavar="rss-growth|rss|live|peak|growth|rate|events",
+                help="Order of the stacks (default rss-growth: what each added to the resident set, from the smaps "
+                "snapshots; live: bytes still mapped; growth: address space mapped after the first snapshot).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         from sysbreak.report import ReportOptions, get_reporter, load_analysis
 
@@ -177,7 +188,7 @@ def register(app: typer.Typer) -> None:
         if output is not None and str(output) != "-":
             check_output(output)
 
-        analysis = load_analysis(source, list(maps or ()), depth=depth, group_outside=group_outside)
+        analysis = load_analysis(source, list(maps or ()), depth=depth, group_outside=group_outside, sort=sort)
 
         color, width = (False, None)
         if reporter.terminal and (output is None or str(output) == "-"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 from rich.console import Console
 
@@ -12,6 +13,7 @@ from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, StackStats
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 #: the shortest span over which a growth rate (bytes per minute) is shown: below it, a rate is extrapolation
 MIN_RATE_SECONDS = 5.0
+_ELF_PATH = re.compile(r"\.so(?:\.[0-9]+)*$|\.so\.[0-9][^/]*$")
 
 
 def human_bytes(n: int | float | None, *, signed: bool = False) -> str:
@@ -120,6 +122,19 @@ def rss_change(analysis: Analysis) -> int | None:
     return values[-1] - values[0]
 
 
+def rss_span(analysis: Analysis) -> float:
+    """Seconds from the first to the last sample that carries an RSS (0 with fewer than two)."""
+    times = [sample.t for sample in analysis.timeline if sample.rss_bytes is not None]
+    return times[-1] - times[0] if len(times) >= 2 else 0.0
+
+
+def rate_text(delta: int | float, seconds: float) -> str:
+    """``+6.9 MiB/min`` over ``seconds``, or ``""`` when the span is too short to support a rate."""
+    if seconds < MIN_RATE_SECONDS or not delta:
+        return ""
+    return human_rate(delta * 60.0 / seconds)
+
+
 def pmap_mode(perms: str) -> str:
     """smaps ``rw-p`` -> pmap ``rw---``; ``r--s`` -> ``r--s-``; a 5-character pmap mode is kept."""
     if len(perms) == 4:
@@ -132,6 +147,74 @@ def interesting(region: Region) -> bool:
     return region.status != "same" or bool(region.owners) or region.growth != 0
 
 
+def region_kind(region: Region, exe: str | None = None) -> str:
+    """``anon`` (no file behind it), ``library`` (a file mapping of an executable or a shared library: its
+    segments), ``file`` (another file), ``special`` (``[vdso]``, ``[vvar]``, ``[vsyscall]``)."""
+    p = region.path
+    if p in ("", "[anon]", "[heap]") or p.startswith(("[stack", "[anon:", "[anon_shmem:")):
+        return "anon"
+    if p.startswith("["):
+        return "special"
+    name = p[: -len(" (deleted)")] if p.endswith(" (deleted)") else p
+    if name == exe or (exe and os.path.basename(name) == os.path.basename(exe)) or _ELF_PATH.search(name):
+        return "library"
+    return "file"
+
+
+def candidates(analysis: Analysis) -> list[StackStats]:
+    return [s for s in analysis.stacks if s.kind == "candidate"]
+
+
+def idle_stacks(analysis: Analysis) -> list[StackStats]:
+    return [s for s in analysis.stacks if s.kind == "idle"]
+
+
+def library_stacks(analysis: Analysis) -> list[StackStats]:
+    return [s for s in analysis.stacks if s.kind == "library"]
+
+
+def libraries_line(analysis: Analysis) -> str:
+    """The one line that stands for every stack of the dynamic loader, or ``""`` when there is none."""
+    libs = library_stacks(analysis)
+    if not libs:
+        return ""
+    exe = analysis.exe
+    owned = {s.id for s in libs}
+    names = {
+        os.path.basename(r.path)
+        for r in analysis.regions
+        if r.status != "gone" and region_kind(r, exe) == "library" and any(o.stack_id in owned for o in r.owners)
+    }
+    live = sum(s.live_bytes for s in libs)
+    rss = sum(s.rss_bytes for s in libs)
+    files = f", {plural(len(names), 'file')} mapped" if names else ""
+    return (
+        f"libraries loaded: {plural(len(libs), 'stack')} of the dynamic loader{files}, {human_bytes(live)} live, "
+        f"{human_bytes(rss)} resident (segments of executables and libraries: not a leak candidate)"
+    )
+
+
+def idle_line(analysis: Analysis) -> str:
+    """The one line that stands for every stack holding nothing now, or ``""``."""
+    idle = idle_stacks(analysis)
+    if not idle:
+        return ""
+    mapped = sum(s.mapped_bytes for s in idle)
+    calls: dict[str, int] = {}
+    for s in idle:
+        for name, n in s.by_syscall.items():
+            calls[name] = calls.get(name, 0) + n
+    what = ", ".join(f"{name} {n:,}" for name, n in sorted(calls.items(), key=lambda kv: (-kv[1], kv[0])))
+    peak = max((s.peak_bytes for s in idle), default=0)
+    verb = "holds" if len(idle) == 1 else "hold"
+    text = f"{plural(len(idle), 'stack')} {verb} nothing now ({what or 'no calls'})"
+    if mapped:
+        return (
+            f"{text}: {human_bytes(mapped)} mapped and all of it unmapped again (the largest peak {human_bytes(peak)})"
+        )
+    return f"{text}: they mapped nothing"
+
+
 def _pct(part: float, whole: float) -> str:
     if whole <= 0:
         return "0%"
@@ -141,37 +224,79 @@ def _pct(part: float, whole: float) -> str:
     return f"{min(pct, 100.0):.0f}%"
 
 
-def headline(analysis: Analysis) -> str:
-    """One sentence: what grew, by how much, in how long, and which stack owns most of it."""
-    rank_of = ranks(analysis)
-    when = f"in {human_duration(analysis.duration)}" if analysis.duration > 0 else "between the first and last snapshot"
-    grew = growing(analysis)
-    total = region_growth(analysis)
-    if grew:
-        text = f"{plural(len(grew), 'region')} grew by {human_bytes(total)} {when}"
+def _split(stack: StackStats) -> str:
+    """``anonymous`` / ``file-backed`` / ``3.0 MiB anonymous, 1.0 MiB file-backed`` for what it holds resident."""
+    a, f = stack.anon_rss_bytes, stack.file_rss_bytes
+    if a and f:
+        return f"{human_bytes(a)} anonymous, {human_bytes(f)} file-backed"
+    return "file-backed" if f else "anonymous"
+
+
+def stack_claim(analysis: Analysis, stack: StackStats, rank: int = 1) -> str:
+    """What stack #rank does, in the terms of the analysis' sort (so the headline names what ranked it)."""
+    who = f"stack #{rank} {stack_label(stack)}"
+    sort = analysis.sort
+    if sort in ("rss-growth", "rss", "rate") and rss_change(analysis) is None:
+        sort = "live"  # no snapshot with Rss: resident bytes are unknown, so say what is known
+    live_total = sum(s.live_bytes for s in candidates(analysis))
+    if sort == "rss-growth":
+        grown = stack.resident_growth
+        if grown <= 0:
+            return f"no captured stack added resident memory; {who} holds {human_bytes(stack.rss_bytes)} resident"
         rss = rss_change(analysis)
-        if rss is not None:
-            text += f" (process RSS {human_bytes(rss, signed=True)})"
-        owners = [stack for stack in analysis.stacks if stack.growth_bytes > 0]
-        if owners:
-            best = max(owners, key=lambda stack: (stack.growth_bytes, -rank_of[stack.id]))
-            share = _pct(best.growth_bytes, total)
-            return f"{text}; stack #{rank_of[best.id]} {stack_label(best)} owns {share} of it"
-        if analysis.events == 0:
-            return f"{text}; no call stack was captured to attribute it to"
-        return f"{text}; none of the {plural(analysis.events, 'captured event')} explains it"
-    live = sum(stack.live_bytes for stack in analysis.stacks)
-    span = f"in {human_duration(analysis.duration)}" if analysis.duration > 0 else "captured"
-    if analysis.regions:
-        text = "no region grew " + (when if analysis.duration > 0 else "between the first and last snapshot")
+        whole = rss if rss is not None and rss > 0 else sum(max(0, s.resident_growth) for s in candidates(analysis))
+        text = f"{who} added {human_bytes(stack.rss_growth_bytes)} of it"
+        if stack.rss_growth_bytes > 0:
+            text += f" ({_pct(stack.rss_growth_bytes, whole)}, {_split(stack)})"
+        if stack.after_last_bytes:
+            text += f" and mapped {human_bytes(stack.after_last_bytes)} more after the last snapshot"
+        return text
+    if sort == "rss":
+        return f"{who} holds {human_bytes(stack.rss_bytes)} resident ({_split(stack)})"
+    if sort == "peak":
+        return f"{who} peaked at {human_bytes(stack.peak_bytes)} mapped ({human_bytes(stack.live_bytes)} still live)"
+    if sort == "growth":
+        return f"{who} mapped {human_bytes(stack.growth_bytes)} after the first snapshot that is still mapped"
+    if sort == "rate":
+        rate = human_rate(stack.rss_growth_per_min) if stack.rss_growth_per_min else "-"
+        return f"{who} grew the RSS by {rate}"
+    if sort == "events":
+        return f"{who} made {plural(stack.events, 'call')}"
+    return f"{who} holds {human_bytes(stack.live_bytes)} live ({_pct(stack.live_bytes, live_total)} of the live bytes)"
+
+
+def headline(analysis: Analysis) -> str:
+    """One sentence: how the process's RSS changed, in how long, and what stack #1 (the first row of every format)
+    did, in the terms of the analysis' sort."""
+    rss = rss_change(analysis)
+    span = rss_span(analysis) or analysis.duration
+    when = f"in {human_duration(span)}" if span > 0 else "between the first and last snapshot"
+    if rss is not None:
+        if rss > 0:
+            text = f"process RSS grew by {human_bytes(rss)} {when}"
+            rate = rate_text(rss, span)
+            if rate:
+                text += f" ({rate})"
+        elif rss < 0:
+            text = f"process RSS shrank by {human_bytes(-rss)} {when}"
+        else:
+            text = f"process RSS did not change {when}"
+    elif analysis.regions:
+        grew = growing(analysis)
+        text = f"{plural(len(grew), 'region')} grew by {human_bytes(region_growth(analysis))} {when}"
     else:
-        text = f"{plural(analysis.events, 'event')} {span}"
-    if live > 0:
-        best = max(analysis.stacks, key=lambda stack: (stack.live_bytes, -rank_of[stack.id]))
-        text += (
-            f"; {human_bytes(live)} mapped by captured stacks is still live, "
-            f"{_pct(best.live_bytes, live)} of it from stack #{rank_of[best.id]} {stack_label(best)}"
-        )
+        span_text = f"in {human_duration(analysis.duration)}" if analysis.duration > 0 else "captured"
+        text = f"{plural(analysis.events, 'event')} {span_text}"
+    cands = candidates(analysis)
+    if cands:
+        text += "; " + stack_claim(analysis, cands[0], 1)
+    elif analysis.events == 0 and not analysis.stacks:
+        grown = (rss is not None and rss > 0) or bool(growing(analysis))
+        text += "; no call stack was captured" + (" to attribute it to" if grown else "")
+        if analysis.snapshots and analysis.pid is not None:
+            text += f" (snapshots only: `sysbreak attach {analysis.pid}` records the stacks)"
+    elif rss is not None and rss > 0:
+        text += f"; none of the {plural(analysis.events, 'captured event')} holds memory now"
     else:
         text += "; nothing the captured stacks mapped is still live"
     return text[0].upper() + text[1:]

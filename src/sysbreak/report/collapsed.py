@@ -16,7 +16,7 @@ import re
 from sysbreak.analysis.model import Analysis, PyFrame, StackStats
 from sysbreak.report._common import frame_name
 
-WEIGHTS = ("live", "mapped", "growth", "events")
+WEIGHTS = ("live", "rss-growth", "rss", "peak", "mapped", "growth", "events")
 
 _EVAL_LOOP = re.compile(r"^_?PyEval_EvalFrame|^_?PyEval_EvalCode|^_PyEval_Vector$")
 
@@ -50,6 +50,12 @@ def fold(stack: StackStats) -> list[str]:
 def weight_of(stack: StackStats, weight: str) -> int:
     if weight == "live":
         return stack.live_bytes
+    if weight == "rss-growth":
+        return stack.resident_growth
+    if weight == "rss":
+        return stack.rss_bytes
+    if weight == "peak":
+        return stack.peak_bytes
     if weight == "mapped":
         return stack.mapped_bytes
     if weight == "growth":

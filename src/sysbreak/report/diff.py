@@ -1,9 +1,16 @@
 """Compare two analyses (say before and after ``UCX_MEM_MMAP_HOOK_MODE=none``) stack by stack.
 
-Stacks are matched by their *frame signature*, never by ids or pcs (both change from run to run): for every native
-frame its function and module base name (or, when the function is unknown, the module base name and the offset in
-it, which stays the same across runs of the same build), then every Python frame's function and file base name.
-Stacks of one analysis with the same signature (they differ only in lines or pcs) are added together.
+Stacks are matched by their *frame signature*, never by ids, pcs or labels (ids and pcs change from run to run,
+ASLR moves every module, and a label names one frame only): for every native frame *outside the allocator and hook
+layers* (:func:`sysbreak.analysis.labels.in_layers`: libc, the loader, libucm/libucs, ...) its function and module
+base name, or, when the function is unknown, the module base name and the offset in it (the same in every run of
+the same build); then every Python frame's function and file base name. Leaving the layers out is what matches the
+program's own stack across a change that removes a layer: with ``UCX_MEM_MMAP_HOOK_MODE=none`` the same
+``register_kv_block`` reaches the kernel through libc instead of libucm. A stack made only of layer frames (the
+dynamic loader's) is matched by all its frames. Stacks of one analysis with the same signature are added together.
+
+The headline says what changed in the process's RSS growth (per minute when the captures differ in length by more
+than 10%), then the matched stack whose resident growth changed most (live bytes without snapshots).
 """
 
 from __future__ import annotations
@@ -18,33 +25,38 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from sysbreak.analysis.labels import in_layers
 from sysbreak.analysis.model import Analysis, Frame, PyFrame, StackStats
 from sysbreak.report._common import (
+    MIN_RATE_SECONDS,
     human_bytes,
     human_duration,
     module_name,
     plural,
     region_growth,
     rss_change,
+    rss_span,
     stack_label,
     text_console,
 )
 
-FORMAT = "sysbreak-diff/1"
-FORMATS = ("text", "json")
+FORMAT = "sysbreak-diff/2"
+FORMATS = ("text", "json", "html")
 DEFAULT_TOP = 20
 
 Signature = tuple[tuple[Any, ...], ...]
 
 
+def _frame_part(frame: Frame) -> tuple[Any, ...]:
+    if frame.function:
+        return ("fn", frame.function, module_name(frame.module))
+    return ("at", module_name(frame.module), frame.offset if frame.module else None)
+
+
 def signature(stack: StackStats) -> Signature:
     """What identifies a stack across runs (see the module docstring)."""
-    parts: list[tuple[Any, ...]] = []
-    for frame in stack.frames:
-        if frame.function:
-            parts.append(("fn", frame.function, module_name(frame.module)))
-        else:
-            parts.append(("at", module_name(frame.module), frame.offset if frame.module else None))
+    own = [f for f in stack.frames if not in_layers(f)]
+    parts: list[tuple[Any, ...]] = [_frame_part(f) for f in (own or stack.frames)]
     for py in stack.python:
         parts.append(("py", py.function, os.path.basename(py.file)))
     return tuple(parts)
@@ -57,14 +69,23 @@ class Side:
     ids: list[int] = field(default_factory=list)
     live_bytes: int = 0
     rss_bytes: int = 0
+    rss_growth_bytes: int = 0
+    peak_bytes: int = 0
     growth_bytes: int = 0
     mapped_bytes: int = 0
     events: int = 0
+    kind: str = "candidate"
 
     def add(self, stack: StackStats) -> None:
+        if not self.ids:
+            self.kind = stack.kind
+        elif stack.kind == "candidate":
+            self.kind = "candidate"
         self.ids.append(stack.id)
         self.live_bytes += stack.live_bytes
         self.rss_bytes += stack.rss_bytes
+        self.rss_growth_bytes += stack.resident_growth
+        self.peak_bytes = max(self.peak_bytes, stack.peak_bytes)
         self.growth_bytes += stack.growth_bytes
         self.mapped_bytes += stack.mapped_bytes
         self.events += stack.events
@@ -97,6 +118,15 @@ class StackChange:
         return self._delta("live_bytes")
 
     @property
+    def rss_growth_delta(self) -> int:
+        return self._delta("rss_growth_bytes")
+
+    @property
+    def kind(self) -> str:
+        kinds = {side.kind for side in (self.a, self.b) if side is not None}
+        return "candidate" if "candidate" in kinds else ("library" if "library" in kinds else "idle")
+
+    @property
     def growth_delta(self) -> int:
         return self._delta("growth_bytes")
 
@@ -124,6 +154,7 @@ class Totals:
     mapped_bytes: int
     growth_bytes: int  # bytes the regions that are new or grew gained
     rss_growth_bytes: int | None  # process RSS, last snapshot minus first
+    rss_span: float  # seconds between the first and the last snapshot
     unexplained_bytes: int
 
     @staticmethod
@@ -138,6 +169,7 @@ class Totals:
             mapped_bytes=sum(s.mapped_bytes for s in analysis.stacks),
             growth_bytes=region_growth(analysis),
             rss_growth_bytes=rss_change(analysis),
+            rss_span=rss_span(analysis),
             unexplained_bytes=sum(r.unexplained_bytes for r in analysis.regions),
         )
 
@@ -177,9 +209,17 @@ def diff(a: Analysis, b: Analysis) -> AnalysisDiff:
                 numbers = Side()
                 setattr(change, side, numbers)
             numbers.add(stack)
+    kind_order = {"candidate": 0, "idle": 1, "library": 2}
     order = sorted(
         changes.values(),
-        key=lambda c: (-abs(c.live_delta), -abs(c.growth_delta), -abs(c.events_delta), -abs(c.mapped_delta), c.label),
+        key=lambda c: (
+            kind_order.get(c.kind, 1),
+            -abs(c.rss_growth_delta),
+            -abs(c.live_delta),
+            -abs(c.growth_delta),
+            -abs(c.events_delta),
+            c.label,
+        ),
     )
     return AnalysisDiff(a=a, b=b, a_totals=Totals.of(a), b_totals=Totals.of(b), stacks=order)
 
@@ -190,37 +230,59 @@ def _pct(before: float, after: float) -> str:
     return f"{100.0 * (after - before) / abs(before):+.0f}%"
 
 
+def _rss_phrase(growth: int, seconds: float, per_min: bool) -> str:
+    if per_min and seconds > 0:
+        value = f"{human_bytes(growth * 60.0 / seconds)}/min"
+    else:
+        value = human_bytes(growth)
+        if seconds > 0:
+            value += f" in {human_duration(seconds)}"
+    return value
+
+
 def diff_headline(d: AnalysisDiff) -> str:
-    """One sentence: how the growth changed from A to B, and the stack whose live bytes changed most."""
+    """One sentence: how the process's RSS growth changed from A to B, and the matched stack whose resident growth
+    (live bytes without snapshots) changed most, with both sides' numbers."""
     ta, tb = d.a_totals, d.b_totals
-    if ta.rss_growth_bytes is not None and tb.rss_growth_bytes is not None:
-        what, va, vb = "process RSS growth", float(ta.rss_growth_bytes), float(tb.rss_growth_bytes)
+    resident = ta.rss_growth_bytes is not None and tb.rss_growth_bytes is not None
+    if resident:
+        assert ta.rss_growth_bytes is not None and tb.rss_growth_bytes is not None
+        sa, sb = ta.rss_span or ta.duration, tb.rss_span or tb.duration
+        per_min = min(sa, sb) >= MIN_RATE_SECONDS and abs(sa - sb) > 0.1 * max(
+            sa, sb
+        )  # captures of different lengths: compare per minute
+        va, vb = float(ta.rss_growth_bytes), float(tb.rss_growth_bytes)
+        if per_min:
+            va, vb = va * 60 / sa, vb * 60 / sb
+        text = (
+            f"Process RSS growth went from {_rss_phrase(ta.rss_growth_bytes, sa, per_min)} in A to "
+            f"{_rss_phrase(tb.rss_growth_bytes, sb, per_min)} in B ({_pct(va, vb)})"
+        )
     elif d.a.regions and d.b.regions:
-        what, va, vb = "region growth", float(ta.growth_bytes), float(tb.growth_bytes)
+        text = (
+            f"Region growth went from {human_bytes(ta.growth_bytes)} in A to {human_bytes(tb.growth_bytes)} in B "
+            f"({_pct(ta.growth_bytes, tb.growth_bytes)})"
+        )
     else:
-        what, va, vb = "live bytes of captured stacks", float(ta.live_bytes), float(tb.live_bytes)
-    rates = (
-        not what.startswith("live")
-        and ta.duration > 0
-        and tb.duration > 0
-        and abs(ta.duration - tb.duration) > 0.1 * max(ta.duration, tb.duration)
-    )
-    what = what[0].upper() + what[1:]
-    if rates:  # captures of different lengths: compare per minute
-        va, vb = va * 60 / ta.duration, vb * 60 / tb.duration
-        text = f"{what} went from {human_bytes(va)}/min in A to {human_bytes(vb)}/min in B"
-        text += f" ({_pct(va, vb)})"
+        text = (
+            f"Live bytes of captured stacks went from {human_bytes(ta.live_bytes)} in A to "
+            f"{human_bytes(tb.live_bytes)} in B ({_pct(ta.live_bytes, tb.live_bytes)})"
+        )
+    cands = [c for c in d.stacks if c.kind == "candidate"]
+    if resident:
+        moved = [c for c in cands if c.rss_growth_delta != 0]
+        if moved:
+            top = max(moved, key=lambda c: abs(c.rss_growth_delta))
+            before = human_bytes(top.a.rss_growth_bytes, signed=True) if top.a is not None else "absent"
+            after = human_bytes(top.b.rss_growth_bytes, signed=True) if top.b is not None else "absent"
+            text += f"; biggest change: {top.label}, RSS growth {before} -> {after}"
     else:
-        span_a = f" in {human_duration(ta.duration)}" if ta.duration > 0 else ""
-        span_b = f" in {human_duration(tb.duration)}" if tb.duration > 0 else ""
-        text = f"{what} went from {human_bytes(va)}{span_a} in A to {human_bytes(vb)}{span_b} in B"
-        text += f" ({_pct(va, vb)})"
-    moved = [c for c in d.stacks if c.live_delta != 0]
-    if moved:
-        top = moved[0]
-        before = human_bytes(top.a.live_bytes) if top.a is not None else "absent"
-        after = human_bytes(top.b.live_bytes) if top.b is not None else "absent"
-        text += f"; biggest change: {top.label}, live {before} -> {after}"
+        moved = [c for c in cands if c.live_delta != 0]
+        if moved:
+            top = max(moved, key=lambda c: abs(c.live_delta))
+            before = human_bytes(top.a.live_bytes) if top.a is not None else "absent"
+            after = human_bytes(top.b.live_bytes) if top.b is not None else "absent"
+            text += f"; biggest change: {top.label}, live {before} -> {after}"
     text += f"; {plural(len(d.only_a), 'stack')} only in A, {len(d.only_b):,} only in B"
     return text
 
@@ -233,8 +295,11 @@ def _side_dict(side: Side | None) -> dict[str, Any] | None:
         return None
     return {
         "ids": side.ids,
+        "kind": side.kind,
         "live_bytes": side.live_bytes,
         "rss_bytes": side.rss_bytes,
+        "rss_growth_bytes": side.rss_growth_bytes,
+        "peak_bytes": side.peak_bytes,
         "growth_bytes": side.growth_bytes,
         "mapped_bytes": side.mapped_bytes,
         "events": side.events,
@@ -282,6 +347,7 @@ def diff_to_dict(d: AnalysisDiff, *, top: int | None = None) -> dict[str, Any]:
         "stacks": [
             {
                 "status": c.status,
+                "kind": c.kind,
                 "label": c.label,
                 "frames": [{"function": f.function, "module": f.module, "offset": f.offset} for f in c.frames],
                 "python": [{"function": p.function, "file": p.file} for p in c.python],
@@ -290,6 +356,7 @@ def diff_to_dict(d: AnalysisDiff, *, top: int | None = None) -> dict[str, Any]:
                 "delta": {
                     "live_bytes": c.live_delta,
                     "rss_bytes": c.rss_delta,
+                    "rss_growth_bytes": c.rss_growth_delta,
                     "growth_bytes": c.growth_delta,
                     "mapped_bytes": c.mapped_delta,
                     "events": c.events_delta,
@@ -308,6 +375,12 @@ def _num(side: Side | None, name: str, *, is_bytes: bool = True) -> str:
         return "-"
     value = getattr(side, name)
     return human_bytes(value) if is_bytes else f"{value:,}"
+
+
+def _signed(side: Side | None, name: str) -> str:
+    if side is None:
+        return "-"
+    return human_bytes(getattr(side, name), signed=True)
 
 
 def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = False, width: int | None = None) -> str:
@@ -355,16 +428,17 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("", no_wrap=True)
     table.add_column("stack", overflow="fold")
-    for name in ("live A", "live B", "live change", "growth change", "events A", "events B"):
+    for name in ("RSS growth A", "RSS growth B", "change", "live A", "live B", "events A", "events B"):
         table.add_column(name, justify="right", no_wrap=True)
     for change in shown:
         table.add_row(
-            Text(_STATUS[change.status], style="bold"),
+            Text(_STATUS[change.status] + (" (libraries)" if change.kind == "library" else ""), style="bold"),
             change.label,
+            _signed(change.a, "rss_growth_bytes"),
+            _signed(change.b, "rss_growth_bytes"),
+            human_bytes(change.rss_growth_delta, signed=True) if change.rss_growth_delta else "0",
             _num(change.a, "live_bytes"),
             _num(change.b, "live_bytes"),
-            human_bytes(change.live_delta, signed=True) if change.live_delta else "0",
-            human_bytes(change.growth_delta, signed=True) if change.growth_delta else "0",
             _num(change.a, "events", is_bytes=False),
             _num(change.b, "events", is_bytes=False),
         )
@@ -376,9 +450,13 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
 def render_diff(
     d: AnalysisDiff, fmt: str = "text", *, top: int | None = None, color: bool = False, width: int | None = None
 ) -> str:
-    """The diff as ``text`` (a terminal table) or ``json`` (format ``sysbreak-diff/1``)."""
+    """The diff as ``text`` (a terminal table), ``json`` (format ``sysbreak-diff/2``) or ``html`` (one page)."""
     if fmt == "text":
         return render_diff_text(d, top=top, color=color, width=width)
+    if fmt == "html":
+        from sysbreak.report.html_report import render_diff_html
+
+        return render_diff_html(d, top=top)
     if fmt == "json":
         return json.dumps(diff_to_dict(d, top=top), indent=2, ensure_ascii=False) + "\n"
     raise ValueError(f"unknown diff format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -12,26 +12,32 @@ from typing import Any
 
 import jinja2
 
-from sysbreak.analysis.model import Analysis, Region, Sample
+from sysbreak.analysis.model import Analysis, Region, Sample, StackStats
 from sysbreak.report._common import (
+    candidates,
     headline,
     human_bytes,
     human_duration,
     human_rate,
-    interesting,
+    idle_line,
+    libraries_line,
     module_offset,
     pmap_mode,
     py_location,
-    ranks,
     region_growth,
     rss_change,
     source_location,
     stack_label,
 )
-from sysbreak.report.text import by_syscall_text, change_text
+from sysbreak.report.diff import AnalysisDiff
+from sysbreak.report.text import SORT_TITLE, by_syscall_text, change_text, region_order
 
 DEFAULT_TOP = 50
 MAX_PLOT_POINTS = 1500
+PLOT_STACKS = 5  # stacks drawn as their own line in the plot
+OPEN_ROWS = 10  # stack rows shown before the rest fold into a <details>
+OPEN_REGIONS = 40  # region rows shown before the rest fold
+STACK_COLORS = ("#2b8a3e", "#9c36b5", "#1098ad", "#c2255c", "#5c940d")
 
 _UNIT_NAMES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -52,6 +58,7 @@ class Plot:
     rss_markers: list[tuple[float, float, str]] = field(default_factory=list)
     live_path: str = ""
     live_area: str = ""
+    stack_lines: list[dict[str, Any]] = field(default_factory=list)  # {rank, label, color, path}
     empty: bool = True
 
     @property
@@ -131,7 +138,9 @@ def _downsample(samples: list[Sample]) -> list[Sample]:
     return result
 
 
-def plot(timeline: list[Sample]) -> Plot:
+def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> Plot:  # type: ignore[assignment]
+    """The plot of total RSS and live bytes, with one line per stack of ``stacks`` ((rank, stack)) that has a
+    series: its live bytes at each snapshot."""
     p = Plot()
     samples = sorted(timeline, key=lambda s: s.t)
     if len(samples) < 2 or samples[-1].t <= samples[0].t:
@@ -139,7 +148,13 @@ def plot(timeline: list[Sample]) -> Plot:
     p.empty = False
     t_first = samples[0].t
     span = samples[-1].t - t_first
-    vmax = max(max((s.rss_bytes or 0) for s in samples), max(s.live_bytes for s in samples), 1)
+    drawn = [(rank, st) for rank, st in stacks if len(st.series) >= 2][:PLOT_STACKS]
+    vmax = max(
+        max((s.rss_bytes or 0) for s in samples),
+        max(s.live_bytes for s in samples),
+        max((n for _, st in drawn for _, n in st.series), default=0),
+        1,
+    )
     y_values, y_labels = _byte_ticks(vmax)
     top_value = y_values[-1]
 
@@ -166,6 +181,18 @@ def plot(timeline: list[Sample]) -> Plot:
         parts.append(f"H{x(sample.t)}V{y(sample.live_bytes)}")
     p.live_path = "".join(parts)
     p.live_area = f"{p.live_path}V{p.y0}H{x(live[0].t)}Z"
+    for i, (rank, st) in enumerate(drawn):
+        pts = " ".join(f"{x(min(max(t, t_first), t_first + span))},{y(n)}" for t, n in st.series)
+        p.stack_lines.append(
+            {
+                "rank": rank,
+                "id": st.id,
+                "label": stack_label(st),
+                "color": STACK_COLORS[i % len(STACK_COLORS)],
+                "points": pts,
+                "last": human_bytes(st.series[-1][1]),
+            }
+        )
     return p
 
 
@@ -185,7 +212,36 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _region_row(region: Region, rank_of: dict[int, int], labels: dict[int, str]) -> dict[str, Any]:
+def _owners(region: Region, shown: dict[int, int], by_id: dict[int, StackStats]) -> list[dict[str, Any]]:
+    """The owners listed above by rank (linked), the others folded: never a link to a stack that is not shown."""
+    out: list[dict[str, Any]] = []
+    libs = others = 0
+    nlibs = nothers = 0
+    for owner in sorted(region.owners, key=lambda o: -o.bytes):
+        if owner.stack_id in shown:
+            out.append(
+                {
+                    "id": owner.stack_id,
+                    "rank": shown[owner.stack_id],
+                    "label": stack_label(by_id[owner.stack_id]),
+                    "bytes": owner.bytes,
+                }
+            )
+        elif getattr(by_id.get(owner.stack_id), "kind", "") == "library":
+            libs += owner.bytes
+            nlibs += 1
+        else:
+            others += owner.bytes
+            nothers += 1
+    if libs:
+        out.append({"id": None, "rank": None, "label": "libraries loaded", "bytes": libs})
+    if others:
+        what = f"{nothers} stack{'s' if nothers > 1 else ''} not listed above"
+        out.append({"id": None, "rank": None, "label": what, "bytes": others})
+    return out
+
+
+def _region_row(region: Region, shown: dict[int, int], by_id: dict[int, StackStats]) -> dict[str, Any]:
     return {
         "start": f"{region.start:016x}",
         "range": f"{region.start:#x}-{region.end:#x}",
@@ -196,15 +252,7 @@ def _region_row(region: Region, rank_of: dict[int, int], labels: dict[int, str])
         "path": region.path,
         "status": region.status,
         "change": change_text(region),
-        "owners": [
-            {
-                "id": owner.stack_id,
-                "rank": rank_of.get(owner.stack_id),
-                "label": labels.get(owner.stack_id, f"stack id {owner.stack_id}"),
-                "bytes": owner.bytes,
-            }
-            for owner in sorted(region.owners, key=lambda o: -o.bytes)
-        ],
+        "owners": _owners(region, shown, by_id),
         "unexplained": region.unexplained_bytes,
     }
 
@@ -214,25 +262,33 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
     from sysbreak import __version__
 
     top = DEFAULT_TOP if top is None else top
-    rank_of = ranks(analysis)
-    labels = {stack.id: stack_label(stack) for stack in analysis.stacks}
-    total_live = sum(stack.live_bytes for stack in analysis.stacks)
-    max_live = max((stack.live_bytes for stack in analysis.stacks), default=0)
+    cands = candidates(analysis)
+    listed = cands[:top]
+    shown = {stack.id: rank for rank, stack in enumerate(listed, start=1)}
+    by_id = {stack.id: stack for stack in analysis.stacks}
+    total_live = sum(stack.live_bytes for stack in cands)
+    max_rss = max((max(stack.resident_growth, stack.rss_bytes) for stack in listed), default=0)
     stacks = [
         {
             "id": stack.id,
             "rank": rank,
-            "label": labels[stack.id],
+            "label": stack_label(stack),
             "live": stack.live_bytes,
+            "peak": stack.peak_bytes,
             "rss": stack.rss_bytes,
+            "rss_growth": stack.rss_growth_bytes,
+            "late": stack.after_last_bytes,
+            "virtual": stack.virtual_bytes,
             "growth": stack.growth_bytes,
-            "rate": stack.growth_per_min,
+            "rate": stack.rss_growth_per_min,
             "mapped": stack.mapped_bytes,
             "unmapped": stack.unmapped_bytes,
+            "anon": stack.anon_rss_bytes,
+            "file": stack.file_rss_bytes,
             "events": stack.events,
             "by_syscall": by_syscall_text(stack.by_syscall),
             "share": (100.0 * stack.live_bytes / total_live) if total_live else 0.0,
-            "bar": (100.0 * stack.live_bytes / max_live) if max_live else 0.0,
+            "bar": (100.0 * max(stack.resident_growth, stack.rss_bytes) / max_rss) if max_rss else 0.0,
             "frames": [
                 {
                     "function": frame.function,
@@ -246,10 +302,13 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
             "python": [{"function": f.function, "where": py_location(f)} for f in stack.python],
             "merged": list(stack.stack_ids),
         }
-        for rank, stack in enumerate(analysis.stacks[:top], start=1)
+        for rank, stack in enumerate(listed, start=1)
     ]
-    shown = [_region_row(r, rank_of, labels) for r in analysis.regions if interesting(r)]
-    others = [_region_row(r, rank_of, labels) for r in analysis.regions if not interesting(r)]
+    ordered, libs = region_order(analysis, False)
+    rows = [_region_row(r, shown, by_id) for r in ordered]
+    picked = {id(r) for r in ordered} | {id(r) for r in libs}
+    lib_rows = [_region_row(r, shown, by_id) for r in libs]
+    others = [_region_row(r, shown, by_id) for r in analysis.regions if id(r) not in picked]
     live_regions = [r for r in analysis.regions if r.status != "gone"]
     summary = {
         "growth": region_growth(analysis),
@@ -262,16 +321,105 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
         if any(r.rss is not None for r in live_regions)
         else None,
     }
+    folded = [line for line in (idle_line(analysis), libraries_line(analysis)) if line]
+    if len(cands) > len(listed):
+        rest = cands[len(listed) :]
+        folded.insert(
+            0,
+            f"{len(rest)} more stacks holding {human_bytes(sum(x.live_bytes for x in rest))} live "
+            f"(--top {len(cands)} lists them)",
+        )
+    hints = [
+        {
+            "text": h.text,
+            "doc": h.doc,
+            "ranks": sorted(shown[i] for i in h.stack_ids if i in shown),
+            "count": len(h.stack_ids),
+        }
+        for h in analysis.hints
+    ]
     template = _environment().get_template("report.html.j2")
     return template.render(
         a=analysis,
         headline=headline(analysis),
         by_syscall=by_syscall_text(analysis.by_syscall),
         summary=summary,
-        stacks=stacks,
-        stack_count=len(analysis.stacks),
-        regions=shown,
+        stacks=stacks[:OPEN_ROWS],
+        more_stacks=stacks[OPEN_ROWS:],
+        stack_count=len(cands),
+        sort_title=SORT_TITLE.get(analysis.sort, ""),
+        folded=folded,
+        hints=hints,
+        regions=rows[:OPEN_REGIONS],
+        more_regions=rows[OPEN_REGIONS:],
+        lib_regions=lib_rows,
         other_regions=others,
-        plot=plot(analysis.timeline),
+        plot=plot(analysis.timeline, [(shown[st.id], st) for st in listed]),
         version=__version__,
     )
+
+
+def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
+    """``sysbreak diff -f html``: the comparison as one self-contained page."""
+    from sysbreak import __version__
+    from sysbreak.report.diff import DEFAULT_TOP as DIFF_TOP
+    from sysbreak.report.diff import diff_headline
+
+    top = DIFF_TOP if top is None else top
+    ta, tb = d.a_totals, d.b_totals
+
+    def side(x: Any, name: str) -> int | None:
+        return None if x is None else int(getattr(x, name))
+
+    rows = [
+        {
+            "status": {"only_a": "only A", "only_b": "only B", "both": "both"}[c.status],
+            "kind": c.kind,
+            "label": c.label,
+            "rss_a": side(c.a, "rss_growth_bytes"),
+            "rss_b": side(c.b, "rss_growth_bytes"),
+            "rss_delta": c.rss_growth_delta,
+            "live_a": side(c.a, "live_bytes"),
+            "live_b": side(c.b, "live_bytes"),
+            "events_a": side(c.a, "events"),
+            "events_b": side(c.b, "events"),
+            "frames": [f"{f.function or '??'} ({module_offset(f)})" for f in c.frames],
+        }
+        for c in d.stacks
+    ]
+    totals = [
+        ("source", ta.source, tb.source, ""),
+        ("duration", human_duration(ta.duration), human_duration(tb.duration), ""),
+        (
+            "process RSS growth",
+            _opt(ta.rss_growth_bytes),
+            _opt(tb.rss_growth_bytes),
+            _delta(ta.rss_growth_bytes, tb.rss_growth_bytes),
+        ),
+        ("live bytes", human_bytes(ta.live_bytes), human_bytes(tb.live_bytes), _delta(ta.live_bytes, tb.live_bytes)),
+        (
+            "region growth",
+            human_bytes(ta.growth_bytes),
+            human_bytes(tb.growth_bytes),
+            _delta(ta.growth_bytes, tb.growth_bytes),
+        ),
+        ("events", f"{ta.events:,}", f"{tb.events:,}", f"{tb.events - ta.events:+,}"),
+        ("stacks", f"{ta.stacks:,}", f"{tb.stacks:,}", f"{tb.stacks - ta.stacks:+,}"),
+    ]
+    template = _environment().get_template("diff.html.j2")
+    return template.render(
+        headline=diff_headline(d),
+        totals=totals,
+        rows=rows[:top],
+        more=rows[top:],
+        counts={"both": len(d.common), "only_a": len(d.only_a), "only_b": len(d.only_b)},
+        version=__version__,
+    )
+
+
+def _opt(n: int | None) -> str:
+    return "-" if n is None else human_bytes(n, signed=True)
+
+
+def _delta(a: int | None, b: int | None) -> str:
+    return "" if a is None or b is None else human_bytes(b - a, signed=True)

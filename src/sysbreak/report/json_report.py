@@ -1,4 +1,4 @@
-"""The JSON report, format ``sysbreak-report/1`` (documented in docs/report-json.md), and reading it back."""
+"""The JSON report, format ``sysbreak-report/2`` (documented in docs/report-json.md), and reading it back."""
 
 from __future__ import annotations
 
@@ -6,11 +6,21 @@ import dataclasses
 import json
 from typing import Any
 
-from sysbreak.analysis.model import Analysis, Frame, PyFrame, Region, RegionOwner, Sample, StackStats
+from sysbreak.analysis.model import Analysis, Frame, Hint, PyFrame, Region, RegionOwner, Sample, StackStats
 from sysbreak.errors import SysbreakError
-from sysbreak.report._common import headline, rss_change, stack_label
+from sysbreak.report._common import (
+    candidates,
+    headline,
+    idle_line,
+    libraries_line,
+    library_stacks,
+    region_kind,
+    rss_change,
+    stack_label,
+)
 
-FORMAT = "sysbreak-report/1"
+FORMAT = "sysbreak-report/2"
+READS = ("sysbreak-report/1", FORMAT)  # what from_dict accepts: version 1 is read as it was written
 
 
 def _plain(value: Any) -> Any:
@@ -53,6 +63,8 @@ _PYFRAME_FIELDS = frozenset({"file", "line", "function"})
 _STACK_FIELDS = frozenset(
     {"id", "frames", "python", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes"}
     | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label", "stack_ids"}
+    | {"first_rss_bytes", "rss_growth_bytes", "anon_rss_bytes", "file_rss_bytes", "reserved_bytes", "after_last_bytes"}
+    | {"peak_bytes", "rss_growth_per_min", "kind", "series"}
 )
 _REGION_FIELDS = frozenset(
     {"start", "end", "perms", "path", "size", "rss", "first_size", "first_rss", "status", "owners"}
@@ -62,7 +74,7 @@ _OWNER_FIELDS = frozenset({"stack_id", "bytes"})
 _SAMPLE_FIELDS = frozenset({"t", "rss_bytes", "live_bytes"})
 _ANALYSIS_FIELDS = frozenset(
     {"source", "pid", "exe", "syscalls", "t0", "t1", "events", "by_syscall", "stacks", "regions", "timeline"}
-    | {"snapshots", "warnings"}
+    | {"snapshots", "warnings", "sort", "hints"}
 )
 
 
@@ -103,8 +115,18 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
             "by_syscall": dict(stack.by_syscall),
             "mapped_bytes": stack.mapped_bytes,
             "unmapped_bytes": stack.unmapped_bytes,
+            "kind": stack.kind,
             "live_bytes": stack.live_bytes,
+            "peak_bytes": stack.peak_bytes,
             "rss_bytes": stack.rss_bytes,
+            "first_rss_bytes": stack.first_rss_bytes,
+            "rss_growth_bytes": stack.rss_growth_bytes,
+            "anon_rss_bytes": stack.anon_rss_bytes,
+            "file_rss_bytes": stack.file_rss_bytes,
+            "virtual_bytes": stack.virtual_bytes,
+            "reserved_bytes": stack.reserved_bytes,
+            "after_last_bytes": stack.after_last_bytes,
+            "rss_growth_per_min": stack.rss_growth_per_min,
             "growth_bytes": stack.growth_bytes,
             "growth_per_min": stack.growth_per_min,
             "first_t": stack.first_t,
@@ -112,11 +134,12 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
             "frames": [frame_dict(frame) for frame in stack.frames],
             "python": [pyframe_dict(frame) for frame in stack.python],
             "stack_ids": list(stack.stack_ids),
+            "series": [[t, n] for t, n in stack.series],
         },
     )
 
 
-def region_dict(region: Region) -> dict[str, Any]:
+def region_dict(region: Region, exe: str | None = None) -> dict[str, Any]:
     rss_growth = None
     if region.rss is not None:
         rss_growth = region.rss - (region.first_rss or 0)
@@ -135,6 +158,7 @@ def region_dict(region: Region) -> dict[str, Any]:
             "first_size": region.first_size,
             "first_rss": region.first_rss,
             "status": region.status,
+            "kind": region_kind(region, exe),
             "growth": region.growth,
             "rss_growth": rss_growth,
             "owners": [
@@ -162,6 +186,7 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
         "t1": analysis.t1,
         "duration_s": analysis.duration,
         "snapshots": analysis.snapshots,
+        "sort": analysis.sort,
         "totals": {
             "events": analysis.events,
             "by_syscall": dict(analysis.by_syscall),
@@ -174,9 +199,20 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
             "growth_bytes": sum(region.growth for region in regions if region.growth > 0),
             "rss_growth_bytes": rss_change(analysis),
             "unexplained_bytes": sum(region.unexplained_bytes for region in regions),
+            "candidates": len(candidates(analysis)),
+            "rss_growth_of_candidates": sum(max(0, s.rss_growth_bytes) for s in candidates(analysis)),
         },
+        "folded": {
+            "idle": idle_line(analysis),
+            "libraries": libraries_line(analysis),
+            "library_stacks": [s.id for s in library_stacks(analysis)],
+        },
+        "hints": [
+            {"culprit": h.culprit, "text": h.text, "doc": h.doc, "stacks": list(h.stack_ids), "bytes": h.bytes}
+            for h in analysis.hints
+        ],
         "stacks": [stack_dict(stack, rank) for rank, stack in enumerate(stacks, start=1)],
-        "regions": [region_dict(region) for region in regions],
+        "regions": [region_dict(region, analysis.exe) for region in regions],
         "timeline": [
             _with_extras(
                 sample, _SAMPLE_FIELDS, {"t": sample.t, "rss_bytes": sample.rss_bytes, "live_bytes": sample.live_bytes}
@@ -228,11 +264,16 @@ def _extra_kwargs(cls: type, known: frozenset[str], data: dict[str, Any]) -> dic
     return out
 
 
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
 def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
-    """Rebuild the :class:`Analysis` a ``sysbreak-report/1`` document was made from (as far as it holds it)."""
+    """Rebuild the :class:`Analysis` a ``sysbreak-report/2`` (or ``/1``) document was made from, as far as it can."""
     fmt = data.get("format")
-    if fmt != FORMAT:
-        raise SysbreakError(f"{name} is a {fmt!r} report; this sysbreak reads {FORMAT!r}")
+    if fmt not in READS:
+        raise SysbreakError(f"{name} is a {fmt!r} report; this sysbreak reads {' and '.join(map(repr, READS))}")
+    v1 = fmt == READS[0]
     try:
         stacks = [
             StackStats(
@@ -258,11 +299,21 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
                 live_bytes=int(s.get("live_bytes", 0)),
                 rss_bytes=int(s.get("rss_bytes", 0)),
                 growth_bytes=int(s.get("growth_bytes", 0)),
-                growth_per_min=float(s.get("growth_per_min", 0.0)),
+                growth_per_min=_opt_float(s.get("growth_per_min", 0.0)),
+                rss_growth_per_min=_opt_float(s.get("rss_growth_per_min")),
+                series=[(float(t), int(n)) for t, n in s.get("series", [])],
                 first_t=s.get("first_t"),
                 last_t=s.get("last_t"),
                 label=str(s.get("label", "")),
                 stack_ids=tuple(int(i) for i in s.get("stack_ids", [])),
+                first_rss_bytes=int(s.get("first_rss_bytes", 0)),
+                rss_growth_bytes=int(s.get("rss_growth_bytes", 0)),
+                anon_rss_bytes=int(s.get("anon_rss_bytes", 0)),
+                file_rss_bytes=int(s.get("file_rss_bytes", 0)),
+                reserved_bytes=int(s.get("reserved_bytes", 0)),
+                after_last_bytes=int(s.get("after_last_bytes", 0)),
+                peak_bytes=int(s.get("peak_bytes", 0)),
+                kind=str(s.get("kind", "candidate" if int(s.get("live_bytes", 0)) else "idle")),
                 **_extra_kwargs(StackStats, _STACK_FIELDS, s),
             )
             for s in data.get("stacks", [])
@@ -302,6 +353,17 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
             timeline=timeline,
             snapshots=int(data.get("snapshots", 0)),
             warnings=[str(w) for w in data.get("warnings", [])],
+            sort="live" if v1 else str(data.get("sort", "rss-growth")),  # version 1 ranked by live bytes
+            hints=[
+                Hint(
+                    culprit=str(h["culprit"]),
+                    text=str(h["text"]),
+                    doc=str(h.get("doc", "")),
+                    stack_ids=tuple(int(i) for i in h.get("stacks", [])),
+                    bytes=int(h.get("bytes", 0)),
+                )
+                for h in data.get("hints", [])
+            ],
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SysbreakError(f"{name} is not a valid {FORMAT} report ({type(exc).__name__}: {exc})") from None

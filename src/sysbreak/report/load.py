@@ -44,8 +44,14 @@ def load_analysis(
     *,
     depth: int | None = None,
     group_outside: str | None = None,
+    sort: str | None = None,
 ) -> Analysis:
-    """The analysis of ``source`` (capture dir, events log or saved JSON report) and/or ``maps`` files."""
+    """The analysis of ``source`` (capture dir, events log or saved JSON report) and/or ``maps`` files, its stacks
+    in the order of ``sort`` (default: resident growth; a saved report keeps its own order unless given)."""
+    from sysbreak.analysis.rank import DEFAULT_SORT, check_sort, resort
+
+    if sort is not None:
+        check_sort(sort)
     if depth is not None and depth < 1:
         raise SysbreakError(f"--depth must be 1 or more, not {depth}")
     check_regex(group_outside)
@@ -71,7 +77,8 @@ def load_analysis(
                     )
                 from sysbreak.report.json_report import from_dict
 
-                return from_dict(saved, name=str(source))
+                loaded = from_dict(saved, name=str(source))
+                return resort(loaded, sort) if sort is not None else loaded
         from sysbreak.capture import open_capture
 
         open_capture(source)  # a clear one-line error for a directory or file that is not a capture
@@ -82,5 +89,6 @@ def load_analysis(
         maps_files=tuple(str(m) for m in maps),
         depth=depth,
         group_outside=group_outside,
+        sort=sort if sort is not None else DEFAULT_SORT,
     )
     return result

@@ -88,7 +88,7 @@ class TextReporter:
 
 class JsonReporter:
     name = "json"
-    description = "follows docs/report-json.md (format sysbreak-report/1)"
+    description = "follows docs/report-json.md (format sysbreak-report/2)"
     default_output: str | None = None
     terminal = False
 

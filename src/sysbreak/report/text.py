@@ -10,16 +10,19 @@ from rich.text import Text
 
 from sysbreak.analysis.model import Analysis, Region, StackStats
 from sysbreak.report._common import (
+    candidates,
     headline,
     human_bytes,
     human_duration,
     human_rate,
+    idle_line,
     interesting,
+    libraries_line,
     module_offset,
     plural,
     pmap_mode,
     py_location,
-    ranks,
+    region_kind,
     source_location,
     stack_label,
     text_console,
@@ -52,30 +55,60 @@ def _kb(value: int | None) -> str:
     return "-" if value is None else str(value // 1024)
 
 
+SORT_TITLE = {
+    "rss-growth": "by resident growth",
+    "rss": "by resident bytes",
+    "live": "by live bytes",
+    "peak": "by peak bytes",
+    "growth": "by address-space growth",
+    "rate": "by resident growth per minute",
+    "events": "by calls",
+}
+
+
+def _signed(n: int) -> str:
+    return human_bytes(n, signed=True) if n else "-"
+
+
+def _rss_growth_cell(stack: StackStats) -> str:
+    text = _signed(stack.rss_growth_bytes)
+    if stack.after_last_bytes:
+        text += f" (+{human_bytes(stack.after_last_bytes)} late)"
+    return text
+
+
 def _stacks_table(analysis: Analysis, stacks: list[StackStats], width: int) -> Table:
-    """The ranked stacks; on a narrow terminal without growth/min and mapped, so that the labels stay readable."""
+    """The ranked stacks; on a narrow terminal without virtual/rate/mapped, so that the labels stay readable."""
     wide = width >= 130
+    rates = any(stack.rss_growth_per_min for stack in stacks)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
     longest = max((len(stack_label(stack)) for stack in stacks), default=5)
     table.add_column("stack", overflow="fold", min_width=min(longest, 36 if wide else 28))
-    table.add_column("live", justify="right", no_wrap=True)
+    table.add_column("RSS growth", justify="right", no_wrap=True)
     table.add_column("RSS", justify="right", no_wrap=True)
-    table.add_column("growth", justify="right", no_wrap=True)
+    table.add_column("live", justify="right", no_wrap=True)
+    table.add_column("peak", justify="right", no_wrap=True)
     if wide:
-        table.add_column("growth/min", justify="right", no_wrap=True)
+        table.add_column("virtual only", justify="right", no_wrap=True)
+        if rates:
+            table.add_column("RSS/min", justify="right", no_wrap=True)
         table.add_column("mapped", justify="right", no_wrap=True)
     table.add_column("events", overflow="fold")
     for rank, stack in enumerate(stacks, start=1):
         cells = [
             str(rank),
             stack_label(stack),
-            human_bytes(stack.live_bytes),
+            _rss_growth_cell(stack),
             human_bytes(stack.rss_bytes),
-            human_bytes(stack.growth_bytes, signed=True) if stack.growth_bytes else "-",
+            human_bytes(stack.live_bytes),
+            human_bytes(stack.peak_bytes),
         ]
         if wide:
-            cells += [human_rate(stack.growth_per_min), human_bytes(stack.mapped_bytes)]
+            cells.append(human_bytes(stack.virtual_bytes) if stack.virtual_bytes else "-")
+            if rates:
+                cells.append(human_rate(stack.rss_growth_per_min))
+            cells.append(human_bytes(stack.mapped_bytes))
         cells.append(by_syscall_text(stack.by_syscall) or str(stack.events))
         table.add_row(*cells)
     return table
@@ -103,36 +136,71 @@ def _frames_table(stack: StackStats) -> Table:
     return table
 
 
-def _owner_lines(region: Region, by_id: dict[int, StackStats], rank_of: dict[int, int]) -> list[tuple[str, str]]:
-    """(text, style) lines of the "Owned by" cell: the owning stacks, biggest first, then the unexplained bytes."""
+def _owner_lines(region: Region, by_id: dict[int, StackStats], shown: dict[int, int]) -> list[tuple[str, str]]:
+    """(text, style) lines of the "Owned by" cell: the owning stacks that are listed above (by rank), biggest first;
+    the others as one line per kind (never a rank that is not shown); then the unexplained bytes."""
     out: list[tuple[str, str]] = []
-    owners = sorted(region.owners, key=lambda o: (-o.bytes, rank_of.get(o.stack_id, 1 << 30)))
-    for owner in owners[:MAX_OWNERS]:
-        stack = by_id.get(owner.stack_id)
-        rank = rank_of.get(owner.stack_id)
-        if stack is not None and rank is not None:
-            name = f"#{rank} {stack_label(stack)}"
-        else:
-            name = f"stack id {owner.stack_id}"
-        out.append((f"{name} {human_bytes(owner.bytes)}", "bold"))
-    if len(owners) > MAX_OWNERS:
-        rest = owners[MAX_OWNERS:]
-        more = f"... {plural(len(rest), 'more stack')}, {human_bytes(sum(o.bytes for o in rest))}"
+    owners = sorted(region.owners, key=lambda o: (-o.bytes, shown.get(o.stack_id, 1 << 30)))
+    listed = [o for o in owners if o.stack_id in shown]
+    for owner in listed[:MAX_OWNERS]:
+        stack = by_id[owner.stack_id]
+        out.append((f"#{shown[owner.stack_id]} {stack_label(stack)} {human_bytes(owner.bytes)}", "bold"))
+    rest = listed[MAX_OWNERS:]
+    if rest:
+        out.append((f"... {plural(len(rest), 'more stack')}, {human_bytes(sum(o.bytes for o in rest))}", "dim"))
+    libs = [o for o in owners if o.stack_id not in shown and getattr(by_id.get(o.stack_id), "kind", "") == "library"]
+    others = [o for o in owners if o.stack_id not in shown and o not in libs]
+    if libs:
+        out.append((f"libraries loaded {human_bytes(sum(o.bytes for o in libs))}", "dim"))
+    if others:
+        more = f"{plural(len(others), 'stack')} not listed above, {human_bytes(sum(o.bytes for o in others))}"
         out.append((more, "dim"))
     if region.unexplained_bytes:
         out.append((f"unexplained {human_bytes(region.unexplained_bytes)}", "magenta"))
     return out
 
 
+def rss_growth_of(region: Region) -> int:
+    if region.status == "gone":
+        return -(region.first_rss or 0)
+    return (region.rss or 0) - (region.first_rss or 0)
+
+
+def region_order(analysis: Analysis, all_regions: bool) -> tuple[list[Region], list[Region]]:
+    """(regions to list, library segments folded into one line). By default: the changed anonymous regions first,
+    biggest resident growth first, then the other regions worth showing in address order; the segments of
+    executables and libraries that changed are folded. ``all_regions``: every region, in address order."""
+    if all_regions:
+        return list(analysis.regions), []
+    exe = analysis.exe
+    shown = [r for r in analysis.regions if interesting(r)]
+    anon = [r for r in shown if region_kind(r, exe) == "anon" and (r.status != "same" or rss_growth_of(r))]
+    anon.sort(key=lambda r: (-rss_growth_of(r), -r.growth, r.start))
+    picked = {id(r) for r in anon}
+    libs = [r for r in shown if id(r) not in picked and region_kind(r, exe) == "library"]
+    picked |= {id(r) for r in libs}
+    rest = [r for r in shown if id(r) not in picked]
+    return anon + rest, libs
+
+
+def _library_fold(libs: list[Region]) -> str:
+    files = {r.path for r in libs}
+    new = sum(1 for r in libs if r.status == "new")
+    size = sum(r.size for r in libs)
+    rss = sum(r.rss or 0 for r in libs)
+    what = plural(len(files), "executable or library", "executables and libraries")
+    head = f"... {plural(len(libs), 'segment')} of {what} ({new} new)"
+    return f"{head}: {size // 1024} kB, RSS {rss // 1024} kB; --all-regions lists them"
+
+
 MAPPING_WIDTH = 48  # a longer mapping name pushes the rest of its own line only
 
 
-def _regions_view(analysis: Analysis, regions: list[Region]) -> list[tuple[str, str]]:
+def _regions_view(analysis: Analysis, regions: list[Region], shown: dict[int, int]) -> list[tuple[str, str]]:
     """The regions as ``pmap -x`` prints them, plus Change and Owned by columns, as (text, style) segments.
 
     Aligned by hand rather than with a rich Table: a process can have tens of thousands of regions.
     """
-    rank_of = ranks(analysis)
     by_id = {stack.id: stack for stack in analysis.stacks}
     head = ("Address", "Kbytes", "RSS", "Mode", "Mapping", "Change")
     rows: list[tuple[tuple[str, str, str, str, str, str], Region]] = []
@@ -179,7 +247,7 @@ def _regions_view(analysis: Analysis, regions: list[Region]) -> list[tuple[str, 
         out.append((left + sep + path.ljust(widths[4]) + sep, ""))
         out.append((change, _STATUS_STYLE.get(region.status, "")))
         out.append((" " * (widths[5] - len(change)), ""))
-        for index, (line, style) in enumerate(_owner_lines(region, by_id, rank_of)):
+        for index, (line, style) in enumerate(_owner_lines(region, by_id, shown)):
             out.append((sep if index == 0 else "\n" + indent, ""))
             out.append((line, style))
         out.append(("\n", ""))
@@ -219,17 +287,44 @@ def render_text(
     console.print(Text.assemble(("Capture   ", "bold"), ", ".join(part for part in capture if part)), soft_wrap=True)
     console.print()
 
-    shown = analysis.stacks[:top]
-    if shown:
-        console.print(
-            Text(f"Stacks, most important first ({len(shown)} of {len(analysis.stacks)})", style="bold underline")
-        )
-        console.print(_stacks_table(analysis, shown, console.width))
+    cands = candidates(analysis)
+    shown = cands[:top]
+    shown_ids = {stack.id: rank for rank, stack in enumerate(shown, start=1)}
+    if analysis.stacks:
+        title = f"Stacks {SORT_TITLE.get(analysis.sort, '')}"
+        title += f" ({len(shown)} of {plural(len(cands), 'stack')} holding memory"
+        title += "; --sort rss|live|peak|growth|rate|events orders them otherwise)"
+        console.print(Text(title, style="bold underline"), soft_wrap=True)
+        if shown:
+            console.print(_stacks_table(analysis, shown, console.width))
+        folded = []
+        if len(cands) > len(shown):
+            rest = cands[len(shown) :]
+            folded.append(
+                f"... {plural(len(rest), 'more stack')} holding {human_bytes(sum(x.live_bytes for x in rest))} live, "
+                f"{human_bytes(sum(x.rss_bytes for x in rest))} resident (--top {len(cands)} lists them)"
+            )
+        folded += [line for line in (idle_line(analysis), libraries_line(analysis)) if line]
+        for line in folded:
+            console.print(Text("  " + line, style="dim"), soft_wrap=True)
         console.print()
+        if analysis.hints:
+            console.print(Text("Hints", style="bold underline"))
+            for hint in analysis.hints:
+                ranks_of = sorted(shown_ids[i] for i in hint.stack_ids if i in shown_ids)
+                where = f"stack{'s' if len(ranks_of) > 1 else ''} {', '.join(f'#{r}' for r in ranks_of)}"
+                if not ranks_of:
+                    where = plural(len(hint.stack_ids), "stack")
+                console.print(
+                    Text.assemble((f"  {where}: ", "bold"), hint.text, (f" ({hint.doc})", "dim")),
+                    soft_wrap=True,
+                )
+            console.print()
         for rank, stack in enumerate(shown[:FRAMES_OF], start=1):
             head = Text(f"#{rank} {stack_label(stack)}", style="bold")
             head.append(
-                f"  {human_bytes(stack.live_bytes)} live, {plural(stack.events, 'event')}, "
+                f"  {human_bytes(stack.rss_growth_bytes, signed=True)} RSS, {human_bytes(stack.live_bytes)} live, "
+                f"peak {human_bytes(stack.peak_bytes)}, {plural(stack.events, 'event')}, "
                 f"{plural(len(stack.frames), 'frame')} innermost first",
                 style="",
             )
@@ -241,15 +336,17 @@ def render_text(
         console.print()
 
     if analysis.regions:
-        regions = analysis.regions if all_regions else [r for r in analysis.regions if interesting(r)]
+        regions, libs = region_order(analysis, all_regions)
         title = "Regions, as pmap -x shows them"
         if not all_regions:
             title += (
-                f" ({len(regions)} of {len(analysis.regions)}: new, grown, shrunk, gone or holding captured mappings;"
-                " --all-regions lists every one)"
+                f" ({len(regions)} of {len(analysis.regions)}: changed anonymous regions first, then the others that"
+                " changed or hold captured mappings; --all-regions lists every one in address order)"
             )
         console.print(Text(title, style="bold underline"), soft_wrap=True)
-        segments = _regions_view(analysis, regions)
+        segments = _regions_view(analysis, regions, shown_ids)
+        if libs:
+            segments.insert(-2, (_library_fold(libs) + "\n", "dim"))
         if color:
             console.print(Text.assemble(*segments[:-1]), soft_wrap=True)
         else:  # plain text: straight to the output, in order (the console writes each print as it happens)
