@@ -1,0 +1,203 @@
+"""Reports of real captures: `sysbreak attach` to the grower fixture while it grows each way, and `run -- ls`.
+
+Between the capture's first and last snapshot the grower maps 4 MiB touched (grow_anon), 64 MiB PROT_NONE
+(grow_reserve), 16 MiB untouched (grow_lazy), a 1 MiB file it reads (grow_file), dlopens a library (the loader maps
+its segments) and lets a thread malloc 2 MiB (glibc gives it an arena: 64 MiB reserved, 2 MiB made read-write).
+Every mapping is its own VMA (the reservation keeps the read-write ones apart), so every number is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FixturePaths, Grower, run_sysbreak, sysbreak_argv
+
+pytestmark = pytest.mark.gdb
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory: pytest.TempPathFactory, fixture_paths: FixturePaths) -> Path:
+    tmp = tmp_path_factory.mktemp("grown")
+    data = tmp / "data.bin"
+    data.write_bytes(os.urandom(MiB))
+    g = Grower(fixture_paths.grower)
+    try:
+        for cmd in ("anon 4", "reserve 4", "lazy 4", f"file {data}"):  # page in the code of every step first
+            g.do(cmd)
+        cap = tmp / "cap"
+        proc = subprocess.Popen(
+            [*sysbreak_argv(), "attach", str(g.pid), "-d", "4", "-o", str(cap), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        index = cap / "snapshots" / "index.jsonl"
+        deadline = time.monotonic() + 60
+        while not (index.exists() and index.read_text().strip()):  # the first snapshot: armed, resumed
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        for cmd in (
+            "anon 4096",
+            "reserve 65536",
+            "lazy 16384",
+            f"file {data}",
+            f"dlopen {fixture_paths.libsbstripped}",
+            "arena 2048",
+        ):
+            g.do(cmd)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert g.popen.poll() is None  # still running after the capture
+        g.do("anon 4")  # and answering
+    finally:
+        g.kill()
+    return cap
+
+
+def report(cap: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    text = run_sysbreak("report", cap, *args)
+    assert text.returncode == 0, text.stderr
+    js = run_sysbreak("report", cap, "-f", "json", *args)
+    assert js.returncode == 0, js.stderr
+    return text.stdout, json.loads(js.stdout)
+
+
+def by_function(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for s in doc["stacks"]:
+        for f in s["frames"]:
+            if f["function"] and f["function"].startswith(("grow_", "arena_worker")):
+                out.setdefault(f["function"], s)
+                break
+    return out
+
+
+def test_ranked_by_resident_growth_anon_and_file_told_apart(grown: Path) -> None:
+    text, doc = report(grown)
+    s = by_function(doc)
+    anon, file, arena = s["grow_anon"], s["grow_file"], s["arena_worker"]
+    reserve, lazy = s["grow_reserve"], s["grow_lazy"]
+    assert [st["id"] for st in doc["stacks"][:3]] == [anon["id"], arena["id"], file["id"]]
+    assert (anon["rss_growth_bytes"], anon["anon_rss_bytes"], anon["file_rss_bytes"]) == (4 * MiB, 4 * MiB, 0)
+    assert (file["rss_growth_bytes"], file["anon_rss_bytes"], file["file_rss_bytes"]) == (MiB, 0, MiB)
+    assert file["kind"] == "candidate"  # a data file, not a library
+    # reservations and untouched memory: virtual only, ranked below everything resident
+    assert (reserve["rss_bytes"], reserve["virtual_bytes"], reserve["reserved_bytes"]) == (0, 64 * MiB, 64 * MiB)
+    assert (lazy["rss_bytes"], lazy["virtual_bytes"], lazy["reserved_bytes"]) == (0, 16 * MiB, 0)
+    ranks = {st["id"]: st["rank"] for st in doc["stacks"]}
+    assert ranks[reserve["id"]] > ranks[file["id"]] and ranks[lazy["id"]] > ranks[file["id"]]
+    # glibc's arena: 128 MiB mapped, half trimmed at once (peak 128), 64 MiB reserved of which 2 MiB resident
+    assert (arena["peak_bytes"], arena["live_bytes"]) == (128 * MiB, 64 * MiB)
+    assert arena["rss_bytes"] == arena["rss_growth_bytes"] and MiB < arena["rss_bytes"] <= 2 * MiB + 64 * KiB
+    assert anon["peak_bytes"] == anon["live_bytes"] == 4 * MiB
+    # the headline and row #1 agree, in text, JSON and HTML
+    first = text.splitlines()[0]
+    assert first == doc["headline"]
+    assert re.match(
+        r"^Process RSS grew by [0-9.]+ MiB in [0-9.]+ s; stack #1 grow_anon \(grower\+0x[0-9a-f]+\) ", first
+    )
+    assert f"stack #1 {anon['label']} added 4.0 MiB of it (" in first and "anonymous)" in first
+    row1 = next(line for line in text.splitlines() if re.match(r"^1\s", line))
+    assert anon["label"] in row1 and "+4.0 MiB" in row1
+    html = run_sysbreak("report", grown, "-f", "html", "-o", "-").stdout
+    assert doc["headline"] in html
+    assert f'<details class="stack" id="stack-{anon["id"]}" open>' in html
+    assert "/min" not in first  # 4 s: no rate
+    # the regions: changed anonymous ones first, the biggest resident growth first
+    rows = [line for line in text.splitlines() if re.match(r"^[0-9a-f]{16}  ", line)]
+    assert rows[0].split()[5:7] == ["new", "+4.0"] and "#1 grow_anon" in rows[0]
+    assert "/tmp" not in rows[0] and str(grown.parent / "data.bin") in text
+
+
+def test_library_loading_is_one_line(grown: Path) -> None:
+    text, doc = report(grown)
+    libs = [s for s in doc["stacks"] if s["kind"] == "library"]
+    assert libs and all(any("ld-linux" in (f["module"] or "") for f in s["frames"]) for s in libs)
+    assert doc["stacks"][-len(libs) :] == libs  # never ranked before a candidate
+    line = doc["folded"]["libraries"]
+    assert line.startswith(f"libraries loaded: {len(libs)} stack") and "1 file mapped" in line
+    assert f"  {line}" in text.splitlines()
+    assert "libsbstripped.so" not in "\n".join(ln for ln in text.splitlines() if re.match(r"^\d+\s", ln))
+    # its segments fold into one line of the regions view
+    assert re.search(r"^\.\.\. \d+ segments of 1 executable or library \(\d+ new\): \d+ kB", text, re.M)
+    assert "libsbstripped.so" not in "\n".join(ln for ln in text.splitlines() if re.match(r"^[0-9a-f]{16}  ", ln))
+    full = run_sysbreak("report", grown, "--all-regions").stdout
+    assert "libsbstripped.so" in full
+
+
+def test_labels_differ_and_no_reference_to_a_stack_not_shown(grown: Path) -> None:
+    text, doc = report(grown, "--top", "2")
+    cands = [s for s in doc["stacks"] if s["kind"] == "candidate"]
+    assert len({s["label"] for s in cands}) == len(cands)
+    assert {int(n) for n in re.findall(r"#(\d+) ", text)} <= {1, 2}
+    assert "stacks not listed above" in text or "stack not listed above" in text
+    assert re.search(r"^  \.\.\. \d+ more stacks holding .* \(--top \d+ lists them\)$", text, re.M)
+    html = run_sysbreak("report", grown, "-f", "html", "--top", "2", "-o", "-").stdout
+    linked = set(re.findall(r'href="#stack-(\d+)"', html))
+    assert linked <= {str(s["id"]) for s in cands[:2]}
+
+
+def test_sort_options_and_headline_follow(grown: Path) -> None:
+    for sort, first in (("live", "grow_reserve"), ("peak", "arena_worker"), ("rss", "grow_anon")):
+        text, doc = report(grown, "--sort", sort)
+        assert doc["sort"] == sort
+        top = doc["stacks"][0]
+        if sort == "live":  # two 64 MiB stacks: the tie goes to more mapped bytes (the arena mapped 128)
+            assert top["live_bytes"] == 64 * MiB
+        else:
+            assert any(f["function"] == first for f in top["frames"]), (sort, top["label"])
+        assert text.splitlines()[0] == doc["headline"] and f"stack #1 {top['label']} " in doc["headline"]
+
+
+def test_hint_for_glibc_arenas(grown: Path) -> None:
+    text, doc = report(grown)
+    arena = by_function(doc)["arena_worker"]
+    hints = {h["culprit"]: h for h in doc["hints"]}
+    assert set(hints) == {"glibc-malloc"}
+    assert hints["glibc-malloc"]["stacks"] == [arena["id"]]
+    assert "MALLOC_ARENA_MAX" in hints["glibc-malloc"]["text"] and "malloc_trim" in hints["glibc-malloc"]["text"]
+    assert "https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html" in text
+    assert re.search(r"^  stack #2: glibc malloc maps this memory", text, re.M)
+
+
+def test_a_short_capture_shows_no_rate(tmp_path: Path) -> None:
+    res = run_sysbreak("run", "-q", "-o", tmp_path / "cap", "--", "/bin/ls", "/")
+    assert res.returncode == 0, res.stderr
+    text, doc = report(tmp_path / "cap")
+    assert doc["duration_s"] < 5
+    assert "/min" not in text
+    assert all(s["growth_per_min"] is None and s["rss_growth_per_min"] is None for s in doc["stacks"])
+
+
+def test_watch_capture_reports_its_growth(grower: Callable[[], Grower], tmp_path: Path) -> None:
+    """A capture of `sysbreak watch` (snapshots only) is read by `report`, which says how to get the stacks."""
+    g = grower()
+    g.do("anon 4")  # page in its code first
+    proc = subprocess.Popen(
+        [*sysbreak_argv(), "watch", str(g.pid), "-i", "0.2", "-n", "4", "-o", str(tmp_path / "w")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    index = tmp_path / "w" / "snapshots" / "index.jsonl"
+    while not (index.exists() and index.read_text().strip()):
+        time.sleep(0.05)
+    g.do("anon 8192")
+    proc.communicate(timeout=60)
+    text, doc = report(tmp_path / "w")
+    assert doc["totals"]["rss_growth_bytes"] == 8 * MiB
+    assert text.splitlines()[0].startswith("Process RSS grew by 8.0 MiB in ")
+    assert text.splitlines()[0].endswith(
+        "; no call stack was captured to attribute it to "
+        f"(snapshots only: `sysbreak attach {g.pid}` records the stacks)"
+    )
