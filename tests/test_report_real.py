@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -201,3 +203,49 @@ def test_watch_capture_reports_its_growth(grower: Callable[[], Grower], tmp_path
         "; no call stack was captured to attribute it to "
         f"(snapshots only: `sysbreak attach {g.pid}` records the stacks)"
     )
+
+
+def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> None:
+    """numpy's arrays come through default_malloc and glibc's malloc: the label is the numpy function that made
+    the array, it is row #1 and the headline's stack, with the resident growth of the four 8 MiB arrays."""
+    pytest.importorskip("numpy")  # a test extra (pyproject); scripts/setup.sh installs it
+    script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "numpy_grow.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        proc.stdin.write("grow 1\n")  # page in the code first
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("KEPT")
+        cap = tmp_path / "cap"
+        attach = subprocess.Popen(
+            [*sysbreak_argv(), "attach", str(proc.pid), "-d", "4", "-o", str(cap), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        index = cap / "snapshots" / "index.jsonl"
+        deadline = time.monotonic() + 60
+        while not (index.exists() and index.read_text().strip()):
+            assert attach.poll() is None and time.monotonic() < deadline, attach.communicate()
+            time.sleep(0.05)
+        proc.stdin.write("grow 4\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == f"KEPT {5 * 8 * MiB}"
+        _, err = attach.communicate(timeout=60)
+        assert attach.returncode == 0, err
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    text, doc = report(cap)
+    top = doc["stacks"][0]
+    names = [f["function"] for f in top["frames"]]
+    assert "default_malloc" in names and "PyArray_NewFromDescr_int" in names
+    assert top["label"].startswith("PyArray_NewFromDescr_int (_multiarray_umath")
+    assert top["by_syscall"] == {"mmap": 4} and top["live_bytes"] == 4 * (8 * MiB + 4 * KiB)
+    assert 4 * 8 * MiB <= top["rss_growth_bytes"] <= top["live_bytes"]
+    assert text.splitlines()[0] == doc["headline"] and f"stack #1 {top['label']} added " in doc["headline"]
+    assert {h["culprit"] for h in doc["hints"]} == {"glibc-malloc"}

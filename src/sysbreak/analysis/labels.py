@@ -44,7 +44,7 @@ LAYER_FUNCTIONS = re.compile(
 # The system-call primitives themselves: never what a label should name (glibc's __GI___mmap64, __brk, ...).
 PRIMITIVE = re.compile(r"^(?:__GI_)?_*(?:mmap(?:64)?|munmap|mremap|brk|sbrk|syscall|mprotect)$")
 LOADER = re.compile(r"(?:^|/)(?:ld-linux[^/]*|ld\.so[^/]*|ld-[0-9.]+\.so)$")
-MAX_ROUNDS = 4
+MAX_ROUNDS = 2  # frames added to a label at most; then the stack id
 
 
 def _basename(module: str | None) -> str:
