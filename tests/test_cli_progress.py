@@ -17,10 +17,16 @@ pytestmark = pytest.mark.gdb
 ESC = "\x1b["
 
 
-def run_on_pty(argv: list[str], timeout: float = 60) -> tuple[int, str]:
-    """Run ``argv`` with stdin, stdout and stderr on a fresh pty; returns its status and everything it printed."""
+def run_on_pty(argv: list[str], timeout: float = 60, also: list[str] | None = None) -> tuple[int, str]:
+    """Run ``argv`` with stdin, stdout and stderr on a fresh pty; returns its status and everything it printed.
+    ``also``: a program started first on the same pty (its pid replaces ``{pid}`` in ``argv``), killed at the end."""
     master, slave = os.openpty()
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="30")
+    other = None
+    if also:
+        other = subprocess.Popen(also, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, start_new_session=True)
+        time.sleep(0.3)
+        argv = [a.replace("{pid}", str(other.pid)) for a in argv]
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     chunks: list[bytes] = []
@@ -38,11 +44,18 @@ def run_on_pty(argv: list[str], timeout: float = 60) -> tuple[int, str]:
                 chunks.append(data)
             elif proc.poll() is not None:
                 break
+            if other is not None and proc.poll() is not None:  # the other program keeps the pty open: drain, go
+                end = time.monotonic() + 0.5
+                while time.monotonic() < end:
+                    if select.select([master], [], [], 0.1)[0]:
+                        chunks.append(os.read(master, 65536))
+                break
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in (proc, other):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
         os.close(master)
     return code, b"".join(chunks).decode("utf-8", "replace")
 
@@ -74,6 +87,18 @@ def test_attach_on_a_terminal_draws_a_live_line_when_the_process_writes_elsewher
     assert "heartbeat" not in out
     assert f"from pid {server.pid}" in out
     server.assert_alive_and_beating()
+
+
+def test_attach_prints_plain_lines_when_the_process_writes_to_the_same_terminal(
+    fixture_paths: FixturePaths, tmp_path: Path
+) -> None:
+    argv = [*sysbreak_argv(), "attach", "-p", "{pid}", "-d", "2", "-o", str(tmp_path / "c")]
+    code, out = run_on_pty(argv, also=[str(fixture_paths.leaky_server), "--interval-ms", "100"])
+    assert code == 0, out
+    assert ESC not in out, out
+    lines = out.replace("\r\n", "\n").split("\n")
+    assert any(re.fullmatch(r"heartbeat \d+", ln) for ln in lines), out
+    assert any(re.match(r"sysbreak: pid \d+ +\d+\.\d s  \d+ calls? ", ln) for ln in lines), out
 
 
 def test_progress_is_silent_when_stderr_is_not_a_terminal(fixture_paths: FixturePaths, tmp_path: Path) -> None:
