@@ -413,17 +413,17 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts:
         # The place to catch the call before it enters the kernel: the instruction just before the syscall, when
         # it is in the same block (so every path to the syscall passes it and nothing branches in between) and
         # leaves the six argument registers alone (so they hold what the kernel will read).
-        pre = None
-        if c.kind == "syscall" and j < k:
-            mnemonic, op_str = block[-1]
-            if not any(x86.may_write(mnemonic, op_str, reg) for reg in x86.KERNEL_ARGS):
-                pre = rows[k - 1][0]
         t = x86.trace(block, family)
         if t.const is None and t.at == 0 and t.reg is not None and rows[j][0] not in starts.set:
             # the value comes from before the block: the same constant on every path into it?
             const = _Function.of(r, rows[j][0], starts).const_at(rows[j][0], t.reg)
             if const is not None:
                 t = x86.Trace(const, None, None)
+        pre = None  # (planned only for sites with a constant number: see sysbreak.sites.planning)
+        if c.kind == "syscall" and j < k and t.const is not None:
+            mnemonic, op_str = block[-1]
+            if not any(x86.may_write(mnemonic, op_str, reg) for reg in x86.KERNEL_ARGS):
+                pre = rows[k - 1][0]
         value: int | str = t.const if t.const is not None else (x86.FROM_RDI if t.from_rdi else x86.UNKNOWN)
         early = None
         if c.kind == "syscall" and t.const is None and t.at is not None and t.reg is not None:
@@ -480,24 +480,33 @@ class _Function:
 
     def __init__(self, r: _Region, lo: int, hi: int) -> None:
         self.start = lo
-        w = x86.decode(r.code[lo - r.vaddr : hi - r.vaddr], lo)
+        w = self.w = x86.decode(r.code[lo - r.vaddr : hi - r.vaddr], lo)
         rows = w.rows
-        self.texts = [w.text(k) for k in range(len(rows))]
-        self.base = [x86.base_mnemonic(m) for m, _o in self.texts]
-        self.flow = [x86.is_control_flow(m) for m, _o in self.texts]
+        self._texts: list[tuple[str, str] | None] = [None] * len(rows)  # decoded to text on first look
         self.index = {row[0]: k for k, row in enumerate(rows)}
         self.preds: dict[int, list[int]] = {}
-        self.indirect = any(
-            m == "jmp" and not o.startswith("0x") for m, (_x, o) in zip(self.base, self.texts, strict=True)
-        )
         branch_rows = [row for row in rows if row[2] in _BRANCH_FIRST]
-        for src in branch_rows:
-            for target in _jump_targets(r.code, r.vaddr, [src]):
-                k = self.index.get(target)
-                if k is not None:
-                    self.preds.setdefault(k, []).append(self.index[src[0]])
+        # a computed jump (jmp reg / jmp [mem]: FF /4, after bnd/notrack/REX prefixes): its targets are unknown
+        self.indirect = any(_is_indirect_jmp(r.code, row[0] - r.vaddr, row[1]) for row in branch_rows)
+        for target, src_k in _jump_targets_from(r.code, r.vaddr, branch_rows, self.index):
+            k = self.index.get(target)
+            if k is not None:
+                self.preds.setdefault(k, []).append(src_k)
         self._memo: dict[tuple[int, str], int | None] = {}
         self._busy: set[tuple[int, str]] = set()
+
+    def text(self, k: int) -> tuple[str, str]:
+        t = self._texts[k]
+        if t is None:
+            t = self._texts[k] = self.w.text(k)
+        return t
+
+    def base(self, k: int) -> str:
+        return x86.base_mnemonic(self.text(k)[0])
+
+    def flow(self, k: int) -> bool:
+        """Instruction ``k`` ends a basic block (jump, call, return...)."""
+        return self.w.is_control_flow(k)
 
     def const_at(self, addr: int, reg: str) -> int | None:
         k = self.index.get(addr)
@@ -518,9 +527,9 @@ class _Function:
             return _LOOP
         self._busy.add(key)
         preds = list(self.preds.get(k, ()))
-        if self.base[k - 1] not in _NO_FALLTHROUGH:
+        if self.base(k - 1) not in _NO_FALLTHROUGH:
             preds.append(k - 1)
-        if not preds and self.base[k] in _PADDING:
+        if not preds and self.base(k) in _PADDING:
             self._busy.discard(key)
             return _LOOP  # alignment padding after a jump or return: never runs, adds nothing
         values: set[int | None] = set()
@@ -540,20 +549,20 @@ class _Function:
     def _at_end(self, p: int, reg: str, depth: int) -> int | None:
         """The constant ``reg`` holds after predecessor instruction ``p``, where control leaves it for its
         successor."""
-        if self.base[p] == "call":
+        if self.base(p) == "call":
             if reg not in _CALLEE_SAVED:
                 return None
             end = p  # the block before the call, which passes reg through
-        elif self.flow[p]:
+        elif self.flow(p):
             end = p  # a jump: writes no register
         else:
             end = p + 1
         b = end
-        while b > 0 and not self.flow[b - 1] and (b == end or b not in self.preds):
+        while b > 0 and not self.flow(b - 1) and (b == end or b not in self.preds):
             b -= 1
         if b == end:
             return self._const(b, reg, depth + 1)
-        t = x86.trace(self.texts[b:end], reg)
+        t = x86.trace([self.text(i) for i in range(b, end)], reg)
         if t.const is not None:
             return t.const
         if t.at == 0 and t.reg is not None:
@@ -566,6 +575,22 @@ _LOOP = -(1 << 70)  # a marker, never a constant: the value is being computed fu
 
 _BRANCH_FIRST = frozenset(b"jbnl")  # jmp/jcc, bnd jmp, notrack jmp, loop (and some non-branches: bt, neg, lea...)
 _BRANCH_PREFIXES = frozenset({0xF2, 0x3E, 0x2E})  # bnd, notrack / branch hints
+
+
+def _is_indirect_jmp(code: bytes, off: int, size: int) -> bool:
+    end = off + size
+    while off < end - 1 and (code[off] in _BRANCH_PREFIXES or 0x40 <= code[off] <= 0x4F):
+        off += 1
+    return code[off] == 0xFF and off + 1 < end and (code[off + 1] >> 3) & 7 == 4
+
+
+def _jump_targets_from(code: bytes, base: int, rows: list[x86.Row], index: dict[int, int]) -> list[tuple[int, int]]:
+    """``(target, index of the jump)`` for the direct jumps among ``rows``."""
+    out = []
+    for row in rows:
+        for target in _jump_targets(code, base, [row]):
+            out.append((target, index[row[0]]))
+    return out
 
 
 def _jump_targets(code: bytes, base: int, rows: list[x86.Row]) -> set[int]:
