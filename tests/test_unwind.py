@@ -310,3 +310,27 @@ def test_build_id_cache_makes_a_second_process_warm(tmp_path: Path) -> None:
     assert Unwinder(maps, exe=str(BUILD / "dlopener"), modules=again).unwind(regs, stack, rsp).frames == a
     assert again.built == 2
     again.close()
+
+
+def test_garbage_stacks_never_raise(modules: ModuleCache) -> None:
+    """Random registers and stack bytes over this process's real mappings: frames or a stop reason, never an
+    exception, and every frame after the first is in executable memory."""
+    import random
+
+    maps = Path("/proc/self/maps").read_text()
+    u = Unwinder(maps, modules=modules)
+    code = [m for m in u._maps if m.executable and ("libc.so" in m.path or "ld-linux" in m.path)]
+    rng = random.Random(7)
+    for i in range(200):
+        m = rng.choice(code)
+        rip = rng.randrange(m.start, m.end)
+        stack = bytearray(rng.randbytes(512))
+        for k in range(0, 512, 8):  # sprinkle plausible return addresses
+            if rng.random() < 0.3:
+                c = rng.choice(code)
+                struct.pack_into("<Q", stack, k, rng.randrange(c.start, c.end))
+        rsp = 0x7FFF00000000
+        regs = {"rip": rip, "rsp": rsp, "rbp": rsp + rng.randrange(0, 600), "rbx": rng.getrandbits(64)}
+        res = u.unwind(regs, bytes(stack), rsp, symbolize=i % 20 == 0)
+        assert res.physical and res.stop
+        assert all(u.code_at(p.pc) or u.code_at(p.pc - 1) for p in res.physical)

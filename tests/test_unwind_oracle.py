@@ -56,9 +56,12 @@ def _show(frames: list[tuple[Any, ...]]) -> str:
                      for i, (pc, fn, file, line, inl) in enumerate(frames))  # fmt: skip
 
 
+_MODULES = ModuleCache(persist=False)  # shared by the tests here: each module (CPython's DWARF...) is read once
+
+
 def _check(recs: list[dict[str, Any]], want_stops: int) -> list[list[tuple[Any, ...]]]:
     assert len(recs) == want_stops, f"gdb stopped {len(recs)} times, expected {want_stops}"
-    modules = ModuleCache(persist=False)
+    modules = _MODULES
     all_frames = []
     for rec in recs:
         theirs = _gdb_frames(rec)
@@ -77,7 +80,6 @@ def _check(recs: list[dict[str, Any]], want_stops: int) -> list[list[tuple[Any, 
             short = [(f.pc, f.function, f.file, f.line, f.inline) for f in res.frames]
             assert short == ours[: len(short)], f"window {cut}: {_show(short)}"
             assert len(short) == len(ours) or res.stop == "window", (cut, res.stop)
-    modules.close()
     return all_frames
 
 
@@ -110,6 +112,19 @@ def test_cpython_mmap_module(tmp_path: Path) -> None:
     frames = _check(recs, 2)
     assert any(f[4] for f in frames[1]), "expected inlined frames in CPython's stack"
     assert frames[1][-1][1] == "_start"
+
+
+def test_cpython_ctypes(tmp_path: Path) -> None:
+    """The interpreter calling libc's mmap through ctypes: libffi's assembly (CFI, no debug info) and _ctypes."""
+    code = (
+        "import ctypes; libc = ctypes.CDLL(None); libc.mmap.restype = ctypes.c_void_p; "
+        "libc.mmap(None, 4096, 3, 34, -1, 0)"
+    )
+    recs = _gdb_dumps(
+        tmp_path, ["break ffi_call", "run", "catch syscall mmap", "continue", "DUMP"], [PYTHON, "-c", code]
+    )
+    (frames,) = _check(recs, 1)
+    assert any(f[1] and f[1].startswith("ffi_call") for f in frames)
 
 
 def test_cpp_templates(tmp_path: Path) -> None:

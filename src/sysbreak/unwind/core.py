@@ -588,7 +588,7 @@ class Unwinder:
         dwarf = info.get_dwarf()
         cu = dwarf.cu_at(vaddr) if dwarf is not None else None
         chain = cu.chain_at(vaddr, dwarf) if cu is not None else []
-        where = cu.line_at(vaddr) if cu is not None else None
+        where = cu.line_at(vaddr, dwarf) if cu is not None else None
         msym = info.function(vaddr)
         top_file, top_line = where if where is not None else (None, None)
         if innermost:

@@ -54,7 +54,7 @@ class CuTable:
     offset: int
     cpp: bool
     base: int
-    subfiles: list[Subfile]
+    subfiles: list[Subfile] | None  # None: not decoded yet
     file_names: dict[int, str | None]
     func_starts: array[int]
     func_ends: array[int]
@@ -77,8 +77,10 @@ class CuTable:
                 return int(self.func_starts[j])
         return None
 
-    def line_at(self, vaddr: int) -> tuple[str, int] | None:
+    def line_at(self, vaddr: int, index: DwarfIndex) -> tuple[str, int] | None:
         """GDB's ``find_pc_line``: (subfile name, line) at ``vaddr``, or None."""
+        if self.subfiles is None:
+            self.subfiles = index.read_lines(self)
         best: tuple[int, Subfile, int] | None = None  # (address, subfile, index)
         for sf in self.subfiles:
             addrs = sf.addrs
@@ -327,9 +329,9 @@ def read_cu(dwarf: Any, cu: Any) -> CuTable:
     lang = top.attributes.get("DW_AT_language")
     cpp = lang is not None and int(lang.value) in _CPP_LANGS
     base = int(top.attributes["DW_AT_low_pc"].value) if "DW_AT_low_pc" in top.attributes else 0
-    lp = dwarf.line_program_for_CU(cu)
+    lp = dwarf.line_program_for_CU(cu)  # its header only: the rows are decoded on the first line look-up
     files = _Files(lp, cu_name, comp_dir) if lp is not None else None
-    subfiles = _line_subfiles(lp, files) if lp is not None and files is not None else []
+    subfiles: list[Subfile] | None = None if lp is not None else []
     names: dict[int, str | None] = {}
     if files is not None:
         for k in range(len(files.entries) + 1):
@@ -550,6 +552,23 @@ class DwarfIndex:
             return expand_function(dwarf, dwarf.get_CU_at(table.offset), table, die_offset)
         except Exception:  # noqa: BLE001 - a function pyelftools cannot read: its name comes from the symbols
             return empty
+
+    def read_lines(self, table: CuTable) -> list[Subfile]:
+        """The line tables of one unit (pyelftools decodes its whole line program: the costly part of a unit)."""
+        self.dirty = True
+        try:
+            dwarf = self._dwarf_info()
+            if dwarf is None:
+                return []
+            cu = dwarf.get_CU_at(table.offset)
+            top = cu.get_top_DIE()
+            lp = dwarf.line_program_for_CU(cu)
+            if lp is None:
+                return []
+            files = _Files(lp, _attr_str(top, "DW_AT_name"), _attr_str(top, "DW_AT_comp_dir"))
+            return _line_subfiles(lp, files)
+        except Exception:  # noqa: BLE001 - a line program pyelftools cannot read: no file:line there
+            return []
 
     def call_site(self, ret: int) -> tuple[bool, int | str | None] | None:
         """The call site whose return address is ``ret`` (the function holding it is read if needed)."""
