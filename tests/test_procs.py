@@ -3,12 +3,19 @@ processes in one capture directory. Real gdb, real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FixturePaths, run_sysbreak
+from conftest import FixturePaths, Spawn, run_sysbreak, sysbreak_argv
+
+from sysbreak.driver.restore import int3_addresses, read_entries
 
 pytestmark = pytest.mark.gdb
 
@@ -143,3 +150,180 @@ def test_run_follow_children_multiprocessing_spawn_workers(tmp_path: Path) -> No
                 ucm += 1
     assert raw == 4  # leak_raw's four 64 KiB regions, in the raw worker
     assert ucm >= 1  # the ucm worker's arenas, through libucm
+
+
+# --------------------------------------------------------------------------------------------- attach several
+def assert_untouched(cap: Path, proc: dict[str, Any]) -> None:
+    """The process runs on: not traced, not stopped, and not one breakpoint byte left in its code."""
+    pid = proc["pid"]
+    status = {
+        k: v.strip() for k, _, v in (ln.partition(":") for ln in Path(f"/proc/{pid}/status").read_text().splitlines())
+    }
+    assert status["TracerPid"] == "0", proc
+    assert not status["State"].startswith(("T", "t", "Z")), (proc, status["State"])
+    entries = read_entries(cap / proc["dir"] / "restore.jsonl", pid)
+    assert entries, f"no breakpoint was ever placed in {pid}"
+    assert int3_addresses(pid, entries) == []
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_attach_several_processes(tmp_path: Path, fixture_paths: FixturePaths, spawn: Spawn) -> None:
+    servers = [spawn([fixture_paths.leaky_server, "--ticks", "400", "--interval-ms", "20"]) for _ in range(2)]
+    for s in servers:
+        s.wait_lines(1)
+    cap = tmp_path / "cap"
+    res = run_sysbreak("attach", servers[0].pid, "-p", servers[1].pid, "-d", "2", "-s", "mmap", "-o", cap)
+    assert res.returncode == 0, res.stderr
+    procs = processes(cap)
+    assert [p["pid"] for p in procs] == [servers[0].pid, servers[1].pid]
+    assert [p["how"] for p in procs] == ["root", "attach"]
+    for p in procs:
+        assert p["end"] == "detached, running on"
+        assert calls_in(cap, p, "register_kv_block"), p  # each server's leak, in its own log
+        assert_untouched(cap, p)
+    for s in servers:
+        s.assert_alive_and_beating()
+
+
+def test_attach_children_follows_a_worker_started_after_the_attach(tmp_path: Path, spawn: Spawn) -> None:
+    root = spawn([PROCTREE, "late", "2"])
+    root.wait_lines(2, prefix="PID")  # the root and its early child run
+    cap = tmp_path / "cap"
+    res = run_sysbreak("attach", "-p", root.pid, "--children", "-s", "mmap", "-o", cap, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert root.popen.wait(timeout=10) == 0
+    procs = processes(cap)
+    roles = {p["how"]: p for p in procs}
+    assert sorted(roles) == ["attach", "fork", "root"]  # root, the early child found running, the late one forked
+    assert roles["fork"]["ppid"] == root.pid and roles["attach"]["ppid"] == root.pid
+    assert len(calls_in(cap, roles["fork"], "leak_here")) == 2  # the late worker, from its first instruction
+    assert calls_in(cap, roles["attach"], "leak_here")
+    assert all(p["end"] == "exited with status 0" for p in procs)
+
+
+def test_attach_rejects_a_bad_pid_among_several(tmp_path: Path, spawn: Spawn, fixture_paths: FixturePaths) -> None:
+    server = spawn([fixture_paths.leaky_server, "--ticks", "400", "--interval-ms", "20"])
+    server.wait_lines(1)
+    res = run_sysbreak("attach", "-p", f"{server.pid},4194000", "-o", tmp_path / "cap")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if "error" in ln]) == 1
+    assert "4194000" in res.stderr
+    server.assert_alive_and_beating()
+
+
+# --------------------------------------------------------------------------------------------- faults, 3 processes
+def _crash_tree(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    """`run -f --keep-running -- proctree crash` in the background: root, a child that dies of SIGSEGV, a steady one."""
+    cap = tmp_path / "cap"
+    argv = [*sysbreak_argv(), "run", "-f", "--keep-running", "-s", "mmap", "-i", "0.5", "-o", str(cap), *extra]
+    # the survivors keep sysbreak's standard streams: files, not pipes, so that waiting for sysbreak never hangs
+    out = open(tmp_path / "out.txt", "w")  # noqa: SIM115
+    proc = subprocess.Popen([*argv, "--", str(PROCTREE), "crash"], stdout=out, stderr=subprocess.STDOUT, text=True)
+    out.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the three are traced and the crasher is gone
+        try:
+            procs = processes(cap)
+        except (OSError, ValueError, KeyError):
+            procs = []
+        ended = [p for p in procs if "end" in p]
+        if len(procs) == 3 and ended and all((cap / p["dir"] / "events.jsonl").exists() for p in procs):
+            return proc, cap
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the tree was not traced within 60 s: {(tmp_path / 'out.txt').read_text()}")
+
+
+def _survivors(cap: Path) -> list[dict[str, Any]]:
+    procs = processes(cap)
+    crasher = [p for p in procs if p.get("end") == "was killed by SIGSEGV"]
+    assert len(crasher) == 1, procs  # the child that crashed mid-capture is told apart
+    return [p for p in procs if p is not crasher[0]]
+
+
+@pytest.mark.parametrize("how", ["duration", "max-events", "SIGINT", "SIGTERM"])
+def test_process_tree_ends_cleanly(tmp_path: Path, fixture_paths: FixturePaths, how: str) -> None:
+    extra = {"duration": ["-d", "4"], "max-events": ["-n", "60"]}.get(how, [])
+    proc, cap = _crash_tree(tmp_path, *extra)
+    pids: list[int] = []
+    try:
+        pids = [p["pid"] for p in processes(cap)]
+        if how.startswith("SIG"):
+            time.sleep(0.5)
+            proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=60)
+        meta = json.loads((cap / "meta.json").read_text())
+        err = (tmp_path / "out.txt").read_text()
+        assert meta["end_reason"] == {"SIGINT": "interrupted", "SIGTERM": "terminated"}.get(how, how), err
+        survivors = _survivors(cap)
+        assert len(survivors) == 2
+        for p in survivors:
+            assert p["end"] == "detached, running on"
+            assert_untouched(cap, p)
+        if how == "max-events":
+            assert 60 <= sum(p.get("events", 0) for p in processes(cap)) <= 70  # the limit is for the whole tree
+    finally:
+        proc.kill()
+        kill_all(pids)
+
+
+def test_process_tree_survives_sigkill_of_sysbreak(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    proc, cap = _crash_tree(tmp_path)
+    pids = [p["pid"] for p in processes(cap)]
+    try:
+        proc.kill()  # SIGKILL: every GDB reads end of file and detaches its process
+        proc.wait()
+        time.sleep(3)
+        for p in _survivors(cap):
+            assert_untouched(cap, p)
+    finally:
+        kill_all(pids)
+
+
+def test_process_tree_survives_sigkill_of_a_childs_gdb(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    proc, cap = _crash_tree(tmp_path, "-d", "4")
+    pids = [p["pid"] for p in processes(cap)]
+    try:
+        steady = [p for p in processes(cap) if p["how"] == "fork" and "end" not in p][0]
+        gdb_pid = json.loads((cap / steady["dir"] / "meta.json").read_text())["gdb_pid"]
+        os.kill(gdb_pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        procs = {p["pid"]: p for p in processes(cap)}
+        assert procs[steady["pid"]]["end"].startswith("its GDB died")
+        for p in _survivors(cap):
+            assert_untouched(cap, p)  # the bytes GDB left were put back; the others were detached cleanly
+    finally:
+        proc.kill()
+        kill_all(pids)
+
+
+def test_children_forked_while_breakpoints_are_in_never_see_them(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    """Without -f, GDB detaches each forked child: it must take the breakpoint bytes out of the child's copy of the
+    code first (the child has no tracer to handle an int3)."""
+    cap = tmp_path / "cap"
+    argv = [*sysbreak_argv(), "run", "-s", "mmap", "-s", "munmap", "-d", "3", "-o", str(cap)]
+    proc = subprocess.Popen([*argv, "--", str(PROCTREE), "busy"], stdout=subprocess.PIPE, text=True)
+    checked = 0
+    try:
+        assert proc.stdout is not None
+        root = None
+        for line in proc.stdout:
+            words = line.split()
+            if words[:2] == ["PID", "root"]:
+                root = int(words[2])
+            elif words[:2] == ["PID", "forked"] and root is not None and (cap / "restore.jsonl").exists():
+                entries = read_entries(cap / "restore.jsonl", root)
+                with contextlib.suppress(OSError):  # it may be gone already
+                    assert int3_addresses(int(words[2]), entries) == []
+                    checked += 1
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert checked >= 5
+    assert proc.returncode == 0

@@ -48,25 +48,17 @@ def alive(pid: int) -> bool:
 def ppid(pid: int) -> int | None:
     """The parent's pid, None when the process is gone."""
     try:
-        return int(read_status(pid).get("PPid", "").split()[0])
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process(pid).ppid())
+    except psutil.Error:
         return None
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc/PID/task/*/children), sorted."""
-    kids: set[int] = set()
+    """The pids of the processes whose parent is ``pid`` (not their descendants), sorted."""
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+        return sorted(c.pid for c in psutil.Process(pid).children())
+    except psutil.Error:
         return []
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
-                kids.update(int(w) for w in fh.read().split())
-        except (OSError, ValueError):
-            continue
-    return sorted(kids)
 
 
 def rss_kb(pid: int) -> int | None:

@@ -160,6 +160,7 @@ class CaptureSession:
         tree: ProcessTree | None = None,
         ppid: int | None = None,
         handoff: str | None = None,
+        more_pids: list[int] | None = None,
     ) -> None:
         if (pid is None) == (argv is None):
             raise ValueError("give exactly one of pid and argv")
@@ -199,6 +200,7 @@ class CaptureSession:
         self.held_by: CaptureSession | None = None
         self._held = handoff is not None
         self._to_release: list[int] = []  # children whose own GDB has them: `sysbreak release` in our GDB
+        self.more_pids = [p for p in (more_pids or []) if p != self.pid]  # attach PID PID...: the others
 
     # ------------------------------------------------------------------------------------------- public
     def execute(self) -> CaptureResult:
@@ -285,6 +287,8 @@ class CaptureSession:
         self.gdb_path = gdbenv.find_gdb(self.opts.gdb)
         if self.argv is None and self.handoff is None:  # a handed-over child is still its parent GDB's now
             process.check_traceable(self.pid)
+            for pid in self.more_pids:
+                process.check_traceable(pid)
         self.probe = gdbenv.check_gdb(self.gdb_path)
 
     # ------------------------------------------------------------------------------------------- signals
@@ -341,7 +345,7 @@ class CaptureSession:
             modules=[],
         )
         if self.ppid is not None:
-            self.meta.update(ppid=self.ppid, how=self.handoff)
+            self.meta.update(ppid=self.ppid, how=self.handoff or "attach")
         self.snap = capdir.Snapshotter(d, self.pid, self.opts.interval)
         try:
             if self.handoff is not None:
@@ -349,10 +353,12 @@ class CaptureSession:
             if self.handoff == "vfork":
                 self._run_to_exec()
             self._start_gdb()
+            self._attach_others()
             self._attach()
             if not self._stopping():
                 self._arm()
                 self._catch_forks()
+                self._attach_children()
             if not self._stopping():
                 self.snap.take()
                 self._continue()
@@ -704,6 +710,20 @@ class CaptureSession:
             return
         for catch in ("catch fork", "catch vfork"):
             self.mi.console(catch)
+
+    def _attach_others(self) -> None:
+        """``attach PID PID...``: every other process gets a session of its own, in a thread (driver/tree.py)."""
+        for pid in self.more_pids:
+            self.tree.attach_process(pid)
+
+    def _attach_children(self) -> None:
+        """``attach --children``: the descendants running now (the ones forked from now on stop at `catch fork`,
+        which is set already, so none falls between the two)."""
+        if self.argv is not None or self.handoff is not None or not self.tree.follow:
+            return
+        for pid in process.children(self.pid):
+            if process.alive(pid):  # a zombie has nothing left to trace
+                self.tree.attach_process(pid)
 
     def _on_fork(self, pid: int, *, vfork: bool) -> None:
         assert self.mi is not None

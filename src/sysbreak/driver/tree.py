@@ -97,13 +97,26 @@ class ProcessTree:
             child.release_hold()
             self.write_meta()
 
-    def attach(self, session: CaptureSession) -> None:
-        """Another top-level process of ``attach PID PID...`` (its session runs in a thread)."""
-        member = Member(session, process.ppid(session.pid), "attach", started=time.monotonic())
+    def attach_process(self, pid: int) -> None:
+        """A process already running (``attach PID PID...``, or a descendant found by ``attach --children``): a
+        session of its own, in a thread. A process already in the tree is left alone."""
+        from sysbreak.driver.session import CaptureSession
+
+        assert self.root.directory is not None
         with self._lock:
-            self.members[session.pid] = member
-        member.thread = threading.Thread(target=self._run, args=(session,), name=f"sysbreak-{session.pid}", daemon=True)
+            if pid in self.members or self._stopping:
+                return
+        opts = dataclasses.replace(self.root.opts, output=str(self.root.directory / PROCS / str(pid)), duration=None)
+        session = CaptureSession(opts, pid=pid, tree=self, ppid=process.ppid(pid))
+        member = Member(session, session.ppid, "attach", started=time.monotonic())
+        with self._lock:
+            if pid in self.members:
+                return
+            self.members[pid] = member
+        self.root.say(f"attaching to pid {pid} too ({' '.join(process.cmdline(pid)) or '?'})")
+        member.thread = threading.Thread(target=self._run, args=(session,), name=f"sysbreak-{pid}", daemon=True)
         member.thread.start()
+        self.write_meta()
 
     # --------------------------------------------------------------------------------------- state
     def others(self) -> list[Member]:
