@@ -20,6 +20,10 @@ command -v gdbserver >/dev/null || need+=(gdbserver)
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)  # glibc's debug info: file:line and inlined frames in libc
 [ ! -x /usr/bin/python3.11 ] || [ -e /usr/bin/python3.11d ] || need+=(python3.11-dbg)  # CPython 3.11 debug info
 command -v chromium >/dev/null || need+=(chromium)
+# jemalloc and tcmalloc, preloaded into a fixture by the report tests of their hints (tests/test_report_real.py)
+ldconfig -p 2>/dev/null | grep 'libjemalloc\.so\.2 ' >/dev/null || need+=(libjemalloc2)
+# (Debian 13 and Ubuntu 24.04 renamed tcmalloc's package for the 64-bit time_t transition: named after the update)
+ldconfig -p 2>/dev/null | grep 'libtcmalloc_minimal\.so\.4 ' >/dev/null || need+=(@tcmalloc)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v go >/dev/null || need+=(golang-go)  # the Go fixture (tests/test_go.py)
 [ -d /usr/share/gocode/src/golang.org/x/sys/unix ] || need+=(golang-golang-x-sys-dev)  # its x/sys/unix.Mmap
@@ -29,6 +33,12 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     step "updating the package lists (apt-get update)"
     run_logged '^(Hit|Get|Err|W:|E:)' $SUDO apt-get update
+    for i in "${!need[@]}"; do
+        if [ "${need[$i]}" = @tcmalloc ]; then
+            need[$i]=libgoogle-perftools4
+            apt-cache show libgoogle-perftools4t64 >/dev/null 2>&1 && need[$i]=libgoogle-perftools4t64
+        fi
+    done
     step "installing ${#need[@]} Debian package(s) and their dependencies: ${need[*]}"
     DEBIAN_FRONTEND=noninteractive run_logged '^(Get:|Setting up |E:)' \
         $SUDO apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${need[@]}"

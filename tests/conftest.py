@@ -161,9 +161,9 @@ def gdb_without_python(tmp_path: Path) -> Path:
 class Grower:
     """A running ``fixtures/build/grower``: send it a command, get its answer line (see fixtures/src/grower.c)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, env: dict[str, str] | None = None) -> None:
         self.popen = subprocess.Popen(
-            [str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+            [str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env
         )
         assert self.ask_line() == "READY"
 

@@ -22,10 +22,33 @@ from typing import Any
 import pytest
 from conftest import FixturePaths, Grower, run_sysbreak, sysbreak_argv
 
+from sysbreak.report._common import human_bytes
+
 pytestmark = pytest.mark.gdb
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+def attach_while(g: Grower, cap: Path, commands: list[str], seconds: int = 4) -> None:
+    """`sysbreak attach` to the grower for ``seconds``; the commands run once its first snapshot is taken."""
+    proc = subprocess.Popen(
+        [*sysbreak_argv(), "attach", str(g.pid), "-d", str(seconds), "-o", str(cap), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    index = cap / "snapshots" / "index.jsonl"
+    deadline = time.monotonic() + 60
+    while not (index.exists() and index.read_text().strip()):  # the first snapshot: armed, resumed
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    for cmd in commands:
+        g.do(cmd)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert g.popen.poll() is None  # still running after the capture
+    g.do("anon 4")  # and answering
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +272,60 @@ def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> No
     assert 4 * 8 * MiB <= top["rss_growth_bytes"] <= top["live_bytes"]
     assert text.splitlines()[0] == doc["headline"] and f"stack #1 {top['label']} added " in doc["headline"]
     assert {h["culprit"] for h in doc["hints"]} == {"glibc-malloc"}
+
+
+@pytest.mark.parametrize(
+    ("lib", "culprit", "knob"),
+    [
+        ("libjemalloc.so.2", "jemalloc", "dirty_decay_ms"),
+        ("libtcmalloc_minimal.so.4", "tcmalloc", "TCMALLOC_RELEASE_RATE"),
+    ],
+)
+def test_hint_for_jemalloc_and_tcmalloc(
+    fixture_paths: FixturePaths, tmp_path: Path, lib: str, culprit: str, knob: str
+) -> None:
+    """The grower with jemalloc or tcmalloc preloaded: a thread's 4 MiB of small blocks come from that allocator's
+    own mappings, and the hint names the allocator's knob."""
+    path = next((p for p in (Path("/usr/lib/x86_64-linux-gnu") / lib, Path("/usr/lib") / lib) if p.exists()), None)
+    if path is None:
+        pytest.fail(f"{lib} is missing: scripts/setup.sh installs it")
+    g = Grower(fixture_paths.grower, env={**os.environ, "LD_PRELOAD": str(path)})
+    try:
+        g.do("arena 64")  # the allocator's first mappings, before the capture
+        attach_while(g, tmp_path / "cap", ["arena 4096"])
+    finally:
+        g.kill()
+    text, doc = report(tmp_path / "cap")
+    hints = {h["culprit"]: h for h in doc["hints"]}
+    assert culprit in hints, (doc["headline"], [s["label"] for s in doc["stacks"][:5]])
+    owned = [s for s in doc["stacks"] if s["id"] in hints[culprit]["stacks"]]
+    assert owned and all(
+        any(Path(f["module"] or "").name.startswith(lib.split(".so")[0]) for f in s["frames"]) for s in owned
+    )
+    # (some of the 4 MiB lands in the allocator's mappings made before the capture: unexplained, not theirs)
+    assert sum(s["rss_growth_bytes"] + s["after_last_bytes"] for s in owned) >= MiB
+    assert knob in hints[culprit]["text"] and knob in text
+
+
+def test_go_reservations_rank_as_virtual_and_labels_differ(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    """Go: the runtime reserves hundreds of MiB PROT_NONE (no RSS); the program's 20 syscall.Mmap maps are named by
+    the Go function that made them, every candidate's label differs, and the Go runtime hint is given."""
+    res = run_sysbreak(
+        "run", "-q", "-o", tmp_path / "cap", "-i", "0.2", "--", fixture_paths.build / "gomapper", "-linger-ms", "1500"
+    )
+    assert res.returncode == 0, res.stderr
+    text, doc = report(tmp_path / "cap")
+    cands = [s for s in doc["stacks"] if s["kind"] == "candidate"]
+    biggest = max(cands, key=lambda s: s["live_bytes"])
+    assert biggest["live_bytes"] > 256 * MiB and biggest["rss_bytes"] == 0
+    assert biggest["reserved_bytes"] == biggest["live_bytes"] == biggest["virtual_bytes"]
+    assert biggest["rank"] > max(s["rank"] for s in cands if s["rss_growth_bytes"] > 0)
+    assert len({s["label"] for s in cands}) == len(cands)
+    mine = next(s for s in cands if s["label"].startswith("main.mapWithSyscall (gomapper+0x"))
+    assert mine["by_syscall"] == {"mmap": 20} and mine["live_bytes"] == 20 * MiB
+    assert 0 < mine["rss_growth_bytes"] <= 20 * 4 * KiB  # one page touched in each
+    assert "go-runtime" in {h["culprit"] for h in doc["hints"]}
+    by_live = json.loads(run_sysbreak("report", tmp_path / "cap", "-f", "json", "--sort", "live").stdout)
+    assert by_live["stacks"][0]["id"] == biggest["id"]
+    live = human_bytes(by_live["stacks"][0]["live_bytes"])
+    assert f"stack #1 {biggest['label']} holds {live} live (" in by_live["headline"]

@@ -2,8 +2,8 @@
 
 A label is the first frame, from the innermost, that is outside the *allocator and hook layers* (:data:`LAYER_MODULES`
 and :data:`LAYER_FUNCTIONS`): libc and libpthread, the dynamic loader, UCX's libucm/libucs, jemalloc, tcmalloc,
-CPython's obmalloc and PyMem layer, NumPy's data allocator, c10's (PyTorch) CPU allocator, the Go runtime, and
-``operator new``. It is written ``function (module+0xoffset)``. When every frame is in those layers, the first frame
+CPython's obmalloc and PyMem layer, NumPy's data allocator, c10's (PyTorch) CPU allocator, the Go runtime (with Go's
+``internal/`` packages and the ``syscall`` and ``x/sys/unix`` wrappers), and ``operator new``. It is written ``function (module+0xoffset)``. When every frame is in those layers, the first frame
 that is not a system-call primitive is used (``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``).
 
 Two stacks with the same label get, each, the first frame where they differ (:func:`distinct_labels`): looking
@@ -36,8 +36,8 @@ LAYER_FUNCTIONS = re.compile(
     r"|default_(?:malloc|calloc|realloc)|PyDataMem_\w+|npy_alloc_cache\w*"
     # operator new / new[] (mangled or demangled)
     r"|_Zn[wa]m\w*|operator new(?:\[\])?\b.*"
-    # the Go runtime
-    r"|runtime\.\S+)$"
+    # the Go runtime, its internal packages, and the syscall wrappers (syscall, golang.org/x/sys/unix)
+    r"|runtime[./\[]\S*|internal/\S+|syscall\.\S+|golang\.org/x/sys/unix\.\S+)$"
     # PyTorch's c10 CPU allocator and at::empty
     r"|^c10::(?:alloc_cpu|\w*Allocator\w*::)|^at::detail::empty_(?:generic|cpu)"
 )
