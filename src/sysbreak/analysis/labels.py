@@ -3,13 +3,14 @@
 A label is the first frame, from the innermost, that is outside the *allocator and hook layers* (:data:`LAYER_MODULES`
 and :data:`LAYER_FUNCTIONS`): libc and libpthread, the dynamic loader, UCX's libucm/libucs, jemalloc, tcmalloc,
 CPython's obmalloc and PyMem layer, NumPy's data allocator, c10's (PyTorch) CPU allocator, the Go runtime (with Go's
-``internal/`` packages and the ``syscall`` and ``x/sys/unix`` wrappers), and ``operator new``. It is written ``function (module+0xoffset)``. When every frame is in those layers, the first frame
-that is not a system-call primitive is used (``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``).
+``internal/`` packages and the ``syscall`` and ``x/sys/unix`` wrappers), and ``operator new``. It is written
+``function (module+0xoffset)``. When every frame is in those layers, the first frame that is not a system-call
+primitive is used (``_dl_map_segments (ld-linux-x86-64.so.2+0x6a79)``).
 
 Two stacks with the same label get, each, the first frame where they differ (:func:`distinct_labels`): looking
 outward from the labelled frame first (``main (app+0x14fd) via serve (app+0x1520)``: the same function called from
 different places), then inward (``main (app+0x14fd) into ucs_mpool_grow (libucs.so.0+0x3a8c0)``: the same caller,
-different paths through a library). This repeats until the labels differ (a few rounds at most); stacks whose
+different paths through a library). This repeats until the labels differ (:data:`MAX_ROUNDS` at most); stacks whose
 frames are all equal (they differ in Python frames only, or in frames a ``--depth`` cut) get the innermost Python
 frame that differs, and as a last resort the stack id.
 """
