@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sysbreak.capture import (
+    EVENTS_FORMAT,
     EndRecord,
     EventLogWriter,
     Frame,
@@ -19,6 +24,7 @@ from sysbreak.capture import (
     open_capture,
     read_events,
 )
+from sysbreak.capture.decode import CODES, batches
 from sysbreak.errors import SysbreakError
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "procfs"
@@ -227,3 +233,50 @@ def test_open_bare_log(tmp_path: Path) -> None:
     cap = open_capture(log)
     assert cap.meta == {} and cap.snapshots == [] and not cap.is_dir
     assert sum(1 for _ in cap.events()) == 7
+
+
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2**64 + 3), st.floats(-1e20, 1e20, allow_nan=False), st.text(max_size=2)
+)
+_SYSCALL = st.fixed_dictionaries(
+    {
+        "name": st.one_of(
+            st.sampled_from(["mmap", "munmap", "mremap", "brk", "read"]), st.sampled_from(["mmap"]), _ANY
+        ),
+        "args": st.one_of(
+            st.tuples(st.lists(st.integers(0, 2**64 - 1), min_size=6, max_size=6), st.integers(0, 5), _ANY).map(
+                lambda x: [*x[0][: x[1]], x[2], *x[0][x[1] + 1 :]]  # six good ints but one
+            ),
+            st.lists(st.one_of(st.integers(0, 2**64 - 1), _ANY), max_size=7),
+            _ANY,
+        ),
+        "ret": st.one_of(st.integers(-5, 2**64 - 1), st.integers(4096, 2**40), _ANY),
+        "t": st.one_of(st.floats(0, 1e6), st.integers(0, 10**6), _ANY),
+        "stack": st.one_of(st.integers(0, 4), _ANY),
+    },
+    optional={"nr": st.one_of(st.sampled_from([9, 11, 12, 25, 0]), _ANY), "site": st.just({"pc": 1})},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_SYSCALL, max_size=12))
+def test_batch_decoder_and_typed_reader_agree(tmp_path: Path, recs: list[dict[str, Any]]) -> None:
+    # The decoder's fast path accepts exactly what syscall_fields accepts, with the same values.
+    log = tmp_path / "agree.jsonl"
+    lines = [json.dumps({"type": "header", "format": EVENTS_FORMAT, "arch": "x86_64"})]
+    lines += [json.dumps({"type": "syscall", **r}, separators=(",", ":")) for r in recs]
+    log.write_text("\n".join(lines) + "\n")
+    reader = read_events(log)
+    typed = [r for r in reader if isinstance(r, SyscallRecord)]
+    expect = [(CODES[r.name], *r.args[:4], r.ret, r.t, r.stack) for r in typed if not r.failed and r.name in CODES]
+    gen = batches(str(log), False)
+    got: list[tuple[Any, ...]] = []
+    while True:
+        try:
+            got += [item for item in next(gen) if type(item[0]) is int]
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert got == expect
+    assert summary.skipped == reader.skipped
+    assert summary.counts == dict(Counter((r.stack, r.name) for r in typed))

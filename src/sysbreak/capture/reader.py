@@ -94,6 +94,52 @@ def _stack_frames(obj: dict[str, Any]) -> tuple[tuple[Frame, ...], tuple[PyFrame
     return tuple(_frame(f) for f in frames), tuple(_pyframe(f) for f in python)
 
 
+_U64 = 1 << 64
+SyscallFields = tuple[str, list[int], int | None, float | None, int | None]
+
+
+def syscall_fields(obj: dict[str, Any], arch: str | None = None) -> SyscallFields:
+    """``(name, args, ret, t, stack)`` of a decoded ``syscall`` line, checked once, by the rules of docs/event-log.md.
+
+    The one place these rules live: the typed reader (:meth:`EventReader.syscall`) and the batch decoder
+    (:mod:`sysbreak.capture.decode`) both call it. ``args`` are six unsigned 64-bit ints (fewer are padded with
+    0); ``ret`` an int or null; ``name`` a string, or from ``nr`` on ``arch`` when missing; ``stack`` an int or
+    null; ``t`` a number (else None). Raises TypeError naming the first field that breaks them.
+    """
+    args = obj.get("args")
+    if type(args) is list and len(args) == 6:  # as the writer writes it: checked without a loop
+        a0, a1, a2, a3, a4, a5 = args
+        # six ints (bools are not: their type is bool), none negative or of 65 bits or more
+        if (
+            not (type(a0) is type(a1) is type(a2) is type(a3) is type(a4) is type(a5) is int)
+            or (a0 | a1 | a2 | a3 | a4 | a5) >> 64
+        ):
+            raise TypeError("args")
+    elif type(args) is list and len(args) < 6:
+        for a in args:
+            if type(a) is not int or not 0 <= a < _U64:
+                raise TypeError("args")
+        args = args + [0] * (6 - len(args))
+    else:
+        raise TypeError("args")
+    ret = obj.get("ret")
+    if ret is not None and type(ret) is not int:
+        raise TypeError("ret")
+    name = obj.get("name")
+    if type(name) is not str:
+        nr = obj.get("nr")
+        name = syscalls.known_name(nr, arch) if type(nr) is int else None
+        if name is None:
+            raise TypeError("name")
+    stack = obj.get("stack")
+    if stack is not None and type(stack) is not int:
+        raise TypeError("stack")
+    t = obj.get("t")
+    if type(t) is not float:
+        t = float(t) if type(t) is int else None
+    return name, args, ret, t, stack
+
+
 class EventReader:
     """Streams the records of one event log, line by line (the file is never read whole).
 
@@ -273,33 +319,14 @@ class EventReader:
         return None
 
     def syscall(self, obj: dict[str, Any]) -> SyscallRecord:
-        args = obj["args"]
-        if type(args) is not list or len(args) > 6:
-            raise TypeError("args")
-        for a in args:
-            if type(a) is not int or not 0 <= a < 1 << 64:
-                raise TypeError("args")
-        if len(args) < 6:
-            args = args + [0] * (6 - len(args))
-        ret = obj.get("ret")
-        if ret is not None and type(ret) is not int:
-            raise TypeError("ret")
-        name = obj.get("name")
+        name, args, ret, t, stack = syscall_fields(obj, self.header.arch if self.header is not None else None)
         nr = _opt_int(obj.get("nr"))
-        if not isinstance(name, str):
-            arch = self.header.arch if self.header is not None else None
-            name = syscalls.known_name(nr, arch) if nr is not None else None
-            if name is None:
-                raise TypeError("name")
-        stack = obj.get("stack")
-        if stack is not None and type(stack) is not int:
-            raise TypeError("stack")
         site = obj.get("site")
         return SyscallRecord(
             name=name,
             args=tuple(args),
             ret=ret,
-            t=_num(obj.get("t")),
+            t=t,
             stack=stack,
             seq=_opt_int(obj.get("seq")),
             tid=_opt_int(obj.get("tid")),
