@@ -51,6 +51,12 @@ def test_headline_without_snapshots_and_without_anything() -> None:
     assert headline(Analysis(source="x")) == "0 events captured; no call stack was captured"
 
 
+def test_without_snapshots_the_title_says_live_bytes_decide() -> None:
+    a = sample_analysis()
+    a.regions, a.timeline, a.snapshots = [], [], 0
+    assert "Stacks by live bytes (no snapshots with Rss: resident bytes unknown)" in render(a, "text")
+
+
 def test_headline_growth_nobody_explains() -> None:
     a = Analysis(
         source="maps",

@@ -243,3 +243,31 @@ def test_watch_errors_are_one_line(tmp_path: Path, grower: Callable[[], Grower])
     assert res.returncode == 2
     assert "already exists and is not empty" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_the_live_view_shows_growing_regions_with_kind_rate_and_sparkline(grower: Callable[[], Grower]) -> None:
+    """What the terminal shows while watching: per process its totals and sparkline, then the regions that grew."""
+    from sysbreak.watch import render
+
+    g = grower()
+    g.do("anon 4")  # page in the code first
+    addr: list[int] = []
+
+    def on_snapshot(w: Watched) -> None:
+        if len(w.history) == 1:
+            addr.append(g.do("anon 2048")[0])
+
+    result = watch(
+        [g.pid], interval=0.05, count=2, console=Console(file=io.StringIO()), live=False, on_snapshot=on_snapshot
+    )
+    w = result.watched[0]
+    # an hour-long watch, as the view would show it: the same growth over 60 s gives a rate
+    w.history[-1].t = w.history[0].t + 60.0
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(render([w], started=w.history[0].t, interval=1.0))
+    text = out.getvalue()
+    assert f"pid {g.pid} grower  RSS " in text and "(+2.0 MiB, +2.0 MiB/min)" in text
+    assert "anon " in text and "file " in text and "virtual " in text
+    assert sparkline([p.rss for p in w.history]) in text and "█" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"{addr[0]:016x}"))
+    assert "+2.0 MiB " in row and "+2.0 MiB/min" in row and " anon " in row and "rw-p" in row  # new, or merged

@@ -232,6 +232,25 @@ def _split(stack: StackStats) -> str:
     return "file-backed" if f else "anonymous"
 
 
+SORT_TITLE = {
+    "rss-growth": "by resident growth",
+    "rss": "by resident bytes",
+    "live": "by live bytes",
+    "peak": "by peak bytes",
+    "growth": "by address-space growth",
+    "rate": "by resident growth per minute",
+    "events": "by calls",
+}
+
+
+def sort_title(analysis: Analysis) -> str:
+    """How the stacks are ordered, in words; says so when resident bytes are unknown (no snapshot with Rss), since
+    the resident keys then all tie and live bytes decide."""
+    if analysis.sort in ("rss-growth", "rss", "rate") and rss_change(analysis) is None:
+        return "by live bytes (no snapshots with Rss: resident bytes unknown)"
+    return SORT_TITLE.get(analysis.sort, "")
+
+
 def stack_claim(analysis: Analysis, stack: StackStats, rank: int = 1) -> str:
     """What stack #rank does, in the terms of the analysis' sort (so the headline names what ranked it)."""
     who = f"stack #{rank} {stack_label(stack)}"

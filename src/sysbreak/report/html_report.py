@@ -26,11 +26,12 @@ from sysbreak.report._common import (
     py_location,
     region_growth,
     rss_change,
+    sort_title,
     source_location,
     stack_label,
 )
 from sysbreak.report.diff import AnalysisDiff
-from sysbreak.report.text import SORT_TITLE, by_syscall_text, change_text, region_order
+from sysbreak.report.text import by_syscall_text, change_text, region_order
 
 DEFAULT_TOP = 50
 MAX_PLOT_POINTS = 1500
@@ -347,7 +348,7 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
         stacks=stacks[:OPEN_ROWS],
         more_stacks=stacks[OPEN_ROWS:],
         stack_count=len(cands),
-        sort_title=SORT_TITLE.get(analysis.sort, ""),
+        sort_title=sort_title(analysis),
         folded=folded,
         hints=hints,
         regions=rows[:OPEN_REGIONS],

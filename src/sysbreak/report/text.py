@@ -23,6 +23,7 @@ from sysbreak.report._common import (
     pmap_mode,
     py_location,
     region_kind,
+    sort_title,
     source_location,
     stack_label,
     text_console,
@@ -55,15 +56,6 @@ def _kb(value: int | None) -> str:
     return "-" if value is None else str(value // 1024)
 
 
-SORT_TITLE = {
-    "rss-growth": "by resident growth",
-    "rss": "by resident bytes",
-    "live": "by live bytes",
-    "peak": "by peak bytes",
-    "growth": "by address-space growth",
-    "rate": "by resident growth per minute",
-    "events": "by calls",
-}
 
 
 def _signed(n: int) -> str:
@@ -291,7 +283,7 @@ def render_text(
     shown = cands[:top]
     shown_ids = {stack.id: rank for rank, stack in enumerate(shown, start=1)}
     if analysis.stacks:
-        title = f"Stacks {SORT_TITLE.get(analysis.sort, '')}"
+        title = f"Stacks {sort_title(analysis)}"
         title += f" ({len(shown)} of {plural(len(cands), 'stack')} holding memory"
         title += "; --sort rss|live|peak|growth|rate|events orders them otherwise)"
         console.print(Text(title, style="bold underline"), soft_wrap=True)
