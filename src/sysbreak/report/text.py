@@ -56,8 +56,6 @@ def _kb(value: int | None) -> str:
     return "-" if value is None else str(value // 1024)
 
 
-
-
 def _signed(n: int) -> str:
     return human_bytes(n, signed=True) if n else "-"
 
