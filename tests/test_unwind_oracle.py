@@ -179,3 +179,60 @@ def test_signal_handler_and_tail_call_frames(tmp_path: Path) -> None:
     (frames,) = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "sighandler")]), 1)
     names = [f[1] for f in frames]
     assert "__restore_rt" in names and "on_usr1" in names and names[-1] == "main"
+
+
+LINE_PROBE = """
+import gdb, json, sys
+rows = json.load(open(sys.argv[-2] if False else PATH_IN))
+out = []
+for a in rows:
+    sal = gdb.find_pc_line(a)
+    out.append([a, sal.symtab.filename if sal.symtab is not None else None, sal.line or None])
+json.dump(out, open(PATH_OUT, "w"))
+"""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [str(BUILD / "gomapper"), "/lib/x86_64-linux-gnu/libc.so.6", str(BUILD / "templates"), PYTHON],
+    ids=["go", "libc", "c++", "cpython"],
+)
+def test_line_tables_match_gdb_find_pc_line(path: str, tmp_path: Path) -> None:
+    """file:line at a few hundred addresses of a few compile units (row starts, the byte after, others in
+    between), against GDB's own ``find_pc_line`` on the same file (no process needed)."""
+    import random
+
+    if not Path(path).exists():
+        pytest.skip(f"{path} is not installed")  # gomapper needs Go; the others are installed by setup.sh
+    info = _MODULES.get(path)
+    assert info is not None
+    dwarf = info.get_dwarf()
+    assert dwarf is not None, f"{path}: no DWARF (its debug file is missing?)"
+    rng = random.Random(3)
+    spans = sorted(range(len(dwarf.cu_starts)), key=lambda i: dwarf.cu_ends[i] - dwarf.cu_starts[i])
+    chosen = [spans[len(spans) // 2], spans[-1], *rng.sample(spans, min(2, len(spans)))]
+    addrs: set[int] = set()
+    for i in chosen:
+        lo, hi = int(dwarf.cu_starts[i]), int(dwarf.cu_ends[i])
+        cu = dwarf.cu_at(lo)
+        assert cu is not None
+        cu.line_at(lo, dwarf)
+        rows = sorted({a for sf in cu.subfiles or [] for a in sf.addrs if lo <= a < hi})
+        for a in rng.sample(rows, min(60, len(rows))):
+            addrs.update((a, a + 1))
+        addrs.update(rng.randrange(lo, hi) for _ in range(30))
+    want_in, want_out = tmp_path / "addrs.json", tmp_path / "lines.json"
+    want_in.write_text(json.dumps(sorted(addrs)))
+    script = tmp_path / "probe.py"
+    script.write_text(LINE_PROBE.replace("PATH_IN", repr(str(want_in))).replace("PATH_OUT", repr(str(want_out))))
+    subprocess.run(["gdb", "-nx", "-q", "-batch", "-ex", "set debuginfod enabled off", "-ex", f"source {script}", path],
+                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    theirs = json.loads(want_out.read_text())
+    bad = []
+    for a, file, line in theirs:
+        cu = dwarf.cu_at(a)
+        got = cu.line_at(a, dwarf) if cu is not None else None
+        ours = (got[0], got[1]) if got else (None, None)
+        if ours != (file, line):
+            bad.append(f"{a:#x}: gdb {file}:{line}, ours {ours[0]}:{ours[1]}")
+    assert not bad, f"{len(bad)} of {len(theirs)} differ:\n" + "\n".join(bad[:20])

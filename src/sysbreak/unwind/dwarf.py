@@ -87,7 +87,9 @@ class CuTable:
             i = bisect.bisect_right(addrs, vaddr) - 1
             if i < 0:
                 continue
-            if best is None or addrs[i] > best[0]:
+            # the closest row; at one address a real line beats another file's end-of-range row (measured
+            # against GDB 13's find_pc_line on Go's runtime, where files switch at one address thousands of times)
+            if best is None or addrs[i] > best[0] or (addrs[i] == best[0] and best[1].lines[best[2]] == 0):
                 j = i
                 if not sf.stmts[j]:
                     k = j
@@ -247,28 +249,48 @@ def _line_subfiles(lp: Any, files: _Files) -> list[Subfile]:
         t.lines.append(line)
         t.stmts.append(1 if stmt else 0)
 
+    # GDB's lnp_state_machine, per sequence: the subfile and line last recorded, the address of the previous
+    # row, whether a statement row was seen at that address, and whether the line ever had a discriminator
     last_sf: str | None = None
+    last_line = 0
     last_addr: int | None = None
+    stmt_at_addr = False
+    prev_row_line: int | None = None
+    nz_disc = False
     for entry in lp.get_entries():
         st = entry.state
         if st is None:
             continue
-        sf = files.name(st.file)
+        sf = files.name(st.file) or "<unknown>"
         addr = st.address
         end = bool(st.end_sequence)
-        if sf is None:
-            sf = "<unknown>"
+        disc = int(getattr(st, "discriminator", 0) or 0)
+        new_line = prev_row_line is None or st.line != prev_row_line
+        nz_disc = (disc != 0) if new_line else (nz_disc or disc != 0)
+        prev_row_line = st.line
         file_changed = last_sf != sf
-        ignore = (file_changed and not end and last_addr == addr and not st.is_stmt) or (not end and st.line == 0)
+        ignore = (file_changed and not end and last_addr == addr and not st.is_stmt and stmt_at_addr) or (
+            not end and st.line == 0
+        )
         if ((file_changed and not ignore) or end) and last_sf is not None:
             record(last_sf, 0, addr, True)
         if not end and not ignore:
-            record(sf, st.line, addr, bool(st.is_stmt))
+            # dwarf_record_line_p: a repeated line of one file is dropped once it has had a discriminator
+            if file_changed or st.line != last_line or not nz_disc:
+                record(sf, st.line, addr, bool(st.is_stmt))
             last_sf = sf
-        last_addr = addr
+            last_line = st.line
+        if last_addr != addr:
+            stmt_at_addr = False
+            last_addr = addr
+        stmt_at_addr = stmt_at_addr or bool(st.is_stmt)
         if end:
             last_sf = None
+            last_line = 0
             last_addr = None
+            stmt_at_addr = False
+            prev_row_line = None
+            nz_disc = False
     # GDB sorts each table by address, an end-of-range row first among rows at one address (stable otherwise)
     out = []
     for t in tables.values():
@@ -277,9 +299,15 @@ def _line_subfiles(lp: Any, files: _Files) -> list[Subfile]:
         t.lines = array("I", (t.lines[k] for k in order))
         t.stmts = bytearray(t.stmts[k] for k in order)
         out.append(t)
-    # GDB's order of the unit's symtabs: the primary file first, then the others newest first
-    created = {n: i for i, n in enumerate(files.order)}
-    out.sort(key=lambda t: (t.name != files.primary, -created.get(t.name, -1)))
+    # GDB's order of the unit's symtabs (which one wins when two have a row at one address): the primary file
+    # first, then the others in the order of the line table's file entries (dwarf_decode_lines allocates a
+    # symtab per file entry, in order)
+    rank: dict[str, int] = {}
+    for k in range(len(files.entries) + 1):
+        n = files.name(k)
+        if n is not None and n not in rank:
+            rank[n] = k
+    out.sort(key=lambda t: (t.name != files.primary, rank.get(t.name, 1 << 30)))
     return out
 
 
