@@ -345,3 +345,35 @@ def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
     assert m["end_reason"] == "duration"
     assert not process.alive(m["pid"]), "the demo server was left running"
     assert list((tmp_path / "cache" / "sysbreak" / "demo").glob("leaky_server-*"))
+
+
+def test_ctrl_c_during_run_ends_the_capture_then_the_program(fixture_paths: FixturePaths, tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    sb = subprocess.Popen(
+        [*sysbreak_argv(), "run", "-o", str(out), "--", str(fixture_paths.leaky_server), "--interval-ms", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "events.jsonl").exists() or '"syscall"' not in (out / "events.jsonl").read_text():
+            assert time.monotonic() < deadline, "no event caught"
+            time.sleep(0.05)
+        sb.send_signal(signal.SIGINT)
+        stdout, stderr = sb.communicate(timeout=60)
+        assert sb.returncode == 0, stderr
+        m = meta(out)
+        assert m["end_reason"] == "interrupted" and m["target_alive"] is True
+        assert not process.alive(m["pid"])
+        assert "you pressed Ctrl-C (SIGINT): the capture is complete" in stderr
+        assert f"pid {m['pid']} was killed by SIGTERM" in stderr
+        assert "then sysbreak ended the program" in stdout
+    finally:
+        if sb.poll() is None:
+            sb.kill()
+            sb.wait()
+        if (out / "meta.json").exists() and process.alive(meta(out)["pid"]):
+            os.kill(meta(out)["pid"], signal.SIGKILL)
