@@ -104,7 +104,7 @@ def test_attach_max_events_stops_and_detaches(fixture_paths: FixturePaths, spawn
 
 
 def test_attach_until_the_process_exits(fixture_paths: FixturePaths, spawn: Spawn, tmp_path: Path) -> None:
-    server = spawn([fixture_paths.leaky_server, "--ticks", "30", "--interval-ms", "50"])
+    server = spawn([fixture_paths.leaky_server, "--ticks", "80", "--interval-ms", "50"])
     server.wait_lines(1)
     out = tmp_path / "cap"
     res = run_sysbreak("attach", server.pid, "-q", "-o", out)
@@ -113,7 +113,7 @@ def test_attach_until_the_process_exits(fixture_paths: FixturePaths, spawn: Spaw
     assert m["end_reason"] == "exited" and m["target_alive"] is False
     assert m["target_exit"] == "exited with status 0"
     assert events(out)
-    assert server.popen.wait(timeout=10) == 0 and server.count() == 30
+    assert server.popen.wait(timeout=10) == 0 and server.count() == 80
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -337,7 +337,7 @@ def test_run_command_not_found(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- demo
 def test_demo_builds_captures_and_reports(tmp_path: Path) -> None:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    res = run_sysbreak("demo", "--duration", "2", "--keep", tmp_path / "demo", env=env)
+    res = run_sysbreak("demo", "--duration", "3", "--keep", tmp_path / "demo", env=env)
     assert res.returncode == 0, res.stderr
     assert "register_kv_block" in res.stdout  # the leaking stack is in the report
     assert f"sysbreak report {tmp_path / 'demo'}" in res.stdout
