@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from typing import Any
+
+from sysbreak.capture.reader import decode_line
+from sysbreak.capture.schema import failed_return
 
 
 class EventTail:
@@ -40,14 +42,11 @@ class EventTail:
         for raw in lines:
             if not raw.strip():
                 continue
-            if b'"type":"syscall"' in raw[:40] or b'"type": "syscall"' in raw[:40]:
-                self._syscall(raw)
-                continue
             try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
+                rec = decode_line(raw.decode("utf-8", "replace"))
+            except (ValueError, RecursionError):
+                continue  # a damaged line: the readers skip it too
+            if type(rec) is not dict:
                 continue
             rtype = rec.get("type")
             if rtype == "syscall":
@@ -66,18 +65,13 @@ class EventTail:
                 other.append(rec)
         return other
 
-    def _syscall(self, raw: bytes) -> None:
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            return
-        self._count(rec)
-
     def _count(self, rec: dict[str, Any]) -> None:
+        """Count a call for the progress line: any syscall record, named by ``name`` (or ``nr``), however damaged
+        its other fields (the readers are stricter; this only shows that calls arrive)."""
         self.events += 1
         self.counts[str(rec.get("name", rec.get("nr", "?")))] += 1
         ret = rec.get("ret")
-        if isinstance(ret, int) and -4096 < ret < 0:
+        if type(ret) is int and failed_return(ret):
             self.failed += 1
 
     def summary(self, order: list[str] | None = None) -> str:

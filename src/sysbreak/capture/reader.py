@@ -41,7 +41,7 @@ MAX_WARNINGS = 50  # warnings kept word for word; the others are only counted
 _DECODER = json.JSONDecoder()
 
 
-def _decode_line(line: str) -> Any:
+def decode_line(line: str) -> Any:
     """One JSON document on one line (surrounding whitespace allowed); ValueError otherwise."""
     try:
         obj, end = _DECODER.raw_decode(line)
@@ -185,7 +185,7 @@ class EventReader:
             raise SysbreakError(f"{self.path}: is a directory (give a capture directory to 'open_capture')") from None
         except OSError as e:
             raise os_error(e, f"{self.path}: cannot read it") from None
-        decode = _decode_line
+        decode = decode_line
         with fh:
             try:
                 first = fh.readline(1 << 20)
@@ -230,7 +230,7 @@ class EventReader:
 
     def _check_header(self, first: str) -> dict[str, Any] | None:
         try:
-            obj = _decode_line(first)
+            obj = decode_line(first)
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict) or obj.get("type") != "header":
