@@ -270,7 +270,11 @@ def test_fixed_overwrite_and_stale_warning(tmp_path: Path) -> None:
     s = by_label(a)
     assert s["leak_region"].live_bytes == 5 * P and s["leak_region"].unmapped_bytes == 3 * P
     assert s["scratch"].live_bytes == 2 * P
-    assert any("unmap the capture did not see" in w for w in a.warnings)
+    [stale] = [w for w in a.warnings if "still held" in w]
+    # how many bytes, which call (seq, tid) got them and which call mapped them, and the cause
+    assert stale.startswith(f"{P} bytes were given by the kernel to 1 call(s) while the ledger still held them")
+    assert f"seq 3 (tid 43) got [{A + 6 * P:#x}, {A + 7 * P:#x}) still held from seq 1 (tid 43)" in stale
+    assert "a release the capture did not see" in stale
 
 
 def test_depth_folding_and_group_outside(tmp_path: Path) -> None:

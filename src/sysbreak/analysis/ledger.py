@@ -24,7 +24,15 @@ plain ints chosen by the caller.
     belongs to the growing call, a shrink unmaps. A ``brk(0)`` query that finds the break moved by a call the
     log did not catch re-synchronises without attributing (:attr:`Replay.brk_unseen_bytes`).
 
-Failed calls (``ret`` in -4095..-1, or ``null`` when the return was not seen) change nothing.
+Failed calls (``ret`` in -4095..-1, or ``null`` when the return was not seen) change nothing. A ``munmap`` logged
+before it entered the kernel (:meth:`Replay.munmap_before`, docs/event-log.md "Order") has no return value: it is
+applied unless its arguments make the kernel refuse it (EINVAL), which is checked here.
+
+*Kernel order.* The kernel gives a call without ``MAP_FIXED`` (an ``mmap``, a moving ``mremap``, ``brk`` growth)
+only free address space. When such a range lands on bytes the ledger still holds, the release that freed them
+must have been logged later: :attr:`Replay.resolve` (set by :mod:`sysbreak.analysis.replay`) is asked to apply
+it first; whatever it cannot explain is counted in :attr:`Replay.stale_bytes`, with the calls involved in
+:attr:`Replay.stale_hits`.
 
 Accounting per *stack* (``owner >> OWNER_SHIFT``; the low bits of an owner are the caller's epoch, see
 :mod:`sysbreak.analysis.replay`): ``mapped`` (bytes its calls mapped) and ``unmapped`` (bytes it owned
@@ -35,10 +43,13 @@ mark).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sortedcontainers import SortedList
+
+from sysbreak.capture.decode import CODES
 
 PAGE = 4096
 MAP_FIXED = 0x10
@@ -325,6 +336,20 @@ def failed(ret: int | None) -> bool:
     return ret is None or -4095 <= ret < 0 or ret >= _U64 - 4095
 
 
+STALE_HITS_KEPT = 8
+
+
+@dataclass
+class StaleHit:
+    """A call the kernel placed on bytes the ledger still held, that no release in the log explains."""
+
+    seq: int | None  # the call's seq and thread (None when the log has none)
+    tid: int | None
+    start: int  # the bytes still held: [start, end)
+    end: int
+    holders: list[tuple[int | None, int | None]] = field(default_factory=list)  # (seq, tid) that mapped them
+
+
 class Replay:
     """Applies syscalls to a :class:`Ledger` and keeps the per-stack byte accounting (see the module doc)."""
 
@@ -334,9 +359,19 @@ class Replay:
         self.mapped: dict[int, int] = {}  # stack -> bytes
         self.unmapped: dict[int, int] = {}  # stack -> bytes
         self.peak: dict[int, int] = {}  # stack -> the most bytes it owned at once (mapped - unmapped, after a gain)
-        self.stale_bytes = 0  # bytes a non-fixed mmap/mremap found still owned: an unmap the log missed
+        self.stale_bytes = 0  # bytes a non-fixed mmap/mremap found still owned, that no logged release explains
+        self.stale_calls = 0  # the calls that found them
+        self.stale_hits: list[StaleHit] = []  # the first STALE_HITS_KEPT of them
         self.brk_unseen_bytes = 0  # heap growth seen only through a brk(0) query
         self.bad_events = 0  # successful calls with impossible arguments (ignored)
+        self.refused_releases = 0  # munmaps logged before the kernel acted whose arguments it refuses (EINVAL)
+        # Set by the caller: called with [start, end) when a call the kernel placed lands on bytes the ledger holds,
+        # to apply first the releases logged later that freed them (sysbreak.analysis.replay).
+        self.resolve: Callable[[int, int], None] | None = None
+        # The item being applied (sysbreak.capture.decode's tuple: tid at [8], seq at [9]), for diagnostics, and
+        # the item that last mapped at each start address.
+        self.cur: tuple[Any, ...] | None = None
+        self.origin: dict[int, tuple[Any, ...]] = {}
         self._apply = {"mmap": self.mmap, "munmap": self.munmap, "mremap": self.mremap, "brk": self.brk_call}
 
     def apply(self, name: str, args: list[int] | tuple[int, ...], ret: int | None, owner: int) -> None:
@@ -364,6 +399,53 @@ class Replay:
         if held > self.peak.get(sid, 0):
             self.peak[sid] = held
 
+    def _landed(self, start: int, end: int, owner: int, replaced: list[Piece]) -> list[Piece]:
+        """A range the kernel chose, ``[start, end)``, was just given to ``owner`` over ``replaced`` (bytes the
+        ledger still held). Undo, let :attr:`resolve` apply the releases that freed them, redo; what is still
+        replaced then is stale, and returned."""
+        if self.resolve is not None:
+            ledger = self.ledger
+            ledger.remove(start, end)
+            for s, e, o in replaced:
+                ledger.assign(s, e, o)
+            self.resolve(start, end)
+            replaced = ledger.assign(start, end, owner)
+        if replaced:
+            self._stale(replaced)
+        return replaced
+
+    def _stale(self, pieces: list[Piece]) -> None:
+        n = sum(e - s for s, e, _ in pieces)
+        self.stale_bytes += n
+        self.stale_calls += 1
+        if len(self.stale_hits) < STALE_HITS_KEPT:
+            cur = self.cur
+            hit = StaleHit(
+                cur[9] if cur is not None and len(cur) > 9 else None,
+                cur[8] if cur is not None and len(cur) > 8 else None,
+                min(s for s, _, _ in pieces),
+                max(e for _, e, _ in pieces),
+            )
+            for s, _e, _o in pieces:
+                src = self._holder(s)
+                holder = (src[9], src[8]) if src is not None and len(src) > 9 else (None, None)
+                if holder not in hit.holders:
+                    hit.holders.append(holder)
+            self.stale_hits.append(hit)
+
+    def _holder(self, addr: int) -> tuple[Any, ...] | None:
+        """The latest item that mapped ``addr`` (a slow search, for the few stale hits described)."""
+        src = self.origin.get(addr)
+        if src is not None:
+            return src
+        best: tuple[Any, ...] | None = None
+        for start, it in self.origin.items():
+            code = it[0]
+            length = page_up(it[2]) if code == CODES["mmap"] else page_up(it[3]) if code == CODES["mremap"] else 0
+            if start <= addr < start + length and (best is None or (it[9] or 0) > (best[9] or 0)):
+                best = it
+        return best
+
     def _valid(self, start: int, length: int) -> bool:
         if start < 0 or start % PAGE or start + length > _U64:
             self.bad_events += 1
@@ -378,9 +460,11 @@ class Replay:
             return
         replaced = self.ledger.assign(ret, ret + length, owner)
         if replaced:
-            self._lost(replaced)
             if not a3 & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-                self.stale_bytes += sum(e - s for s, e, _ in replaced)
+                replaced = self._landed(ret, ret + length, owner, replaced)
+            self._lost(replaced)
+        if self.cur is not None:
+            self.origin[ret] = self.cur
         mapped = self.mapped
         sid = owner >> OWNER_SHIFT
         m = mapped[sid] = mapped.get(sid, 0) + length
@@ -407,14 +491,27 @@ class Replay:
         if removed:
             self._lost(removed)
 
+    def munmap_before(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
+        """A munmap logged before it entered the kernel (no return value): applied unless the kernel refuses its
+        arguments with EINVAL (an address not page-aligned, a zero length, a range past the address space)."""
+        if not a1 or a0 & 4095 or a0 + ((a1 + 4095) & -4096) > _U64:
+            self.refused_releases += 1
+            return
+        self.munmap(a0, a1, a2, a3, ret, owner)
+
     def mremap(self, a0: int, a1: int, a2: int, a3: int, ret: int, owner: int) -> None:
         old, old_size, new_size, flags = a0, page_up(a1), page_up(a2), a3
         new = ret
         if new_size == 0 or not self._valid(old, old_size) or not self._valid(new, new_size):
             return
         ledger = self.ledger
+        if self.cur is not None:
+            self.origin[new] = self.cur
         if old_size == 0:  # a second mapping of the same shared pages
-            self._lost(ledger.assign(new, new + new_size, owner))
+            replaced = ledger.assign(new, new + new_size, owner)
+            if replaced and not flags & MREMAP_FIXED:
+                replaced = self._landed(new, new + new_size, owner, replaced)
+            self._lost(replaced)
             self._gain(owner, new_size)
             return
         keep = min(old_size, new_size)
@@ -423,8 +520,9 @@ class Replay:
                 self._lost(ledger.remove(old + new_size, old + old_size))
             elif new_size > old_size:
                 replaced = ledger.assign(old + old_size, old + new_size, owner)
+                if replaced:
+                    replaced = self._landed(old + old_size, old + new_size, owner, replaced)
                 self._lost(replaced)
-                self.stale_bytes += sum(e - s for s, e, _ in replaced)
                 self._gain(owner, new_size - old_size)
             return
         if flags & MREMAP_DONTUNMAP:
@@ -436,10 +534,15 @@ class Replay:
             moving = [(s, min(e, old + keep), o) for s, e, o in taken if s < old + keep]
             self._lost([(max(s, old + keep), e, o) for s, e, o in taken if e > old + keep])
         replaced = ledger.remove(new, new + new_size)
+        if replaced and not flags & MREMAP_FIXED and self.resolve is not None:
+            for s, e, o in replaced:  # put back; the releases that freed them first
+                ledger.assign(s, e, o)
+            self.resolve(new, new + new_size)
+            replaced = ledger.remove(new, new + new_size)
         if replaced:
             self._lost(replaced)
             if not flags & MREMAP_FIXED:
-                self.stale_bytes += sum(e - s for s, e, _ in replaced)
+                self._stale(replaced)
         delta = new - old
         for s, e, o in moving:
             ledger.assign(s + delta, e + delta, o)
@@ -458,7 +561,12 @@ class Replay:
             if a0 == 0:  # a query that finds growth we did not see
                 self.brk_unseen_bytes += a_new - a_old
                 return
-            self._lost(self.ledger.assign(a_old, a_new, owner))
+            replaced = self.ledger.assign(a_old, a_new, owner)
+            if replaced:
+                replaced = self._landed(a_old, a_new, owner, replaced)
+            self._lost(replaced)
+            if self.cur is not None:
+                self.origin[a_old] = self.cur
             self._gain(owner, a_new - a_old)
         elif a_new < a_old:
             self._lost(self.ledger.remove(a_new, a_old))

@@ -134,6 +134,8 @@ class Analysis:
     blind_spots: BlindSpots | None = None
     sort: str = "rss-growth"  # the order of ``stacks`` (see sysbreak.analysis.rank.SORTS)
     hints: list[Hint] = field(default_factory=list)  # known culprits whose frames own the growth
+    # releases logged after an allocation that reused their range, replayed before it (kernel order), by syscall
+    reordered: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:

@@ -69,6 +69,7 @@ from typing import Any
 
 from sysbreak.analysis import rank
 from sysbreak.analysis.blindspots import blind_spots
+from sysbreak.analysis.ledger import Replay
 from sysbreak.analysis.model import Analysis
 from sysbreak.analysis.regions import regions
 from sysbreak.analysis.replay import LogReplay, chain_first
@@ -169,7 +170,7 @@ def analyze(
     ends = [x for x in (t1, summary.t_last, snap_times[-1] if snap_times else None) if x is not None]
     t1 = max(ends) if ends else None
     analysis.t0, analysis.t1 = t0, t1
-    warnings.extend(_replay_warnings(summary, run, events_path is not None))
+    warnings.extend(_replay_warnings(summary, run, events_path is not None, analysis.syscalls))
 
     # 5. Per stack, regions, time line.
     elf_bytes: dict[int, int] = {}
@@ -197,14 +198,42 @@ def analyze(
     for st in [s for s in analysis.stacks if s.kind == "candidate"][: rank.SERIES_STACKS]:
         st.series = run.stack_series(st.id, t0, end)
     analysis.warnings = warnings
+    analysis.reordered = dict(run.reordered)
     return analysis
+
+
+def stale_warning(replay: Replay, traced: list[str]) -> str:
+    """The warning for bytes the kernel gave a call while the ledger still held them (after the replay put every
+    release logged later back in kernel order, see sysbreak.analysis.replay): how many, which calls, the cause."""
+    hits = replay.stale_hits
+    calls = []
+    for h in hits[:3]:
+        who = f"seq {h.seq} (tid {h.tid})" if h.seq is not None else "a call"
+        held = ", ".join(f"seq {s} (tid {t})" if s is not None else "an earlier call" for s, t in h.holders[:3])
+        calls.append(f"{who} got [{h.start:#x}, {h.end:#x}) still held from {held}")
+    more = f" and {replay.stale_calls - len(calls)} more" if replay.stale_calls > len(calls) else ""
+    tids = sorted({t for h in hits for t in [h.tid, *(t for _s, t in h.holders)] if t is not None})
+    missing = [n for n in ("munmap", "mremap") if traced and n not in traced]
+    if missing:
+        cause = f"{' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not traced (add -s {missing[0]})"
+    else:
+        cause = (
+            "a release the capture did not see: an munmap/mremap made where sysbreak has no breakpoint (a syscall "
+            "site whose number was not inferred, see `sysbreak sites`), or a release by another syscall (shmdt, "
+            "an exec)"
+        )
+    return (
+        f"{replay.stale_bytes} bytes were given by the kernel to {replay.stale_calls} call(s) while the ledger still "
+        f"held them, and no release in the log explains it: {'; '.join(calls)}{more}"
+        f"{' (threads ' + ', '.join(map(str, tids)) + ')' if tids else ''}. Cause: {cause}"
+    )
 
 
 def _num(x: Any) -> float | None:
     return float(x) if type(x) in (int, float) else None
 
 
-def _replay_warnings(summary: StreamSummary, run: LogReplay, had_log: bool) -> list[str]:
+def _replay_warnings(summary: StreamSummary, run: LogReplay, had_log: bool, traced: list[str]) -> list[str]:
     """What the decoding and the replay found odd, in the order a reader should see it."""
     warnings: list[str] = []
     replay = run.replay
@@ -217,10 +246,7 @@ def _replay_warnings(summary: StreamSummary, run: LogReplay, had_log: bool) -> l
     if summary.out_of_order:
         warnings.append(f"{summary.out_of_order} events are out of time order; snapshots are matched in log order")
     if replay.stale_bytes:
-        warnings.append(
-            f"{replay.stale_bytes} bytes were mapped over ranges the ledger still held: an unmap the capture did "
-            "not see (a syscall path not watched?)"
-        )
+        warnings.append(stale_warning(replay, traced))
     if replay.brk_unseen_bytes:
         warnings.append(f"the heap grew by {replay.brk_unseen_bytes} bytes through brk calls the capture did not see")
     if replay.bad_events:

@@ -5,6 +5,21 @@ state the process was in when the snapshot was taken, so the first and the last 
 then (:func:`~sysbreak.analysis.regions.match_snapshot`). Memory: the live intervals and the stacks, never the
 events. Batches come from :mod:`sysbreak.capture.decode`.
 
+*Kernel order.* Releases are logged before they act (``munmap``, docs/event-log.md "Order"), allocations after,
+so the log order is the kernel's for them. A release still logged after the call returned (an ``mremap`` that
+moves or shrinks, a ``brk`` shrink, a ``munmap`` at a site with no instruction before its ``syscall`` to stop at,
+every release of a ``sysbreak-events/1`` log) can be logged after an allocation of another thread that reused
+its range: GDB reports the pending stops of threads in any order. Such a release R, made by thread U, was then in
+flight when the allocation E was logged: the kernel had freed the range (E got it) but U had not reached its
+breakpoint after the call yet, so R is U's NEXT record after E. When E (a call the kernel placed: no
+``MAP_FIXED``) lands on bytes the ledger still holds, :meth:`LogReplay.resolve` therefore looks at the next
+record of every other thread, up to :data:`LOOKAHEAD` records ahead, and applies first those that are releases
+logged after the call and that free the bytes E landed on; they are skipped at their own place. Sound: the
+kernel never gives such a call bytes that are still mapped, so those bytes were freed before E in kernel order,
+and moving R before the records between E and R changes none of them (a call between them that the kernel
+placed cannot have got R's range while it was still mapped, and R is U's next record). What stays unexplained
+is reported (:attr:`~sysbreak.analysis.ledger.Replay.stale_hits`).
+
 Ledger owners are ``group << OWNER_SHIFT | epoch``; the epoch says when the bytes were mapped: :data:`OLD`
 (before the first snapshot), :data:`GROWING` (between the first and the last), :data:`AFTER_LAST`. With fewer than
 two snapshots nothing is "before".
@@ -13,18 +28,23 @@ two snapshots nothing is "before".
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
-from sysbreak.analysis.ledger import OWNER_SHIFT, Replay
+from sysbreak.analysis.ledger import OWNER_SHIFT, Replay, page_up
 from sysbreak.analysis.model import Sample
 from sysbreak.analysis.regions import Matched, match_snapshot
 from sysbreak.analysis.snapshots import Slot, SnapshotPlan, parse_ref
 from sysbreak.analysis.stacks import StackGroups
-from sysbreak.capture.decode import Batch, StreamSummary
+from sysbreak.capture.decode import CODES, MUNMAP_BEFORE, OTHER, Batch, StreamSummary
 
 OLD, GROWING, AFTER_LAST = 0, 1, 2  # ledger epochs (see the module doc)
 MAX_SAMPLES = 1000  # live-bytes samples kept between snapshots for the time line
 MAX_SERIES = 200  # points of the per-stack live-bytes series (one per snapshot, thinned past this)
+LOOKAHEAD = 4096  # records looked at after an allocation that landed on live bytes, for the release that freed them
+RESOLVE_BUDGET = 20_000_000  # records looked at in all, at most (a log with no munmap at all stays fast)
+_MUNMAP, _MREMAP, _BRK = CODES["munmap"], CODES["mremap"], CODES["brk"]
 
 Batches = Generator[Batch, None, StreamSummary]
 
@@ -48,6 +68,14 @@ class LogReplay:
         self.summary = StreamSummary()
         self.series: list[tuple[float, dict[int, int]]] = []  # (t, live bytes per group) at snapshots
         self._series_every = 1
+        self.reordered: dict[str, int] = {}  # releases applied before the allocation logged ahead of them, by name
+        self._batch: Batch = []  # the batch being applied, and the index of the item being applied in it
+        self._pos = 0
+        self._ahead: deque[Batch] = deque()  # batches taken from the stream ahead of time (see resolve)
+        self._batches: Batches | None = None
+        self._budget = RESOLVE_BUDGET
+        self._ops: tuple[Any, ...] = ()
+        self.replay.resolve = self.resolve
 
     def take_snapshot(self, slot: Slot) -> None:
         """The replay has reached ``slot``'s time: match it if it is the first or the last, sample the time line."""
@@ -82,11 +110,108 @@ class LogReplay:
         t = slot.t if slot.t != math.inf else math.nan
         self.samples.append(Sample(t=t, rss_bytes=rss, live_bytes=self.replay.ledger.live))
 
+    def _next_batch(self) -> Batch | None:
+        if self._ahead:
+            return self._ahead.popleft()
+        return self._pull()
+
+    def _pull(self) -> Batch | None:
+        if self._batches is None:
+            return None
+        try:
+            return next(self._batches)
+        except StopIteration as stop:
+            self.summary = stop.value
+            self._batches = None
+            return None
+
+    def _following(self) -> Iterator[tuple[Batch, int]]:
+        """(batch, index) of every item after the one being applied, taking batches from the stream as needed."""
+        batch, pos = self._batch, self._pos
+        for j in range(pos + 1, len(batch)):
+            yield batch, j
+        k = 0
+        while True:
+            if k == len(self._ahead):
+                more = self._pull()
+                if more is None:
+                    return
+                self._ahead.append(more)
+            nxt = self._ahead[k]
+            for j in range(len(nxt)):
+                yield nxt, j
+            k += 1
+
+    def resolve(self, start: int, end: int) -> None:
+        """The item being applied, a call the kernel placed at ``[start, end)``, landed on bytes the ledger still
+        holds: apply first the releases logged later that freed them (see the module doc)."""
+        cur = self._batch[self._pos] if self._pos < len(self._batch) else None
+        if cur is None or type(cur[0]) is not int or cur[8] is None or self._budget <= 0:
+            return
+        replay = self.replay
+        ledger = replay.ledger
+        seen = {cur[8]}
+        looked = 0
+        for batch, j in self._following():
+            looked += 1
+            if looked > LOOKAHEAD:
+                break
+            it = batch[j]
+            code = it[0]
+            if type(code) is not int:
+                if code == "header":
+                    break  # another process
+                if code == "stack":  # a definition the records pulled ahead may use
+                    self.stacks.add(it[1], it[2], it[3])
+                continue
+            tid = it[8]
+            if tid is None or tid in seen:
+                continue
+            seen.add(tid)  # only a thread's NEXT record can be in flight
+            freed = self._freed(it)
+            if freed is None or freed[0] >= end or freed[1] <= start:
+                continue
+            batch[j] = (OTHER, *it[1:])  # applied now, not at its place (the thread's order stays visible)
+            name = "munmap" if code == _MUNMAP else "mremap" if code == _MREMAP else "brk"
+            self.reordered[name] = self.reordered.get(name, 0) + 1
+            saved = self._batch, self._pos, replay.cur
+            self._batch, self._pos, replay.cur = batch, j, it
+            try:
+                self._apply_item(it)
+            finally:
+                self._batch, self._pos, replay.cur = saved
+            if not ledger.pieces(start, end):
+                break
+        self._budget -= looked
+
+    def _freed(self, it: tuple[Any, ...]) -> tuple[int, int] | None:
+        """The range a record logged after its call frees, or None (not a release, or logged before it acted)."""
+        code, a0, a1, a2, _a3, ret = it[0], it[1], it[2], it[3], it[4], it[5]
+        if code == _MUNMAP:
+            return a0, a0 + page_up(a1)
+        if code == _MREMAP:
+            if ret != a0:
+                return a0, a0 + page_up(a1)  # moved (a DONTUNMAP move frees nothing, but then nothing overlaps)
+            if page_up(a2) < page_up(a1):
+                return a0 + page_up(a2), a0 + page_up(a1)
+            return None
+        if code == _BRK and self.replay.brk is not None and ret < self.replay.brk:
+            return page_up(ret), page_up(self.replay.brk)
+        return None
+
+    def _apply_item(self, it: tuple[Any, ...]) -> None:
+        sid = it[7]
+        g = self.stacks.group_of.get(sid) if sid is not None else None
+        if g is None:
+            g = self.stacks.gid(sid)
+        self._ops[it[0]](it[1], it[2], it[3], it[4], it[5], (g << OWNER_SHIFT) | self.epoch)
+
     def run(self, batches: Batches | None) -> None:
         """Apply every batch (items: see :mod:`sysbreak.capture.decode`), then the snapshots after the log."""
         slots = self.plan.slots
         slot_i = 0
         if batches is not None:
+            self._batches = batches
             replay = self.replay
             ledger = replay.ledger
             stacks = self.stacks
@@ -97,18 +222,31 @@ class LogReplay:
             sample_step = 0.0
             last_sample_t = -math.inf
             epoch = self.epoch
+
+            def nothing(*_args: Any) -> None:
+                return None
+
+            ops: list[Callable[..., None]] = [nothing] * (max(MUNMAP_BEFORE, *CODES.values()) + 1)
+            ops[CODES["mmap"]] = replay.mmap
+            ops[_MUNMAP] = replay.munmap
+            ops[_MREMAP] = replay.mremap
+            ops[_BRK] = replay.brk_call
+            ops[MUNMAP_BEFORE] = replay.munmap_before
+            self._ops = tuple(ops)
             next_slot_t = slots[0].t if slots else math.inf
-            ops = (None, replay.mmap, replay.munmap, replay.mremap, replay.brk_call)
             while True:
-                try:
-                    batch = next(batches)
-                except StopIteration as stop:
-                    self.summary = stop.value
+                batch = self._next_batch()
+                if batch is None:
                     break
-                for item in batch:
+                self._batch = batch
+                for pos, item in enumerate(batch):
                     code = item[0]
                     if type(code) is int:
-                        _, a0, a1, a2, a3, ret, et, sid = item
+                        if not code:
+                            continue  # a failed call, or one applied ahead of its place (resolve)
+                        self._pos = pos
+                        replay.cur = item
+                        _, a0, a1, a2, a3, ret, et, sid, _tid, _seq = item
                         if et is not None:
                             if et > next_slot_t:
                                 while slot_i < len(slots) and slots[slot_i].t < et:
@@ -125,7 +263,7 @@ class LogReplay:
                         g = gid_of.get(sid) if sid is not None else None
                         if g is None:
                             g = gid(sid)
-                        ops[code](a0, a1, a2, a3, ret, (g << OWNER_SHIFT) | epoch)  # type: ignore[misc]
+                        ops[code](a0, a1, a2, a3, ret, (g << OWNER_SHIFT) | epoch)
                     elif code == "stack":
                         stacks.add(item[1], item[2], item[3])
                     elif code == "header":
@@ -134,6 +272,7 @@ class LogReplay:
                             self.pids.add(hpid)
                     elif code == "end":
                         self.end_t = item[1]
+            replay.cur = None
             self.live_samples = live_samples
         while slot_i < len(slots):
             self.take_snapshot(slots[slot_i])

@@ -9,8 +9,11 @@ process, by the same code.
 
 Items of a batch, in log order:
 
-* ``(code, a0, a1, a2, a3, ret, t, stack)`` for a *successful* mmap/munmap/mremap/brk (``code`` in
-  :data:`CODES`; ``t`` and ``stack`` may be None);
+* ``(code, a0, a1, a2, a3, ret, t, stack, tid, seq)`` for every ``syscall`` record: ``code`` is one of
+  :data:`CODES` for a *successful* mmap/munmap/mremap/brk, :data:`MUNMAP_BEFORE` for a munmap logged before it
+  entered the kernel (``ret`` 0; docs/event-log.md, "Order"), :data:`OTHER` for anything else (a failed call,
+  an unseen return, another syscall: the replay changes nothing, but the thread's order of calls needs it);
+  ``t``, ``stack``, ``tid`` and ``seq`` may be None;
 * ``("stack", id, frames, python)`` for a stack record;
 * ``("header", obj)`` for a header (the decoded object), ``("end", t)`` for an end record.
 
@@ -37,6 +40,8 @@ from sysbreak.capture.schema import StackRecord
 from sysbreak.errors import SysbreakError
 
 CODES = {"mmap": 1, "munmap": 2, "mremap": 3, "brk": 4}
+MUNMAP_BEFORE = 5
+OTHER = 0
 BATCH = 2048  # items per batch (about 80 KB pickled)
 PIPE_BYTES = 1 << 20  # the pipe's buffer: the most an unprivileged process may ask for by default
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
@@ -73,6 +78,7 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
     arch: str | None = None
     t_first: float | None = None
     t_last: float | None = None
+    munmap_before = MUNMAP_BEFORE
     for lineno, obj in reader.raw(skip_site=True):
         typ = obj.get("type")
         if typ == "syscall":
@@ -103,6 +109,11 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                     reader.warn(f"{reader.path}, line {lineno}: a 'syscall' record with bad fields, skipped")
                     continue
                 a0, a1, a2, a3 = args[0], args[1], args[2], args[3]
+            tid: Any = obj.get("tid")
+            seq: Any = obj.get("seq")
+            if type(tid) is not int or type(seq) is not int:  # (only the order of the replay needs them)
+                tid = tid if type(tid) is int else None
+                seq = seq if type(seq) is int else None
             key = (sid, name)
             counts[key] = counts.get(key, 0) + 1
             if et is not None:
@@ -117,17 +128,18 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                     first_t[sid] = et
                 last_t[sid] = et
             if ret is None:
-                if obj.get("when") != "before":
-                    continue  # the return was not seen: the call may not have happened
-                ret = 0  # a release logged before it entered the kernel (docs/event-log.md, "Order")
+                # a release logged before it entered the kernel (docs/event-log.md, "Order"), or a call whose
+                # return was not seen (it may not have happened: nothing to replay)
+                code = munmap_before if name == "munmap" and obj.get("when") == "before" else 0
+                ret = 0
             elif -4095 <= ret < 0 or ret >= _U64_FAIL:
-                continue
-            code = codes.get(name)
-            if code is not None:
-                items.append((code, a0, a1, a2, a3, ret, et, sid))
-                if len(items) >= BATCH:
-                    yield items
-                    items = []
+                code = 0
+            else:
+                code = codes.get(name, 0)
+            items.append((code, a0, a1, a2, a3, ret, et, sid, tid, seq))
+            if len(items) >= BATCH:
+                yield items
+                items = []
         elif typ == "stack":
             try:
                 srec = reader.record(obj)
