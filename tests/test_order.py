@@ -265,6 +265,21 @@ def test_mremap_whose_new_range_needs_another_release_first(tmp_path: Path) -> N
     assert stale(a) == [] and a.reordered == {"mremap": 1, "munmap": 1}
 
 
+def test_a_pulled_mremap_that_needs_an_earlier_logged_one(tmp_path: Path) -> None:
+    # seen in a 16-thread capture: thread 3 got thread 2's old range; thread 2's mremap (logged after thread 1's)
+    # moved into thread 1's old range, so thread 1's mremap must come first although logged between them
+    a_old, b_old, c_new, b_new = X + 16 * P, X + 64 * P, X + 80 * P, X  # [X, X+32P) overlaps a_old
+    log = Log(tmp_path / "e.jsonl")
+    log.mmap(1, a_old, 16 * P, "a_map")
+    log.mmap(2, b_old, 16 * P, "b_map")
+    log.mmap(3, b_old, 16 * P, "c_map")  # the anchor: needs thread 2's mremap
+    log.ev(1, "mremap", [a_old, 16 * P, 32 * P, 1], c_new, "a_grow")
+    log.ev(2, "mremap", [b_old, 16 * P, 32 * P, 1], b_new, "b_grow")  # needs thread 1's, logged before it
+    a = analyze(log.close())
+    assert live_by(a) == {"c_map": 16 * P, "a_map": 16 * P, "a_grow": 16 * P, "b_map": 16 * P, "b_grow": 16 * P}
+    assert stale(a) == [] and a.reordered == {"mremap": 2}
+
+
 def test_only_a_threads_next_record_can_be_in_flight(tmp_path: Path) -> None:
     log = Log(tmp_path / "e.jsonl")
     log.mmap(1, X, 16 * P, "a_map")

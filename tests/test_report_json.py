@@ -203,6 +203,7 @@ def test_exact_document() -> None:
         ],
         "warnings": ["cut short"],
         "blind_spots": None,
+        "reordered": {},
     }
 
 

@@ -69,8 +69,8 @@ class LogReplay:
         self.series: list[tuple[float, dict[int, int]]] = []  # (t, live bytes per group) at snapshots
         self._series_every = 1
         self.reordered: dict[str, int] = {}  # releases applied before the allocation logged ahead of them, by name
-        self._batch: Batch = []  # the batch being applied, and the index of the item being applied in it
-        self._pos = 0
+        self._batch: Batch = []  # the batch being applied (the item being applied is ``replay.cur``)
+        self._anchor: tuple[Any, ...] | None = None  # the main loop's item while resolve() runs
         self._ahead: deque[Batch] = deque()  # batches taken from the stream ahead of time (see resolve)
         self._batches: Batches | None = None
         self._budget = RESOLVE_BUDGET
@@ -125,9 +125,11 @@ class LogReplay:
             self._batches = None
             return None
 
-    def _following(self) -> Iterator[tuple[Batch, int]]:
-        """(batch, index) of every item after the one being applied, taking batches from the stream as needed."""
-        batch, pos = self._batch, self._pos
+    def _following(self, cur: tuple[Any, ...]) -> Iterator[tuple[Batch, int]]:
+        """(batch, index) of every item after ``cur`` (an item of the batch being applied), taking batches from
+        the stream as needed."""
+        batch = self._batch
+        pos = next((i for i, it in enumerate(batch) if it is cur), len(batch))
         for j in range(pos + 1, len(batch)):
             yield batch, j
         k = 0
@@ -144,15 +146,33 @@ class LogReplay:
 
     def resolve(self, start: int, end: int) -> None:
         """The item being applied, a call the kernel placed at ``[start, end)``, landed on bytes the ledger still
-        holds: apply first the releases logged later that freed them (see the module doc)."""
-        cur = self._batch[self._pos] if self._pos < len(self._batch) else None
-        if cur is None or type(cur[0]) is not int or cur[8] is None or self._budget <= 0:
+        holds: apply first the releases logged later that freed them (see the module doc).
+
+        A release pulled ahead is applied at the place of the main loop's item (the *anchor*): when its own new
+        range (an mremap that moved) lands on live bytes in turn, the releases that can explain it are again the
+        next records of the other threads after the anchor: it happened before the anchor in kernel order, and
+        so did what it needed."""
+        replay = self.replay
+        cur = replay.cur
+        if cur is None or cur[8] is None or self._budget <= 0:
             return
+        outermost = self._anchor is None
+        if outermost:
+            self._anchor = cur
+        try:
+            self._resolve(start, end, cur)
+        finally:
+            if outermost:
+                self._anchor = None
+
+    def _resolve(self, start: int, end: int, cur: tuple[Any, ...]) -> None:
         replay = self.replay
         ledger = replay.ledger
-        seen = {cur[8]}
+        anchor = self._anchor
+        assert anchor is not None
+        seen = {anchor[8], cur[8]}
         looked = 0
-        for batch, j in self._following():
+        for batch, j in self._following(anchor):
             looked += 1
             if looked > LOOKAHEAD:
                 break
@@ -174,12 +194,11 @@ class LogReplay:
             batch[j] = (OTHER, *it[1:])  # applied now, not at its place (the thread's order stays visible)
             name = "munmap" if code == _MUNMAP else "mremap" if code == _MREMAP else "brk"
             self.reordered[name] = self.reordered.get(name, 0) + 1
-            saved = self._batch, self._pos, replay.cur
-            self._batch, self._pos, replay.cur = batch, j, it
+            replay.cur = it
             try:
                 self._apply_item(it)
             finally:
-                self._batch, self._pos, replay.cur = saved
+                replay.cur = cur
             if not ledger.pieces(start, end):
                 break
         self._budget -= looked
@@ -239,12 +258,11 @@ class LogReplay:
                 if batch is None:
                     break
                 self._batch = batch
-                for pos, item in enumerate(batch):
+                for item in batch:
                     code = item[0]
                     if type(code) is int:
                         if not code:
                             continue  # a failed call, or one applied ahead of its place (resolve)
-                        self._pos = pos
                         replay.cur = item
                         _, a0, a1, a2, a3, ret, et, sid, _tid, _seq = item
                         if et is not None:
