@@ -24,6 +24,10 @@ from benchmarks.common import (
 
 GDB_DIR = Path(__file__).resolve().parent / "gdb"
 TARGET_VS_STRACE = 0.10
+# Issue 8: munmap caught BEFORE it enters the kernel (log order = kernel order) may cost at most 10% more added time
+# than catching it after it returned (as before), measured in the same run: SYSBREAK_RELEASES=after.
+TARGET_ORDERING = 1.10
+AFTER = "sysbreak run, munmap caught after (SYSBREAK_RELEASES=after)"
 
 
 def workload_args(cfg: Config, threads: int) -> list[str]:
@@ -98,9 +102,11 @@ def run(cfg: Config) -> list[Row]:
 def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
     cmd = workload_args(cfg, threads)
     sb = sysbreak_command(cmd, tmp, f"t{threads}")
+    sb_after = sysbreak_command(cmd, tmp, f"t{threads}-after")
     tools: dict[str, list[str] | None] = {
         "native": cmd,
         "sysbreak run": sb,
+        AFTER: ["env", "SYSBREAK_RELEASES=after", *sb_after] if sb_after is not None else None,
         "strace -f -k -e trace=mmap,munmap": [
             "strace",
             "-f",
@@ -138,8 +144,8 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
         for name, c in tools.items():
             if c is None or name in failed or (name in slow and r >= cfg.baseline_repeat):
                 continue
-            if name == "sysbreak run" and sb is not None and "-o" in sb:
-                shutil.rmtree(sb[sb.index("-o") + 1], ignore_errors=True)
+            if name.startswith("sysbreak run") and "-o" in c:
+                shutil.rmtree(c[c.index("-o") + 1], ignore_errors=True)
             t = run_timed(c, timeout=cfg.timeout)
             why = _ok(t, name)
             print(f"  {threads} thr  {name}: {t.seconds:.2f} s{' (' + why + ')' if why else ''}", file=sys.stderr)
@@ -162,6 +168,20 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
         ratio = f"{m / native:.1f}x native" if native and name != "native" else ""
         n = len(times[name])
         rows.append(Row(section, name, fmt_s(m), ratio, note=f"median of {n}" if n > 1 else "1 run"))
+    if sb is not None and times["sysbreak run"] and times[AFTER] and native:
+        before_m, after_m = median(times["sysbreak run"]), median(times[AFTER])
+        over = (before_m - native) / max(after_m - native, 1e-9)
+        rows.append(
+            Row(
+                section,
+                "ordering: munmap caught before / after (added time)",
+                f"{over:.2f}",
+                f"wall {before_m / after_m:.2f}",
+                f"<= {TARGET_ORDERING}",
+                verdict(over <= TARGET_ORDERING),
+                note="issue 8: releases logged before they act, same stops",
+            )
+        )
     strace_name = "strace -f -k -e trace=mmap,munmap"
     if sb is not None and times["sysbreak run"] and times[strace_name] and native:
         sbm, stm = median(times["sysbreak run"]), median(times[strace_name])
