@@ -56,7 +56,15 @@ def _show(frames: list[tuple[Any, ...]]) -> str:
                      for i, (pc, fn, file, line, inl) in enumerate(frames))  # fmt: skip
 
 
-_MODULES = ModuleCache(persist=False)  # shared by the tests here: each module (CPython's DWARF...) is read once
+# Shared by the tests here, and kept in the default build-id cache (next to the site scans' cache): each module
+# (CPython's DWARF...) is read once, and a later run of the suite starts warm. test_unwind.py tests the cold path.
+_MODULES = ModuleCache()
+
+
+@pytest.fixture(autouse=True)
+def _save_cache() -> Any:
+    yield
+    _MODULES.save()
 
 
 def _check(recs: list[dict[str, Any]], want_stops: int) -> list[list[tuple[Any, ...]]]:
