@@ -138,8 +138,11 @@ def test_fixture_numbers_are_inferred(consts: Path) -> None:
     by = {s.symbol: s for s in scan.sites}
     assert (by["sb_push_munmap"].kind, by["sb_push_munmap"].tail, by["sb_push_munmap"].nr) == ("call", True, 11)
     assert (by["sb_cross_mmap"].kind, by["sb_cross_mmap"].nr) == ("syscall", 9)
-    probes = sites.plan(scan, [9, 11])
-    assert len(probes) == 2 and all(p.condition_nrs is None for p in probes)  # no conditioned stop at all
+    probes = {p.site.symbol: p for p in sites.plan(scan, [9, 11])}
+    # no conditioned stop at these two (the fixture's wrapper sb_inner is conditioned at its first instruction,
+    # and sb_uncovered_mmap cannot be watched)
+    assert probes["sb_push_munmap"].condition_nrs is None and probes["sb_cross_mmap"].condition_nrs is None
+    assert set(probes) == {"sb_push_munmap", "sb_cross_mmap", "sb_inner"}
 
 
 @pytest.mark.gdb
@@ -213,3 +216,56 @@ def test_blind_spots_sentence() -> None:
     )
     _spots, warning = blind_spots([grown], mods[2:])
     assert warning is not None and "every syscall site of the armed modules was watched" in warning
+
+
+def test_wrapper_chain_callers_constants(consts: Path, gomapper_path: Path) -> None:
+    """sb_inner takes mmap's number in rdi; sb_mid tail-calls it with its own rdi (a wrapper of the wrapper);
+    sb_outer calls sb_mid(9, ...): followed up the chain, the constant 9 is found two links up. In Go,
+    RawSyscall6 passes AX on to runtime/internal/syscall.Syscall6, and syscall.Getrlimit's 97 is three links up."""
+    from sysbreak.elfscan.wrappers import described
+
+    scan = sites.scan(str(consts), cache=False)
+    (inner,) = [s for s in scan.sites if s.symbol == "sb_inner"]
+    assert (inner.early_vaddr, inner.early_reg) == (inner.vaddr - (inner.symbol_offset or 0), "rdi")
+    calls = {c["symbol"]: c for c in described(str(consts), {inner.early_vaddr: "rdi"})}
+    assert calls["sb_mid"]["caller_reg"] == "rdi" and calls["sb_mid"]["link"] == 1
+    assert (
+        calls["sb_outer"]["nr"] == 9
+        and calls["sb_outer"]["link"] == 2
+        and calls["sb_outer"]["target_symbol"] == "sb_mid"
+    )
+
+    go = sites.scan(str(gomapper_path))
+    (syscall6,) = [s for s in go.sites if s.symbol == "runtime/internal/syscall.Syscall6"]
+    assert syscall6.early_vaddr is not None
+    gcalls = described(str(gomapper_path), {syscall6.early_vaddr: "rax"})
+    by = {c["symbol"]: c for c in gcalls}
+    assert by["syscall.RawSyscall6"]["caller_reg"] == "rax"
+    assert by["syscall.Getrlimit"]["nr"] == 97 and by["syscall.Getrlimit"]["link"] >= 2
+
+
+@pytest.fixture(scope="module")
+def gomapper_path() -> Path:
+    build_fixtures()
+    return BUILD / "gomapper"
+
+
+@pytest.mark.gdb
+def test_wrapper_chain_capture(tmp_path: Path, consts: Path) -> None:
+    res = run_sysbreak("run", "-o", tmp_path / "cap", "-q", "-s", "mmap", "--", consts, "--chain", "3", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "CHAIN 3" in res.stdout
+    records = [json.loads(ln) for ln in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
+    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in records if r.get("type") == "stack"}
+    ours = [r for r in records if r.get("type") == "syscall" and "sb_inner" in stacks[r["stack"]]]
+    assert len(ours) == 3 and all(r["args"][:4] == [0, 4096, 3, 0x22] and r["ret"] > 0 for r in ours)
+    assert all("sb_outer" in stacks[r["stack"]] and "main" in stacks[r["stack"]] for r in ours)
+
+
+def test_sites_cli_wrappers(consts: Path) -> None:
+    res = run_sysbreak("sites", consts, "-s", "mmap", "--wrappers", "-f", "json")
+    assert res.returncode == 0, res.stderr
+    (mod,) = json.loads(res.stdout)["modules"]
+    assert any(c["symbol"] == "sb_outer" and c["nr"] == 9 for c in mod["wrapper_calls"])
+    text = run_sysbreak("sites", consts, "-s", "mmap", "--wrappers").stdout
+    assert "sb_outer+0x" in text and "passes 9 mmap in rdi" in text and "a wrapper itself" in text

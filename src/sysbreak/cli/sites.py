@@ -93,6 +93,47 @@ def _modules(target: str, lib: re.Pattern[str] | None) -> tuple[list[tuple[sites
     return [(sites.scan(target), None)], notes
 
 
+def _wrapper_calls(modules: list[tuple[sites.ModuleScan, int | None]]) -> dict[str, list[dict[str, object]]]:
+    """Per module path, the calls into its wrappers (functions whose syscall number is still in the register
+    they received it in: the site's early probe is their first instruction), followed up the chains."""
+    from sysbreak.elfscan.wrappers import described
+
+    out = {}
+    for scan, _bias in modules:
+        found = {
+            s.early_vaddr: s.early_reg
+            for s in scan.sites
+            if s.early_vaddr is not None
+            and s.early_reg is not None
+            and s.symbol_offset is not None
+            and s.early_vaddr == s.vaddr - s.symbol_offset
+            and not s.callers_probed  # libc's syscall(): its callers are the call sites already
+        }
+        if found:
+            out[scan.path] = described(scan.path, found)
+    return out
+
+
+def _wrapper_text(path: str, calls: list[dict[str, object]]) -> str:
+    from sysbreak import syscalls
+
+    label = os.path.basename(path)
+    lines = [f"{path}: calls into wrappers (the number is caught at the wrapper, whoever calls it)"]
+    for c in calls:
+        where = f"{c['symbol']}+{c['symbol_offset']:#x}" if c["symbol"] else "-"
+        target = c["target_symbol"] or f"{c['target']:#x}"
+        if c["nr"] is not None:
+            what = f"passes {c['nr']} {syscalls.name(int(str(c['nr'])))} in {c['reg']}"
+        elif c["caller_reg"] is not None:
+            what = f"passes on its own {c['caller_reg']}: a wrapper itself"
+        else:
+            what = f"passes an unknown {c['reg']}"
+        lines.append(f"  {label}+{c['vaddr']:#x}  {where}  -> {target}  (link {c['link']})  {what}")
+    if not calls:
+        lines.append("  (no direct calls found: called through pointers, or from other modules)")
+    return "\n".join(lines) + "\n"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("sites", help=_HELP, epilog=_EPILOG)
     def command(
@@ -137,6 +178,15 @@ def register(app: typer.Typer) -> None:
         show_all: Annotated[
             bool, typer.Option("--all", "-a", help="List the skipped sites too, not just a count of them.")
         ] = False,
+        wrappers: Annotated[
+            bool,
+            typer.Option(
+                "--wrappers",
+                "-w",
+                help="Also follow the functions that take the number in a register (Go's Syscall6: AX) up their "
+                "chains of direct callers, and list the numbers the callers pass (decodes the callers: slower).",
+            ),
+        ] = False,
     ) -> None:
         if fmt not in ("text", "json"):
             raise SysbreakError(f"--format {fmt!r}: sysbreak sites writes text or json")
@@ -152,14 +202,20 @@ def register(app: typer.Typer) -> None:
         modules, notes = _modules(target, pattern)
         for note in notes:
             print(f"sysbreak: note: {note}", file=sys.stderr)
+        chains = _wrapper_calls(modules) if wrappers else {}
         if as_json or fmt == "json":
             doc = sites.sites_json(modules, wanted, exhaustive=exhaustive)
+            for mod in doc["modules"]:
+                if wrappers:
+                    mod["wrapper_calls"] = chains.get(mod["path"], [])
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
             return
         names = ", ".join(syscalls.name(n) for n in wanted)
         mode = "exhaustive" if exhaustive else "call sites"
         sys.stdout.write(f"syscalls: {names}  (mode: {mode})\n")
         sys.stdout.write(sites.sites_table(modules, wanted, exhaustive=exhaustive, show_all=show_all))
+        for path, calls in chains.items():
+            sys.stdout.write(_wrapper_text(path, calls))
         total_sites = sum(len(m.sites) for m, _b in modules)
         total_probes = sum(len(sites.plan(m, wanted, exhaustive=exhaustive)) for m, _b in modules)
         if len(modules) > 1:
