@@ -16,11 +16,15 @@ The names below are re-exported for ``from sysbreak import sites; sites.scan(pat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sysbreak.sites.cache import cache_dir, forget_memo, scan
-from sysbreak.sites.live import mapped_modules
 from sysbreak.sites.model import ModuleScan, Probe, Site
 from sysbreak.sites.planning import plan
 from sysbreak.sites.render import sites_json, sites_table
+
+if TYPE_CHECKING:
+    from sysbreak.sites.live import mapped_modules
 
 __all__ = [
     "ModuleScan",
@@ -34,3 +38,13 @@ __all__ = [
     "sites_json",
     "sites_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the live-process reader (and /proc parsing with it) only when a PID is given: `sysbreak sites FILE` and a
+    # scan inside GDB do not import it
+    if name == "mapped_modules":
+        from sysbreak.sites.live import mapped_modules
+
+        return mapped_modules
+    raise AttributeError(f"module 'sysbreak.sites' has no attribute {name!r}")
