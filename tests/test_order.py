@@ -280,6 +280,18 @@ def test_a_pulled_mremap_that_needs_an_earlier_logged_one(tmp_path: Path) -> Non
     assert stale(a) == [] and a.reordered == {"mremap": 2}
 
 
+def test_brk_shrink_logged_after_an_mmap_that_got_the_freed_heap_top(tmp_path: Path) -> None:
+    heap = X
+    log = Log(tmp_path / "e.jsonl")
+    log.ev(1, "brk", [0], heap, "a_brk")  # the first break seen
+    log.ev(1, "brk", [heap + 32 * P], heap + 32 * P, "a_brk")  # heap grows by 32 pages
+    log.mmap(2, heap + 16 * P, 16 * P, "b_map")  # got the top half: thread 1's brk had shrunk the heap
+    log.ev(1, "brk", [heap + 16 * P], heap + 16 * P, "a_brk")  # ... logged after it
+    a = analyze(log.close())
+    assert live_by(a) == {"a_brk": 16 * P, "b_map": 16 * P}
+    assert stale(a) == [] and a.reordered == {"brk": 1}
+
+
 def test_only_a_threads_next_record_can_be_in_flight(tmp_path: Path) -> None:
     log = Log(tmp_path / "e.jsonl")
     log.mmap(1, X, 16 * P, "a_map")
