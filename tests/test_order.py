@@ -87,6 +87,15 @@ def test_every_pre_vaddr_is_the_instruction_just_before_its_syscall(libc: Module
         assert len(insns) == 2 and insns[1].strip().startswith(f"{s.vaddr:x}:") and "syscall" in insns[1]
 
 
+def test_no_jump_in_libc_lands_between_a_pre_instruction_and_its_syscall(libc: ModuleScan) -> None:
+    # every path to such a syscall passes the breakpoint before it: objdump's direct jumps never target it
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(LIBC)], capture_output=True, text=True).stdout
+    targets = {int(t, 16) for t in re.findall(r"\tj\w+\s+([0-9a-f]+) <", out)}
+    assert len(targets) > 10_000
+    with_pre = [s for s in libc.sites if s.pre_vaddr is not None]
+    assert with_pre and not [hex(s.vaddr) for s in with_pre if s.vaddr in targets]
+
+
 def test_call_sites_of_munmap_are_caught_at_the_call(fixture_paths: FixturePaths) -> None:
     scan = sites.scan(str(fixture_paths.build / "race"), cache=False)
     [unmap] = [s for s in scan.sites if s.kind == "call" and s.nr == MUNMAP]
