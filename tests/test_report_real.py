@@ -329,3 +329,28 @@ def test_go_reservations_rank_as_virtual_and_labels_differ(tmp_path: Path, fixtu
     assert by_live["stacks"][0]["id"] == biggest["id"]
     live = human_bytes(by_live["stacks"][0]["live_bytes"])
     assert f"stack #1 {biggest['label']} holds {live} live (" in by_live["headline"]
+
+
+def test_resident_bytes_are_exact_inside_a_merged_vma(tmp_path: Path, fixture_paths: FixturePaths) -> None:
+    """4 MiB touched and 4 MiB untouched, mapped one after the other: the kernel merges them into one VMA with 4 MiB
+    resident. Pro-rating would give each 2 MiB; the snapshot's resident pages (pagemap) give the truth."""
+    g = Grower(fixture_paths.grower)
+    try:
+        g.do("anon 4")
+        g.do("lazy 4")  # page in the code first
+        cap = tmp_path / "cap"
+        attach_while(g, cap, ["anon 4096", "lazy 4096"])
+    finally:
+        g.kill()
+    _, doc = report(cap)
+    s = by_function(doc)
+    anon, lazy = s["grow_anon"], s["grow_lazy"]
+    merged = [r for r in doc["regions"] if {o["stack"] for o in r["owners"]} >= {anon["id"], lazy["id"]}]
+    assert len(merged) == 1 and merged[0]["rss"] == 4 * MiB  # one VMA holds both
+    assert (anon["rss_bytes"], anon["rss_growth_bytes"], lazy["rss_bytes"], lazy["virtual_bytes"]) == (
+        4 * MiB,
+        4 * MiB,
+        0,
+        4 * MiB,
+    )
+    assert list((cap / "snapshots").glob("resident-*.txt"))

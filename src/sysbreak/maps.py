@@ -88,9 +88,15 @@ class Vma:
 
     @property
     def is_anonymous(self) -> bool:
-        """No file behind it: unnamed, ``[heap]``, ``[stack]``, ``[anon:...]`` (not vdso/vvar/vsyscall)."""
+        """No file behind it: unnamed, ``[heap]``, ``[stack]``, ``[anon:...]``, and shared anonymous memory, which
+        smaps names ``/dev/zero (deleted)`` (``MAP_SHARED|MAP_ANONYMOUS``) or ``/SYSV... (deleted)`` (System V
+        shared memory) (not vdso/vvar/vsyscall)."""
         p = self.path
-        return p == "" or p == "[heap]" or p.startswith(("[stack", "[anon:", "[anon_shmem:"))
+        return (
+            p == ""
+            or p == "[heap]"
+            or p.startswith(("[stack", "[anon:", "[anon_shmem:", "/dev/zero (deleted)", "/SYSV"))
+        )
 
     @property
     def display_path(self) -> str:

@@ -8,10 +8,11 @@ and "Regions through time" in :mod:`sysbreak.analysis.pipeline`).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sysbreak.analysis.ledger import EPOCH_MASK, OWNER_SHIFT, Replay
 from sysbreak.analysis.model import Region, RegionOwner
+from sysbreak.capture.residency import parse_resident, resident_in
 from sysbreak.maps import Snapshot, Vma
 
 
@@ -32,6 +33,18 @@ class Matched:
     snap: Snapshot
     owners: list[dict[int, int]]  # per VMA, bytes per stack
     new: list[dict[int, int]]
+    # per VMA, resident bytes per stack from the snapshot's resident pages (None: pro-rate the VMA's Rss)
+    resident: list[dict[int, int] | None] = field(default_factory=list)
+
+    def rss_of(self, i: int, stack: int, owned: int) -> int:
+        """Resident bytes of ``stack`` (which owns ``owned`` bytes) in VMA ``i``: exact where the snapshot has
+        that VMA's resident pages, else its Rss pro-rated by bytes (exact too when it is wholly resident or not
+        at all)."""
+        res = self.resident[i] if i < len(self.resident) else None
+        if res is not None:
+            return res.get(stack, 0)
+        v = self.snap.vmas[i]
+        return prorate(v.rss, owned, v.end - v.start)
 
 
 def prorate(rss: int | None, part: int, whole: int) -> int:
@@ -40,13 +53,32 @@ def prorate(rss: int | None, part: int, whole: int) -> int:
     return (rss * part + whole // 2) // whole
 
 
-def match_snapshot(snap: Snapshot, replay: Replay) -> Matched:
-    """The owners of every VMA of ``snap`` in the ledger as it is now."""
+def match_snapshot(snap: Snapshot, replay: Replay, resident: str | None = None) -> Matched:
+    """The owners of every VMA of ``snap`` in the ledger as it is now; ``resident``: the snapshot's resident-pages
+    file (:mod:`sysbreak.capture.residency`), whose VMAs get each owner's resident bytes exactly."""
     m = Matched(snap, [], [])
+    covered: set[tuple[int, int]] = set()
+    runs: list[tuple[int, int]] = []
+    if resident is not None:
+        try:
+            with open(resident, encoding="ascii", errors="replace") as fh:
+                vmas, runs = parse_resident(fh.read())
+            covered = set(vmas)
+        except OSError:
+            covered = set()
+    starts = [r[0] for r in runs]
     for v in snap.vmas:
         o, n = match_vma(v, replay)
         m.owners.append(o)
         m.new.append(n)
+        if (v.start, v.end) in covered:
+            res: dict[int, int] = {}
+            for s, e, owner in replay.ledger.pieces(v.start, v.end):
+                sid = owner >> OWNER_SHIFT
+                res[sid] = res.get(sid, 0) + resident_in(runs, starts, s, e)
+            m.resident.append(res)
+        else:
+            m.resident.append(None)
     return m
 
 

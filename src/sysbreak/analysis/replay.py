@@ -89,7 +89,7 @@ class LogReplay:
         if snap is not None:
             rss = snap.rss
             if slot.role:
-                m = match_snapshot(snap, self.replay)
+                m = match_snapshot(snap, self.replay, slot.ref.resident if slot.ref is not None else None)
                 if slot.role in ("first", "both"):
                     self.matched_first = m
                     self.epoch = GROWING

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from sysbreak.analysis.ledger import EPOCH_MASK, OWNER_SHIFT
 from sysbreak.analysis.model import StackStats
-from sysbreak.analysis.regions import prorate
 from sysbreak.analysis.replay import AFTER_LAST, LogReplay
 from sysbreak.analysis.snapshots import SnapshotPlan
 from sysbreak.analysis.stacks import StackGroups
@@ -117,14 +116,13 @@ def stack_statistics(
         stat(g).peak_bytes = n
     last = run.matched_last
     if last is not None:
-        for v, owned, new in zip(last.snap.vmas, last.owners, last.new, strict=True):
-            size = v.end - v.start
+        for i, (v, owned, new) in enumerate(zip(last.snap.vmas, last.owners, last.new, strict=True)):
             anon = v.is_anonymous
             special = v.path.startswith("[") and not anon
             in_elf = not anon and not special and is_elf_path(v.name, exe)
             for g, n in owned.items():
                 st = stat(g)
-                r = prorate(v.rss, n, size)
+                r = last.rss_of(i, g, n)
                 st.rss_bytes += r
                 if anon:
                     st.anon_rss_bytes += r
@@ -138,10 +136,9 @@ def stack_statistics(
                 stat(g).growth_bytes += n
         first = run.matched_first
         if first is not None and first is not last:
-            for v, owned in zip(first.snap.vmas, first.owners, strict=True):
-                size = v.end - v.start
+            for i, owned in enumerate(first.owners):
                 for g, n in owned.items():
-                    stat(g).first_rss_bytes += prorate(v.rss, n, size)
+                    stat(g).first_rss_bytes += first.rss_of(i, g, n)
         for st in stats.values():
             st.rss_growth_bytes = st.rss_bytes - st.first_rss_bytes
     else:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sysbreak.capture.residency import format_resident, partial_vmas, read_resident
 from sysbreak.capture.schema import (
     CAPTURE_FORMAT,
     EVENTS,
@@ -133,7 +134,10 @@ class Snapshotter:
     def write(self, raw: bytes, t: float, wall: str, pid: int | None = None) -> int | None:
         """Add one snapshot (the raw smaps text of ``pid``, default this writer's, read at ``t``); its RSS in kB."""
         pid = self.pid if pid is None else pid
-        rss = sum_rss_kb(raw.decode("utf-8", "replace"))
+        text = raw.decode("utf-8", "replace")
+        rss = sum_rss_kb(text)
+        vmas = partial_vmas(text)
+        runs = read_resident(pid, vmas) if vmas else None
         with self._lock:
             if self._index.closed:
                 return None
@@ -142,6 +146,11 @@ class Snapshotter:
             with open(self.dir / name, "wb") as fh:
                 fh.write(raw)
             line = {"seq": self.seq, "t": t, "wall": wall, "file": name, "rss_kb": rss, "pid": pid}
+            if runs is not None:
+                resident = name.replace("smaps-", "resident-", 1)
+                with open(self.dir / resident, "w", encoding="ascii") as fh:
+                    fh.write(format_resident(vmas, runs))
+                line["resident"] = resident
             self._index.write(json.dumps(line) + "\n")
             self._index.flush()
             if pid == self.pid:

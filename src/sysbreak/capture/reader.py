@@ -358,6 +358,7 @@ class SnapshotRef:
     rss_kb: int | None = None
     wall: str | None = None
     pid: int | None = None  # the process it is of (index lines of captures with several processes carry it)
+    resident: str | None = None  # absolute path of its resident-pages file (sysbreak.capture.residency), if any
 
 
 class Capture:
@@ -430,6 +431,7 @@ def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
                     rss_kb=_opt_int(obj.get("rss_kb")),
                     wall=_opt_str(obj.get("wall")),
                     pid=_opt_int(obj.get("pid")),
+                    resident=_resident_path(snapdir, obj.get("resident")),
                 )
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 warnings.append(f"{index}, line {lineno}: damaged, skipped")
@@ -443,6 +445,13 @@ def _read_index(snapdir: str, warnings: list[str]) -> list[SnapshotRef]:
         warnings.append(f"{index}: {len(refs) - len(timed)} snapshot(s) without a time, skipped")
     timed.sort(key=lambda r: (r.t, r.seq or 0))
     return timed
+
+
+def _resident_path(snapdir: str, name: object) -> str | None:
+    if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+        return None
+    path = os.path.join(snapdir, name)
+    return path if os.path.isfile(path) else None
 
 
 def open_capture(path: str | os.PathLike[str]) -> Capture:

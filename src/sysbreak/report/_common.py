@@ -151,7 +151,9 @@ def region_kind(region: Region, exe: str | None = None) -> str:
     """``anon`` (no file behind it), ``library`` (a file mapping of an executable or a shared library: its
     segments), ``file`` (another file), ``special`` (``[vdso]``, ``[vvar]``, ``[vsyscall]``)."""
     p = region.path
-    if p in ("", "[anon]", "[heap]") or p.startswith(("[stack", "[anon:", "[anon_shmem:")):
+    if p in ("", "[anon]", "[heap]") or p.startswith(
+        ("[stack", "[anon:", "[anon_shmem:", "/dev/zero (deleted)", "/SYSV")
+    ):
         return "anon"
     if p.startswith("["):
         return "special"
