@@ -6,9 +6,8 @@ import bisect
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sysbreak.capture.schema import Frame
 from sysbreak.unwind.cfi import (
     CFA_EXPR,
     EXPRESSION,
@@ -22,6 +21,9 @@ from sysbreak.unwind.cfi import (
 )
 from sysbreak.unwind.expr import ExprError, OutsideWindow, evaluate
 from sysbreak.unwind.modules import ModuleCache, ModuleInfo
+
+if TYPE_CHECKING:
+    from sysbreak.capture.schema import Frame
 
 MASK64 = (1 << 64) - 1
 # DWARF register numbers of x86-64 (System V psABI); 16 is the return address column
@@ -116,6 +118,8 @@ class UnwoundFrame:
 
     def to_frame(self) -> Frame:
         """The capture schema's :class:`~sysbreak.capture.schema.Frame`."""
+        from sysbreak.capture.schema import Frame
+
         return Frame(self.pc, self.module, self.offset, self.function, self.file, self.line)
 
     def record(self) -> dict[str, Any]:

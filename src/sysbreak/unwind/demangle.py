@@ -11,7 +11,6 @@ For a function that DWARF describes, GDB prints the demangled name without its p
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from typing import Any
 
@@ -23,7 +22,11 @@ def _cxa() -> Any:
     global _lib, _loaded
     if not _loaded:
         _loaded = True
-        for name in ("libstdc++.so.6", ctypes.util.find_library("stdc++")):
+        for name in ("libstdc++.so.6", None):
+            if name is None:
+                from ctypes import util  # slow to import, and find_library runs ldconfig: only if the soname failed
+
+                name = util.find_library("stdc++")
             if not name:
                 continue
             try:
