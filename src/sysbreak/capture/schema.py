@@ -27,9 +27,6 @@ GDB_LOG = "gdb.log"
 GDB_MI = "gdb-mi.log"
 RESTORE = "restore.jsonl"
 
-#: The memory syscalls the ledger replays.
-MEMORY_SYSCALLS = ("mmap", "munmap", "mremap", "brk")
-
 _U64_FAIL = (1 << 64) - 4095
 
 
