@@ -588,7 +588,8 @@ def _jump_targets_from(code: bytes, base: int, rows: list[x86.Row], index: dict[
     """``(target, index of the jump)`` for the direct jumps among ``rows``."""
     out = []
     for row in rows:
-        for target in _jump_targets(code, base, [row]):
+        target = _jump_target(code, base, row)
+        if target is not None:
             out.append((target, index[row[0]]))
     return out
 
@@ -596,17 +597,25 @@ def _jump_targets_from(code: bytes, base: int, rows: list[x86.Row], index: dict[
 def _jump_targets(code: bytes, base: int, rows: list[x86.Row]) -> set[int]:
     """The targets of the direct jumps among ``rows`` (from the instruction bytes: rel8 or rel32 forms)."""
     targets = set()
-    for addr, size, _first in rows:
-        off = addr - base
-        end = off + size
-        op = code[off]
-        while op in _BRANCH_PREFIXES and off < end - 1:
-            off += 1
-            op = code[off]
-        if 0x70 <= op <= 0x7F or op == 0xEB or 0xE0 <= op <= 0xE3:  # jcc, jmp, loop*, jrcxz rel8
-            rel = code[end - 1]
-            targets.add(addr + size + (rel - 256 if rel > 127 else rel))
-        elif op == 0xE9 or (op == 0x0F and 0x80 <= code[off + 1] <= 0x8F):  # jmp, jcc rel32
-            (rel,) = struct.unpack_from("<i", code, end - 4)
-            targets.add(addr + size + rel)
+    for row in rows:
+        target = _jump_target(code, base, row)
+        if target is not None:
+            targets.add(target)
     return targets
+
+
+def _jump_target(code: bytes, base: int, row: x86.Row) -> int | None:
+    addr, size, _first = row
+    off = addr - base
+    end = off + size
+    op = code[off]
+    while op in _BRANCH_PREFIXES and off < end - 1:
+        off += 1
+        op = code[off]
+    if 0x70 <= op <= 0x7F or op == 0xEB or 0xE0 <= op <= 0xE3:  # jcc, jmp, loop*, jrcxz rel8
+        rel = code[end - 1]
+        return addr + size + (rel - 256 if rel > 127 else rel)
+    if op == 0xE9 or (op == 0x0F and 0x80 <= code[off + 1] <= 0x8F):  # jmp, jcc rel32
+        (rel,) = struct.unpack_from("<i", code, end - 4)
+        return int(addr + size + rel)
+    return None
