@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_sysbreak
+from conftest import Spawn, run_sysbreak
 from gdbutil import BUILD, build_fixtures
 
 from sysbreak import sites
@@ -61,7 +61,7 @@ def _capture(out: Path, program: list[str], *extra: str) -> dict[str, Any]:
     return {"events": events, "stdout": res.stdout}
 
 
-@pytest.mark.parametrize("mode", [(), ("--exhaustive",)], ids=["callsite", "exhaustive"])
+@pytest.mark.parametrize("mode", [(), ("--exhaustive",), ("--non-stop",)], ids=["callsite", "exhaustive", "non-stop"])
 def test_go_mmaps_are_caught_with_the_go_caller_on_the_stack(
     tmp_path: Path, gomapper: Path, mode: tuple[str, ...]
 ) -> None:
@@ -99,3 +99,19 @@ def test_strace_sees_no_more_go_mmaps_than_the_capture(tmp_path: Path, gomapper:
     got = _capture(tmp_path / "cap", [str(gomapper), "-n", "20"])
     assert sum(e["name"] == "mmap" for e in got["events"]) >= len(seen) - 3
     assert sum(1 for ln in seen if f"mmap(NULL, {MIB}, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS" in ln) >= 21
+
+
+def test_attach_to_a_running_go_program(tmp_path: Path, gomapper: Path, spawn: Spawn) -> None:
+    """Attached to a Go program that maps every 30 ms: its syscall.Mmap calls are caught, it runs on, and
+    exits normally once sysbreak has left (no breakpoint byte left behind)."""
+    proc = spawn([str(gomapper), "-n", "100", "-every-ms", "30"])
+    proc.wait_lines(2, prefix="MAP")
+    out = tmp_path / "cap"
+    res = run_sysbreak("attach", proc.pid, "-q", "-s", "mmap", "--max-events", "5", "--duration", "20", "-o", out)
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(ln) for ln in (out / "events.jsonl").read_text().splitlines()]
+    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in got if r.get("type") == "stack"}
+    events = [r for r in got if r.get("type") == "syscall"]
+    assert len(events) == 5
+    assert all("main.mapWithSyscall" in stacks[e["stack"]] and e["args"][1] == MIB for e in events)
+    assert proc.popen.wait(timeout=30) == 0
