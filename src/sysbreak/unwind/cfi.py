@@ -131,7 +131,6 @@ class CfiTable:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_cfi", None)
-        state.pop("_elf", None)
         state["dirty"] = False
         return state
 
@@ -147,10 +146,10 @@ class CfiTable:
         if sec is None or sec.header["sh_type"] == "SHT_NOBITS" or sec.header["sh_size"] == 0:
             return None
         table = cls(path, section)
-        table._elf = elf
         if section == ".eh_frame" and table._index_from_hdr(elf, sec):
             return table
-        entries = table._cfi_object().get_entries()
+        table._cfi = _make_cfi(elf, section)  # kept: the parsed entries are reused when rows are decoded
+        entries = table._cfi.get_entries()
         from elftools.dwarf.callframe import FDE
 
         spans = sorted(
@@ -186,39 +185,18 @@ class CfiTable:
         return True
 
     def _cfi_object(self) -> Any:
+        """pyelftools' CallFrameInfo over an in-memory copy of the section (the file is open only to read it: a
+        process with hundreds of libraries must not cost hundreds of open files)."""
         cfi = getattr(self, "_cfi", None)
         if cfi is None:
-            from elftools.dwarf.callframe import CallFrameInfo
+            from elftools.elf.elffile import ELFFile
 
-            elf = getattr(self, "_elf", None)
-            if elf is None:
-                from elftools.elf.elffile import ELFFile
-
-                elf = ELFFile(open(self.path, "rb"))  # noqa: SIM115 - lives as long as this table
-                self._elf = elf
-            import io
-
-            from elftools.dwarf.structs import DWARFStructs
-
-            sec: Any = elf.get_section_by_name(self.section)
-            data = sec.data()
-            cfi = CallFrameInfo(
-                stream=io.BytesIO(data),
-                size=len(data),
-                address=int(sec.header["sh_addr"]),
-                base_structs=DWARFStructs(
-                    little_endian=elf.little_endian, dwarf_format=32, address_size=elf.elfclass // 8
-                ),
-                for_eh_frame=self.section == ".eh_frame",
-            )
+            with open(self.path, "rb") as fh:
+                cfi = _make_cfi(ELFFile(fh), self.section)
             self._cfi = cfi
         return cfi
 
     def close(self) -> None:
-        elf = getattr(self, "_elf", None)
-        if elf is not None:
-            elf.stream.close()
-        self.__dict__.pop("_elf", None)
         self.__dict__.pop("_cfi", None)
 
     # -- look-up ---------------------------------------------------------------------------------------------------
@@ -248,3 +226,20 @@ class CfiTable:
     def decode_all(self) -> int:
         """Decode every FDE (for tests and the cold-parse measurement); returns how many decoded."""
         return sum(1 for s in self.starts if self.find(int(s)) is not None)
+
+
+def _make_cfi(elf: Any, section: str) -> Any:
+    import io
+
+    from elftools.dwarf.callframe import CallFrameInfo
+    from elftools.dwarf.structs import DWARFStructs
+
+    sec: Any = elf.get_section_by_name(section)
+    data = sec.data()
+    return CallFrameInfo(
+        stream=io.BytesIO(data),
+        size=len(data),
+        address=int(sec.header["sh_addr"]),
+        base_structs=DWARFStructs(little_endian=elf.little_endian, dwarf_format=32, address_size=elf.elfclass // 8),
+        for_eh_frame=section == ".eh_frame",
+    )

@@ -521,7 +521,6 @@ class DwarfIndex:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_dwarf", None)
-        state.pop("_fh", None)
         state["dirty"] = False
         return state
 
@@ -553,21 +552,16 @@ class DwarfIndex:
         if d is None:
             from elftools.elf.elffile import ELFFile
 
-            fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-            elf = ELFFile(fh)
-            if elf.get_section_by_name(".debug_info") is None:
-                fh.close()
-                return None
-            d = elf.get_dwarf_info(relocate_dwarf_sections=elf.header["e_type"] == "ET_REL")
-            self._fh = fh
+            # pyelftools copies the debug sections into memory: the file is closed once they are read
+            with open(self.path, "rb") as fh:
+                elf = ELFFile(fh)
+                if elf.get_section_by_name(".debug_info") is None:
+                    return None
+                d = elf.get_dwarf_info(relocate_dwarf_sections=elf.header["e_type"] == "ET_REL")
             self._dwarf = d
         return d
 
     def close(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh is not None:
-            fh.close()
-        self.__dict__.pop("_fh", None)
         self.__dict__.pop("_dwarf", None)
 
     def expand(self, table: CuTable, die_offset: int) -> tuple[array[int], array[int], list[tuple[int, ...]]]:

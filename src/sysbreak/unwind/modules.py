@@ -355,49 +355,45 @@ def load_module(path: str, key: str, debug_dirs: tuple[str, ...] = DEBUG_DIRS) -
     """Read ``path`` into a :class:`ModuleInfo` (symbols decoded, CFI indexed, nothing decoded yet)."""
     from elftools.elf.elffile import ELFFile
 
-    fh = open(path, "rb")  # noqa: SIM115 - kept open by the CFI tables, closed by ModuleInfo.close
-    elf = ELFFile(fh)
-    loads = []
-    interp = False
-    for seg in elf.iter_segments():
-        h = seg.header
-        if h["p_type"] == "PT_LOAD":
-            loads.append((h["p_offset"], h["p_vaddr"], h["p_filesz"], h["p_memsz"], h["p_flags"]))
-        elif h["p_type"] == "PT_INTERP":
-            interp = True
-    code = sorted(
-        (s.header["sh_addr"], s.header["sh_addr"] + s.header["sh_size"], s.name)
-        for s in elf.iter_sections()
-        if s.header["sh_flags"] & SHF_EXECINSTR and s.header["sh_addr"]
-    )
-    build_id = _build_id(elf)
-    has_debug = elf.get_section_by_name(".debug_info") is not None and elf.get_section_by_name(".debug_line")
-    debug_path: str | None = path if has_debug else None
-    debug_elf = None
-    if debug_path is None:
-        dbg = find_debug_file(path, build_id, _debuglink(elf), debug_dirs)
-        if dbg is not None:
-            debug_path = dbg
-            debug_elf = ELFFile(open(dbg, "rb"))  # noqa: SIM115 - closed below or kept by a CFI table
-    entries: SymEntries = {}
-    strtabs: list[tuple[str, int, int]] = []
-    _read_symbols(elf, path, code, entries, strtabs)
-    if debug_elf is not None and debug_path is not None:
-        _read_symbols(debug_elf, debug_path, code, entries, strtabs)
-    eh = CfiTable.build(elf, path, ".eh_frame")
-    dframe = CfiTable.build(elf, path, ".debug_frame")
-    if dframe is None and debug_elf is not None:
-        dframe = CfiTable.build(debug_elf, debug_path or path, ".debug_frame")
-    if debug_elf is not None and (dframe is None or dframe.path != debug_path):
-        debug_elf.stream.close()
-    if eh is None and (dframe is None or dframe.path != path):
-        fh.close()
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        loads = []
+        interp = False
+        for seg in elf.iter_segments():
+            h = seg.header
+            if h["p_type"] == "PT_LOAD":
+                loads.append((h["p_offset"], h["p_vaddr"], h["p_filesz"], h["p_memsz"], h["p_flags"]))
+            elif h["p_type"] == "PT_INTERP":
+                interp = True
+        code = sorted(
+            (s.header["sh_addr"], s.header["sh_addr"] + s.header["sh_size"], s.name)
+            for s in elf.iter_sections()
+            if s.header["sh_flags"] & SHF_EXECINSTR and s.header["sh_addr"]
+        )
+        build_id = _build_id(elf)
+        has_debug = elf.get_section_by_name(".debug_info") is not None and elf.get_section_by_name(".debug_line")
+        debug_path: str | None = path if has_debug else None
+        dbg = None if debug_path is not None else find_debug_file(path, build_id, _debuglink(elf), debug_dirs)
+        entries: SymEntries = {}
+        strtabs: list[tuple[str, int, int]] = []
+        _read_symbols(elf, path, code, entries, strtabs)
+        eh = CfiTable.build(elf, path, ".eh_frame")
+        dframe = CfiTable.build(elf, path, ".debug_frame")
+        e_type = str(elf.header["e_type"])
+        entry = int(elf.header["e_entry"])
+    if dbg is not None:
+        debug_path = dbg
+        with open(dbg, "rb") as dfh:
+            debug_elf = ELFFile(dfh)
+            _read_symbols(debug_elf, dbg, code, entries, strtabs)
+            if dframe is None:
+                dframe = CfiTable.build(debug_elf, dbg, ".debug_frame")
     return ModuleInfo(
         path=path,
         key=key,
         build_id=build_id,
-        e_type=str(elf.header["e_type"]),
-        entry=int(elf.header["e_entry"]),
+        e_type=e_type,
+        entry=entry,
         interp=interp,
         loads=loads,
         code_sections=code,
