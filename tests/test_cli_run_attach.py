@@ -62,7 +62,7 @@ def test_attach_writes_the_capture_dir_and_the_server_runs_on(
     last = res.stdout.strip().splitlines()[-1]
     assert f"sysbreak report {out}" in last
     m = meta(out)
-    assert m["format"] == "sysbreak-capture/1"
+    assert m["format"] == "sysbreak-capture/2"
     assert m["pid"] == server.pid and m["command"] == "attach"
     assert m["cmdline"][0].endswith("leaky_server")
     assert m["syscalls"] == ["mmap", "munmap", "mremap", "brk"]

@@ -327,3 +327,90 @@ def test_children_forked_while_breakpoints_are_in_never_see_them(tmp_path: Path,
         proc.kill()
     assert checked >= 5
     assert proc.returncode == 0
+
+
+# --------------------------------------------------------------------------------------------- reports
+@pytest.fixture(scope="module")
+def chain_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`run -f -- proctree chain 2`: three processes, each mapping through leak_here()."""
+    subprocess.run(["make", "-s", "-C", str(PROCTREE.parent.parent)], check=True)
+    cap = tmp_path_factory.mktemp("chain") / "cap"
+    res = run_sysbreak("run", "-f", "-s", "mmap", "-o", cap, "--", PROCTREE, "chain", "2", timeout=120)
+    assert res.returncode == 0, res.stderr
+    return cap
+
+
+def test_json_report_lists_the_processes_and_the_pids_of_every_stack(chain_capture: Path) -> None:
+    res = run_sysbreak("report", chain_capture, "-f", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    procs = processes(chain_capture)
+    assert [(p["pid"], p["ppid"], p["argv"]) for p in doc["processes"]] == [
+        (p["pid"], p["ppid"], p["argv"]) for p in procs
+    ]
+    pids = {p["pid"] for p in procs}
+    assert all(s["pids"] and set(s["pids"]) <= pids for s in doc["stacks"])
+    leaks = [s for s in doc["stacks"] if s["frames"] and s["frames"][1]["function"] == "leak_here"]
+    assert {p for s in leaks for p in s["pids"]} == pids  # every process's leak is in the merged report
+    assert sum(s["by_syscall"].get("mmap", 0) for s in leaks) == 6
+    assert doc["totals"]["events"] == sum(p["events"] for p in procs)
+    assert {r["pid"] for r in doc["regions"]} == pids
+
+
+def test_text_and_html_reports_show_the_process_of_each_stack(chain_capture: Path, tmp_path: Path) -> None:
+    pids = [str(p["pid"]) for p in processes(chain_capture)]
+    res = run_sysbreak("report", chain_capture, "--sort", "events", env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "Processes" in res.stdout and all(p in res.stdout for p in pids)
+    assert "pids" in res.stdout
+    html = tmp_path / "r.html"
+    res = run_sysbreak("report", chain_capture, "-f", "html", "-o", html)
+    assert res.returncode == 0, res.stderr
+    text = html.read_text()
+    assert "Processes" in text and "&middot; pid " in text and all(p in text for p in pids)
+
+
+def test_report_pid_filters_one_process(chain_capture: Path) -> None:
+    procs = processes(chain_capture)
+    child = procs[1]
+    res = run_sysbreak("report", chain_capture, "-f", "json", "--pid", child["pid"])
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [p["pid"] for p in doc["processes"]] == [child["pid"]]
+    assert all(s["pids"] == [child["pid"]] for s in doc["stacks"])
+    assert doc["totals"]["events"] == child["events"]
+    bad = run_sysbreak("report", chain_capture, "--pid", "1")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "--pid 1: no such process" in bad.stderr
+
+
+def test_a_one_process_capture_of_format_1_still_reads(tmp_path: Path) -> None:
+    old = Path(__file__).resolve().parent.parent / "fixtures" / "procfs" / "capture-ucm_leak"
+    assert json.loads((old / "meta.json").read_text()).get("format", "sysbreak-capture/1") == "sysbreak-capture/1"
+    res = run_sysbreak("report", old, "-f", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [p["pid"] for p in doc["processes"]] == [doc["pid"]]
+    assert all(s["pids"] == [doc["pid"]] for s in doc["stacks"])
+
+
+def test_an_exec_ends_every_mapping_of_the_old_image(tmp_path: Path) -> None:
+    """The ledger forgets the process's mappings at an exec record: the old image's are not live any more."""
+    from sysbreak.analysis import analyze
+    from sysbreak.capture import EventLogWriter
+
+    log = tmp_path / "events.jsonl"
+    w = EventLogWriter(log)
+    w.header(arch="x86_64", pid=7, exe="/bin/env", syscalls=["mmap"], mode="callsite", t0=1.0)
+    frame = {"pc": 4096, "module": "/bin/x", "offset": 0, "function": "f", "file": None, "line": None}
+    before = w.stack_id(("a",), [{**frame, "function": "in_env"}], [])
+    after = w.stack_id(("b",), [{**frame, "function": "in_prog"}], [])
+    site = {"pc": 4096, "module": "/bin/x", "offset": 0, "kind": "syscall"}
+    mmap = [0, 1 << 20, 3, 0x22, (1 << 64) - 1, 0]
+    w.event(t=1.1, pid=7, tid=7, nr=9, name="mmap", args=mmap, ret=0x7F0000000000, stack=before, site=site)
+    w.exec(t=1.2, pid=7, exe="/bin/prog", argv=["/bin/prog"], removed=3)
+    w.event(t=1.3, pid=7, tid=7, nr=9, name="mmap", args=mmap, ret=0x7F0000000000, stack=after, site=site)
+    w.end("detach", 1.4)
+    w.close()
+    live = {s.frames[0].function: s.live_bytes for s in analyze(str(log)).stacks}
+    assert live == {"in_env": 0, "in_prog": 1 << 20}  # the same address, mapped again in the new image

@@ -78,7 +78,7 @@ DOCUMENTED_STACK_KEYS = {
     "id", "rank", "label", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes",
     "growth_bytes", "growth_per_min", "first_t", "last_t", "frames", "python", "stack_ids",
     "kind", "peak_bytes", "first_rss_bytes", "rss_growth_bytes", "anon_rss_bytes", "file_rss_bytes", "virtual_bytes",
-    "reserved_bytes", "after_last_bytes", "rss_growth_per_min", "series",
+    "reserved_bytes", "after_last_bytes", "rss_growth_per_min", "series", "pids",
 }  # fmt: skip
 
 
@@ -96,6 +96,7 @@ def test_exact_document() -> None:
         "stack #1 leak_region (ucm_leak+0x1189) added 1.0 MiB of it (100%, anonymous)",
         "source": "cap",
         "pid": 42,
+        "processes": [],
         "exe": "/app/ucm_leak",
         "syscalls": ["mmap", "munmap"],
         "t0": 100.0,
@@ -174,6 +175,7 @@ def test_exact_document() -> None:
                 "python": [{"file": "/app/w.py", "line": 41, "function": "step"}],
                 "stack_ids": [7, 9],
                 "series": [[0.0, 0], [80.0, 2 * MiB]],
+                "pids": [],
             }
         ],
         "regions": [
@@ -194,6 +196,7 @@ def test_exact_document() -> None:
                 "rss_growth": MiB,
                 "owners": [{"stack": 7, "bytes": 2 * MiB}],
                 "unexplained_bytes": 0,
+                "pid": None,
             }
         ],
         "timeline": [

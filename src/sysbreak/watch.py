@@ -8,7 +8,7 @@ Pure logic (testable without a live process): :func:`compare` matches the region
 overlap (the kernel merges adjacent anonymous mappings into one VMA whose start moves, so a region is not its
 start address), :class:`Watched` keeps one process's history, :func:`verdict` says whether the growth is worth an
 ``attach``. :func:`watch` is the loop the CLI runs: a rich ``Live`` view on a terminal, plain lines elsewhere,
-snapshots written into a capture directory (``sysbreak-capture/1``, ``command: "watch"``) that ``sysbreak report``
+snapshots written into a capture directory (``sysbreak-capture/2``, ``command: "watch"``) that ``sysbreak report``
 reads.
 """
 

@@ -386,6 +386,11 @@ class Replay:
             assert ret is not None
             fn(args[0], args[1], args[2], args[3], ret, owner)
 
+    def forget_all(self) -> None:
+        """The process exec'd: its whole address space is gone (every live mapping counts as unmapped)."""
+        self._lost(self.ledger.remove(0, _U64))
+        self.brk = None
+
     def _lost(self, pieces: list[Piece]) -> None:
         unmapped = self.unmapped
         for s, e, o in pieces:

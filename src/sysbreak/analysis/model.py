@@ -45,6 +45,7 @@ class StackStats:
     rss_growth_per_min: float | None = None  # rss_growth_bytes per minute; None when the span is too short
     kind: str = "candidate"  # "candidate" (holds memory), "idle" (holds nothing now), "library" (loads libraries)
     series: list[tuple[float, int]] = field(default_factory=list)  # (t since start, live bytes), top stacks only
+    pids: tuple[int, ...] = ()  # the processes it was seen in (sysbreak.analysis.processes)
 
     @property
     def resident_growth(self) -> int:
@@ -78,6 +79,7 @@ class Region:
     status: str = "same"  # "new", "grew", "shrank", "same", "gone"
     owners: list[RegionOwner] = field(default_factory=list)
     unexplained_bytes: int = 0  # bytes no captured event explains (mapped before the capture, or unwatched)
+    pid: int | None = None  # the process whose address space it is in
 
     @property
     def growth(self) -> int:
@@ -136,6 +138,7 @@ class Analysis:
     hints: list[Hint] = field(default_factory=list)  # known culprits whose frames own the growth
     # releases logged after an allocation that reused their range, replayed before it (kernel order), by syscall
     reordered: dict[str, int] = field(default_factory=dict)
+    processes: list[dict[str, Any]] = field(default_factory=list)  # pid, ppid, argv (, exe, how, end) per process
 
     @property
     def duration(self) -> float:

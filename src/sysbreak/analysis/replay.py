@@ -179,8 +179,8 @@ class LogReplay:
             it = batch[j]
             code = it[0]
             if type(code) is not int:
-                if code == "header":
-                    break  # another process
+                if code in ("header", "exec"):
+                    break  # another process, or a new image: nothing after it freed bytes of this one
                 if code == "stack":  # a definition the records pulled ahead may use
                     self.stacks.add(it[1], it[2], it[3])
                 continue
@@ -290,6 +290,8 @@ class LogReplay:
                             self.pids.add(hpid)
                     elif code == "end":
                         self.end_t = item[1]
+                    elif code == "exec":
+                        replay.forget_all()
             replay.cur = None
             self.live_samples = live_samples
         while slot_i < len(slots):

@@ -15,7 +15,8 @@ Items of a batch, in log order:
   an unseen return, another syscall: the replay changes nothing, but the thread's order of calls needs it);
   ``t``, ``stack``, ``tid`` and ``seq`` may be None;
 * ``("stack", id, frames, python)`` for a stack record;
-* ``("header", obj)`` for a header (the decoded object), ``("end", t)`` for an end record.
+* ``("header", obj)`` for a header (the decoded object), ``("end", t)`` for an end record, ``("exec", t)`` for an
+  exec of the process (its address space replaced).
 
 Everything else a per-stack report needs (calls per stack and syscall, failed ones included, first and last
 times) is counted on the decoding side and returned once, at the end, as a :class:`StreamSummary`.
@@ -155,6 +156,9 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
             if lineno == 1:  # let the consumer see the header at once
                 yield items
                 items = []
+        elif typ == "exec":  # the process replaced its image: every mapping is gone
+            t = obj.get("t")
+            items.append(("exec", float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None))
         elif typ == "end":
             reader.ended = True
             t = obj.get("t")

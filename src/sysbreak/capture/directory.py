@@ -1,4 +1,4 @@
-"""Writing the capture directory (``sysbreak-capture/1``, docs/capture-dir.md): meta.json and the /proc snapshots.
+"""Writing the capture directory (``sysbreak-capture/2``, docs/capture-dir.md): meta.json and the /proc snapshots.
 
 The event log inside it is written by :mod:`sysbreak.capture.writer` (in GDB); reading is
 :mod:`sysbreak.capture.reader`.

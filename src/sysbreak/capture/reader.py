@@ -17,7 +17,7 @@ from typing import Any
 
 from sysbreak import syscalls
 from sysbreak.capture.schema import (
-    CAPTURE_FORMAT,
+    CAPTURE_FORMATS_READ,
     EVENTS,
     EVENTS_FORMAT,
     EVENTS_FORMATS_READ,
@@ -402,8 +402,10 @@ def _read_meta(path: str, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f"{path}: not a JSON object, ignored")
         return {}
     fmt = meta.get("format")
-    if fmt is not None and fmt != CAPTURE_FORMAT:
-        raise SysbreakError(f"{path}: capture format {fmt!r} is not supported (this sysbreak reads {CAPTURE_FORMAT})")
+    if fmt is not None and fmt not in CAPTURE_FORMATS_READ:
+        raise SysbreakError(
+            f"{path}: capture format {fmt!r} is not supported (this sysbreak reads {', '.join(CAPTURE_FORMATS_READ)})"
+        )
     return meta
 
 

@@ -1,6 +1,6 @@
 """The records of the event log and the names of the capture directory: the one definition of both formats.
 
-``sysbreak-events/2`` (docs/event-log.md; /1 is still read) and ``sysbreak-capture/1`` (docs/capture-dir.md) are
+``sysbreak-events/2`` (docs/event-log.md) and ``sysbreak-capture/2`` (docs/capture-dir.md), /1 of both still read, are
 defined here once; the writers (:mod:`sysbreak.capture.writer`, :mod:`sysbreak.capture.directory`), the typed reader
 (:mod:`sysbreak.capture.reader`), the batch decoder (:mod:`sysbreak.capture.decode`) and the tail follower
 (:mod:`sysbreak.capture.follow`) all take them from here. :class:`Frame` and :class:`PyFrame` are part of the
@@ -16,7 +16,10 @@ EVENTS_FORMAT = "sysbreak-events/2"
 #: The event-log versions the readers accept: /2 adds ``when: "before"`` (a release logged before the kernel
 #: acted, ``ret`` null); a /1 log has every call logged after it returned.
 EVENTS_FORMATS_READ = ("sysbreak-events/2", "sysbreak-events/1")
-CAPTURE_FORMAT = "sysbreak-capture/1"
+CAPTURE_FORMAT = "sysbreak-capture/2"
+#: The capture-directory versions the readers accept: /2 holds a process tree (meta.json ``processes``, one
+#: ``procs/PID/`` directory per process after the first); a /1 directory is one process.
+CAPTURE_FORMATS_READ = ("sysbreak-capture/2", "sysbreak-capture/1")
 
 # The files of a capture directory (docs/capture-dir.md).
 EVENTS = "events.jsonl"

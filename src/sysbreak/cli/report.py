@@ -173,6 +173,16 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        pid: Annotated[
+            int | None,
+            typer.Option(
+                "--pid",
+                "-p",
+                metavar="PID",
+                help="Only this process of a capture of several (run -f, attach PID PID, attach --children).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         from sysbreak.report import ReportOptions, get_reporter, load_analysis
 
@@ -188,7 +198,7 @@ def register(app: typer.Typer) -> None:
         if output is not None and str(output) != "-":
             check_output(output)
 
-        analysis = load_analysis(source, list(maps or ()), depth=depth, group_outside=group_outside, sort=sort)
+        analysis = load_analysis(source, list(maps or ()), depth=depth, group_outside=group_outside, sort=sort, pid=pid)
 
         color, width = (False, None)
         if reporter.terminal and (output is None or str(output) == "-"):

@@ -288,6 +288,7 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
             "file": stack.file_rss_bytes,
             "events": stack.events,
             "by_syscall": by_syscall_text(stack.by_syscall),
+            "pids": ", ".join(str(p) for p in stack.pids) if len(analysis.processes) > 1 else "",
             "share": (100.0 * stack.live_bytes / total_live) if total_live else 0.0,
             "bar": (100.0 * max(stack.resident_growth, stack.rss_bytes) / max_rss) if max_rss else 0.0,
             "frames": [

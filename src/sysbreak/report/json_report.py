@@ -64,17 +64,17 @@ _STACK_FIELDS = frozenset(
     {"id", "frames", "python", "events", "by_syscall", "mapped_bytes", "unmapped_bytes", "live_bytes", "rss_bytes"}
     | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label", "stack_ids"}
     | {"first_rss_bytes", "rss_growth_bytes", "anon_rss_bytes", "file_rss_bytes", "reserved_bytes", "after_last_bytes"}
-    | {"peak_bytes", "rss_growth_per_min", "kind", "series"}
+    | {"peak_bytes", "rss_growth_per_min", "kind", "series", "pids"}
 )
 _REGION_FIELDS = frozenset(
     {"start", "end", "perms", "path", "size", "rss", "first_size", "first_rss", "status", "owners"}
-    | {"unexplained_bytes"}
+    | {"unexplained_bytes", "pid"}
 )
 _OWNER_FIELDS = frozenset({"stack_id", "bytes"})
 _SAMPLE_FIELDS = frozenset({"t", "rss_bytes", "live_bytes"})
 _ANALYSIS_FIELDS = frozenset(
     {"source", "pid", "exe", "syscalls", "t0", "t1", "events", "by_syscall", "stacks", "regions", "timeline"}
-    | {"snapshots", "warnings", "sort", "hints"}
+    | {"snapshots", "warnings", "sort", "hints", "processes"}
 )
 
 
@@ -135,6 +135,7 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
             "python": [pyframe_dict(frame) for frame in stack.python],
             "stack_ids": list(stack.stack_ids),
             "series": [[t, n] for t, n in stack.series],
+            "pids": list(stack.pids),
         },
     )
 
@@ -166,6 +167,7 @@ def region_dict(region: Region, exe: str | None = None) -> dict[str, Any]:
                 for owner in region.owners
             ],
             "unexplained_bytes": region.unexplained_bytes,
+            "pid": region.pid,
         },
     )
 
@@ -180,6 +182,7 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
         "headline": headline(analysis),
         "source": analysis.source,
         "pid": analysis.pid,
+        "processes": [dict(p) for p in analysis.processes],
         "exe": analysis.exe,
         "syscalls": list(analysis.syscalls),
         "t0": analysis.t0,
@@ -314,6 +317,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
                 after_last_bytes=int(s.get("after_last_bytes", 0)),
                 peak_bytes=int(s.get("peak_bytes", 0)),
                 kind=str(s.get("kind", "candidate" if int(s.get("live_bytes", 0)) else "idle")),
+                pids=tuple(int(p) for p in s.get("pids", [])),
                 **_extra_kwargs(StackStats, _STACK_FIELDS, s),
             )
             for s in data.get("stacks", [])
@@ -331,6 +335,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
                 status=str(r.get("status", "same")),
                 owners=[RegionOwner(stack_id=int(o["stack"]), bytes=int(o["bytes"])) for o in r.get("owners", [])],
                 unexplained_bytes=int(r.get("unexplained_bytes", 0)),
+                pid=r.get("pid"),
             )
             for r in data.get("regions", [])
         ]
@@ -354,6 +359,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
             snapshots=int(data.get("snapshots", 0)),
             warnings=[str(w) for w in data.get("warnings", [])],
             sort="live" if v1 else str(data.get("sort", "rss-growth")),  # version 1 ranked by live bytes
+            processes=[dict(p) for p in data.get("processes", []) if isinstance(p, dict)],
             hints=[
                 Hint(
                     culprit=str(h["culprit"]),

@@ -45,6 +45,7 @@ def load_analysis(
     depth: int | None = None,
     group_outside: str | None = None,
     sort: str | None = None,
+    pid: int | None = None,
 ) -> Analysis:
     """The analysis of ``source`` (capture dir, events log or saved JSON report) and/or ``maps`` files, its stacks
     in the order of ``sort`` (default: resident growth; a saved report keeps its own order unless given)."""
@@ -82,6 +83,19 @@ def load_analysis(
         from sysbreak.capture import open_capture
 
         open_capture(source)  # a clear one-line error for a directory or file that is not a capture
+    if source is not None and source.is_dir():
+        from sysbreak.analysis.processes import analyze_processes
+
+        return analyze_processes(
+            source,
+            pid=pid,
+            maps_files=tuple(str(m) for m in maps),
+            depth=depth,
+            group_outside=group_outside,
+            sort=sort if sort is not None else DEFAULT_SORT,
+        )
+    if pid is not None:
+        raise SysbreakError("--pid picks a process of a capture directory: give the directory, not a file")
     from sysbreak.analysis import analyze
 
     result: Analysis = analyze(

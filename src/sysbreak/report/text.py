@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from rich import box
 from rich.table import Table
@@ -67,6 +68,22 @@ def _rss_growth_cell(stack: StackStats) -> str:
     return text
 
 
+def pids_text(pids: tuple[int, ...], limit: int = 4) -> str:
+    """``4242, 4250`` or ``4242, 4250, 4251, 4252 +3``: the processes a stack was seen in."""
+    shown = ", ".join(str(p) for p in pids[:limit])
+    return shown + (f" +{len(pids) - limit}" if len(pids) > limit else "")
+
+
+def processes_text(processes: list[dict[str, Any]]) -> str:
+    """One line per process of the tree: pid, parent, command line."""
+    lines = []
+    for p in processes:
+        argv = " ".join(str(a) for a in (p.get("argv") or [])) or "?"
+        parent = f" (child of {p['ppid']})" if p.get("ppid") and any(q["pid"] == p["ppid"] for q in processes) else ""
+        lines.append(f"{p['pid']}{parent}: {argv[:100]}")
+    return "\n          ".join(lines)
+
+
 def _stacks_table(analysis: Analysis, stacks: list[StackStats], width: int) -> Table:
     """The ranked stacks; on a narrow terminal without virtual/rate/mapped, so that the labels stay readable."""
     wide = width >= 130
@@ -85,6 +102,9 @@ def _stacks_table(analysis: Analysis, stacks: list[StackStats], width: int) -> T
             table.add_column("RSS/min", justify="right", no_wrap=True)
         table.add_column("mapped", justify="right", no_wrap=True)
     table.add_column("events", overflow="fold")
+    several = len(analysis.processes) > 1
+    if several:
+        table.add_column("pids", overflow="fold")  # which processes of the tree made it
     for rank, stack in enumerate(stacks, start=1):
         cells = [
             str(rank),
@@ -100,6 +120,8 @@ def _stacks_table(analysis: Analysis, stacks: list[StackStats], width: int) -> T
                 cells.append(human_rate(stack.rss_growth_per_min))
             cells.append(human_bytes(stack.mapped_bytes))
         cells.append(by_syscall_text(stack.by_syscall) or str(stack.events))
+        if several:
+            cells.append(pids_text(stack.pids))
         table.add_row(*cells)
     return table
 
@@ -275,6 +297,8 @@ def render_text(
     if len(rss) >= 2:
         capture.append(f"RSS {human_bytes(rss[0])} -> {human_bytes(rss[-1])}")
     console.print(Text.assemble(("Capture   ", "bold"), ", ".join(part for part in capture if part)), soft_wrap=True)
+    if len(analysis.processes) > 1:
+        console.print(Text.assemble(("Processes ", "bold"), processes_text(analysis.processes)), soft_wrap=True)
     console.print()
 
     cands = candidates(analysis)
