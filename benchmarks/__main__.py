@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import event, overhead, report, scan, startup, unwind
+from benchmarks import event, overhead, procs, report, scan, startup, unwind
 from benchmarks.common import RESULTS, Config, Row, ensure_workload, machine
 
 SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
@@ -26,6 +26,7 @@ SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
     "report": report.run,
     "startup": startup.run,
     "unwind": unwind.run,
+    "procs": procs.run,
 }
 HEAD = ("section", "measure", "value", "ratio", "target", "result", "note")
 

@@ -46,7 +46,7 @@ def test_capture_dir_create_and_atomic_meta(tmp_path: Path) -> None:
     meta = capdir.Meta(d, pid=1)
     meta.update(end_reason="duration")
     assert json.loads((d / "meta.json").read_text()) == {
-        "format": "sysbreak-capture/1",
+        "format": "sysbreak-capture/2",
         "pid": 1,
         "end_reason": "duration",
     }

@@ -61,6 +61,15 @@ def analyze_processes(source: str | os.PathLike[str], *, pid: int | None = None,
 
     src = os.fspath(source)
     procs = process_list(open_capture(src).meta) if os.path.isdir(src) else []
+    if procs and not all("dir" in p for p in procs):
+        # `sysbreak watch PID PID`: one directory of snapshots of several processes; the analysis is of `pid`'s
+        if pid is not None and pid not in {p["pid"] for p in procs}:
+            raise SysbreakError(f"--pid {pid}: no such process in {src}")
+        one = analyze(src, **kwargs)
+        if one.pid is not None:
+            _tag(one, one.pid)
+        one.processes = [_public(p) for p in procs]
+        return one
     if pid is not None:
         chosen = [p for p in procs if p["pid"] == pid]
         if not chosen:

@@ -198,6 +198,8 @@ class CaptureSession:
         self.ppid = ppid
         self.handoff = handoff  # "fork"/"vfork": a child held stopped by its parent's GDB (`sysbreak hold`)
         self.held_by: CaptureSession | None = None
+        self.held_since: float | None = time.monotonic() if handoff is not None else None
+        self.held_s: float | None = None  # how long the hand-over held the child stopped
         self._held = handoff is not None
         self._to_release: list[int] = []  # children whose own GDB has them: `sysbreak release` in our GDB
         self.more_pids = [p for p in (more_pids or []) if p != self.pid]  # attach PID PID...: the others
@@ -701,6 +703,8 @@ class CaptureSession:
         self._held = False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.pid, signal.SIGCONT)
+        if self.held_since is not None:
+            self.held_s = time.monotonic() - self.held_since
         if self.held_by is not None:
             self.held_by._to_release.append(self.pid)
 

@@ -175,6 +175,8 @@ class ProcessTree:
             }
             if meta.get("execs"):
                 entry["execs"] = meta["execs"]
+            if s.held_s is not None:
+                entry["held_s"] = round(s.held_s, 3)
             if "end_reason" in meta:
                 entry.update(
                     ended=meta.get("ended"),
