@@ -191,19 +191,32 @@ def test_attach_several_processes(tmp_path: Path, fixture_paths: FixturePaths, s
 
 
 def test_attach_children_follows_a_worker_started_after_the_attach(tmp_path: Path, spawn: Spawn) -> None:
-    root = spawn([PROCTREE, "late", "2"])
+    root = spawn([PROCTREE, "late"])
     root.wait_lines(2, prefix="PID")  # the root and its early child run
     cap = tmp_path / "cap"
-    res = run_sysbreak("attach", "-p", root.pid, "--children", "-s", "mmap", "-o", cap, timeout=60)
-    assert res.returncode == 0, res.stderr
+    argv = [*sysbreak_argv(), "attach", "-p", str(root.pid), "--children", "-s", "mmap", "-o", str(cap)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both are traced: now the root starts its late worker
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                procs = processes(cap)
+                if len(procs) == 2 and all((cap / p["dir"] / "events.jsonl").exists() for p in procs):
+                    break
+            time.sleep(0.05)
+        os.kill(root.pid, signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
     assert root.popen.wait(timeout=10) == 0
-    procs = processes(cap)
-    roles = {p["how"]: p for p in procs}
+    roles = {p["how"]: p for p in processes(cap)}
     assert sorted(roles) == ["attach", "fork", "root"]  # root, the early child found running, the late one forked
     assert roles["fork"]["ppid"] == root.pid and roles["attach"]["ppid"] == root.pid
     assert len(calls_in(cap, roles["fork"], "leak_here")) == 2  # the late worker, from its first instruction
     assert calls_in(cap, roles["attach"], "leak_here")
-    assert all(p["end"] == "exited with status 0" for p in procs)
+    assert roles["root"]["end"] == roles["fork"]["end"] == "exited with status 0"
+    assert roles["attach"]["end"] == "was killed by SIGTERM"
 
 
 def test_attach_rejects_a_bad_pid_among_several(tmp_path: Path, spawn: Spawn, fixture_paths: FixturePaths) -> None:
@@ -243,7 +256,7 @@ def _crash_tree(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Pat
 def _survivors(cap: Path) -> list[dict[str, Any]]:
     procs = processes(cap)
     crasher = [p for p in procs if p.get("end") == "was killed by SIGSEGV"]
-    assert len(crasher) == 1, procs  # the child that crashed mid-capture is told apart
+    assert len(crasher) == 1, [(p["pid"], p["how"], p.get("end")) for p in procs]  # the crasher is told apart
     return [p for p in procs if p is not crasher[0]]
 
 

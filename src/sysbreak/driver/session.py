@@ -597,7 +597,7 @@ class CaptureSession:
                 self.end_reason = "gdb-died"
                 return
             if self.argv is None and not process.alive(self.pid):
-                self._wait_exit_record(2.0)
+                self._wait_exit_record(5.0)  # GDB reports how it ended; slow on a loaded machine
                 self.end_reason = "exited"
                 self.target_gone = True
                 return
