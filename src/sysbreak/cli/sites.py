@@ -29,11 +29,20 @@ for mmap. Each line shows: address (run-time for a PID, else as objdump shows it
 function, the kind (syscall, call, tailjmp), the syscall number when it is a constant in the code ("?" when
 not), and the action:
 
-  break                  an unconditional breakpoint: the site makes a wanted syscall
-  break if rax in {...}  the number is only known at run time, so the breakpoint tests it
+\b
+  break after / before   an unconditional breakpoint: the site makes a wanted syscall (a constant, also
+                         through push/pop, copies, or the same value on every path into its block)
+  break if rdi in {...}  a call to syscall() whose number is only known at run time: the breakpoint tests it
+  break at F+0x10 if rax in {...}, and after
+                         a syscall instruction whose number is not a constant: caught BEFORE it (never on it),
+                         where a register holds the number (a wrapper's first instruction: Go's Syscall6, AX),
+                         and after it for the result
   skip (getppid)         the site always makes another syscall: no breakpoint, no cost
-  skip (generic; ...)    a generic wrapper (libc's syscall() itself, or code that takes the number from its
-                         first argument): its callers are probed instead, or it with --exhaustive
+  skip (generic; ...)    libc's syscall() itself: its callers are probed instead, or it with --exhaustive
+  skip (number unknown)  UNCOVERED: no constant and no safe place before it; captures and reports list these
+
+--wrappers also follows the functions that take the number in a register up their direct callers and lists
+the numbers the callers pass.
 
 By default only the sites that get a breakpoint are listed, with one line per module counting the skipped ones;
 --all lists every site.
