@@ -271,3 +271,4 @@ def test_the_live_view_shows_growing_regions_with_kind_rate_and_sparkline(grower
     assert sparkline([p.rss for p in w.history]) in text and "█" in text
     row = next(line for line in text.splitlines() if line.startswith(f"{addr[0]:016x}"))
     assert "+2.0 MiB " in row and "+2.0 MiB/min" in row and " anon " in row and "rw-p" in row  # new, or merged
+    assert row.rstrip().endswith("[anon]")  # the mapping's name, not swallowed as markup

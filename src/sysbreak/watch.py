@@ -306,7 +306,7 @@ def render(ws: Sequence[Watched], *, top: int = DEFAULT_TOP, started: float, int
                 rate_text(c.rss_growth, span),
                 c.kind,
                 c.perms,
-                c.path,
+                Text(c.path),  # a path is text, never markup ("[anon]", "[heap]" would vanish as tags)
             )
         parts.append(table)
     return Group(*parts)

@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from sysbreak.watch import summary, watch
 
         # a pipe or a file gets a wide console: the Mapping column (paths) would otherwise be squeezed out
-        console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
         started = time.monotonic()
         result = watch(pids, interval=interval, duration=duration, count=count, output=output, top=top, console=console)
         console.print(summary(result, top=top, started=started, interval=interval), soft_wrap=True)
