@@ -20,7 +20,7 @@ import re
 from sysbreak.maps import parse_smaps
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-MAX_PAGES = 1 << 22  # pages read per snapshot at most (16 GiB of 4 KiB pages, 32 MiB of pagemap)
+MAX_PAGES = 1 << 20  # pages read per snapshot at most (4 GiB of 4 KiB pages, 8 MiB of pagemap; notes/reports.md)
 _RUN = re.compile(rb"\x01+")
 _PRESENT = bytes((1 if i & 0x80 else 0) for i in range(256))  # the high byte of an entry -> 1 when bit 63 is set
 
