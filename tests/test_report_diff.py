@@ -135,7 +135,10 @@ def test_headline_without_snapshots_uses_live_bytes() -> None:
 def test_text_rendering() -> None:
     text = render_diff(diff(sample_analysis(), after_fix()), "text")
     assert text.splitlines()[0].startswith("Process RSS growth went from 450.0 MiB")
-    assert "Stacks by size of change (6 of 6; 3 in both, 2 only in A, 1 only in B)" in text
+    assert "Stacks by size of change (5 of 5 holding memory; 3 in both, 2 only in A, 1 only in B)" in text
+    # scratch_buffer holds nothing in either capture: one folded line, not a row
+    assert "  1 stack holds nothing on either side (1 only in A, 0 only in B; 400 calls in A, 0 in B)" in text
+    assert "scratch_buffer" not in text
     row = next(line for line in text.splitlines() if "leak_region" in line and "only A" in line)
     assert re.search(
         r"^only A\s+leak_region \(ucm_leak\+0x1189\)\s+\+399\.0 MiB\s+-\s+-399\.0 MiB\s+400\.0 MiB\s+-\s+410\s+-$", row
@@ -207,5 +210,6 @@ def test_html_rendering() -> None:
     assert page.startswith("<!DOCTYPE html>")
     assert "Process RSS growth went from 450.0 MiB in 60 s in A to 6.0 MiB in 60 s in B (-99%)" in page
     assert "3 in both, 2 only in A, 1 only in B" in page
+    assert "1 stack holds nothing on either side" in page and "scratch_buffer" not in page
     assert "Decoder::step&lt;float&gt;(int)" in page  # escaped
     assert not re.search(r"https?://", page)

@@ -377,6 +377,21 @@ def _num(side: Side | None, name: str, *, is_bytes: bool = True) -> str:
     return human_bytes(value) if is_bytes else f"{value:,}"
 
 
+def idle_line(d: AnalysisDiff) -> str:
+    """One line for the matched stacks that hold nothing on either side (they are not rows), or ``""``."""
+    idle = [c for c in d.stacks if c.kind == "idle"]
+    if not idle:
+        return ""
+    calls_a = sum(c.a.events for c in idle if c.a is not None)
+    calls_b = sum(c.b.events for c in idle if c.b is not None)
+    only_a = sum(1 for c in idle if c.status == "only_a")
+    only_b = sum(1 for c in idle if c.status == "only_b")
+    return (
+        f"{plural(len(idle), 'stack')} {'holds' if len(idle) == 1 else 'hold'} nothing on either side "
+        f"({only_a} only in A, {only_b} only in B; {calls_a:,} calls in A, {calls_b:,} in B)"
+    )
+
+
 def _signed(side: Side | None, name: str) -> str:
     if side is None:
         return "-"
@@ -417,10 +432,11 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
     console.print(totals)
     console.print()
 
-    shown = d.stacks[:top]
+    rows = [c for c in d.stacks if c.kind != "idle"]
+    shown = rows[:top]
     console.print(
         Text(
-            f"Stacks by size of change ({len(shown)} of {len(d.stacks)}; {len(d.common)} in both, "
+            f"Stacks by size of change ({len(shown)} of {len(rows)} holding memory; {len(d.common)} in both, "
             f"{len(d.only_a)} only in A, {len(d.only_b)} only in B)",
             style="bold underline",
         )
@@ -443,6 +459,9 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
             _num(change.b, "events", is_bytes=False),
         )
     console.print(table)
+    line = idle_line(d)
+    if line:
+        console.print(Text("  " + line, style="dim"), soft_wrap=True)
     text = out.getvalue()
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 

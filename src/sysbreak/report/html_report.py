@@ -366,6 +366,7 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
     from sysbreak import __version__
     from sysbreak.report.diff import DEFAULT_TOP as DIFF_TOP
     from sysbreak.report.diff import diff_headline
+    from sysbreak.report.diff import idle_line as diff_idle_line
 
     top = DIFF_TOP if top is None else top
     ta, tb = d.a_totals, d.b_totals
@@ -388,6 +389,7 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
             "frames": [f"{f.function or '??'} ({module_offset(f)})" for f in c.frames],
         }
         for c in d.stacks
+        if c.kind != "idle"
     ]
     totals = [
         ("source", ta.source, tb.source, ""),
@@ -415,6 +417,7 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
         rows=rows[:top],
         more=rows[top:],
         counts={"both": len(d.common), "only_a": len(d.only_a), "only_b": len(d.only_b)},
+        idle=diff_idle_line(d),
         version=__version__,
     )
 
