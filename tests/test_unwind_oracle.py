@@ -158,6 +158,14 @@ def test_cpp_templates(tmp_path: Path) -> None:
     assert sum(1 for n in names if n and n.startswith("sb::Depth<")) == 4
 
 
+def test_cpp_without_debug_info(tmp_path: Path) -> None:
+    """The C++ fixture stripped of DWARF: names from the symbol table, demangled with their parameters."""
+    cmds = ["break main", "run", "catch syscall mmap", "continue", "DUMP"]
+    (frames,) = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "templates_nodebug")]), 1)
+    names = [f[1] for f in frames]
+    assert "sb::Pool<unsigned int>::grow() const" in names and all(f[2] is None for f in frames[2:])
+
+
 def test_twenty_deep_recursion(tmp_path: Path) -> None:
     cmds = ["break main", "run", "break mmap", "continue", "DUMP", "catch syscall mmap", "continue", "DUMP"]
     frames = _check(_gdb_dumps(tmp_path, cmds, [str(BUILD / "recurse")]), 2)

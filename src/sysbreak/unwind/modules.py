@@ -1,9 +1,10 @@
 """What the unwinder knows about one ELF file: load segments, CFI, function symbols, its debug file and DWARF.
 
-A :class:`ModuleInfo` is built once per file content (keyed by GNU build-id, else by device, inode, size and
-mtime) and pickled into the cache directory that site scans use (``<sites cache>/unwind-v1/``), so that a later
-process starts warm. Everything costly is lazy: FDEs are decoded, and DWARF compile units read, the first time a
-pc needs them; what was decoded is written back to the cache by :meth:`ModuleCache.save`.
+A :class:`ModuleInfo` is built once per file content (keyed by GNU build-id and file size, else by device,
+inode, size and mtime) and pickled into the cache directory that site scans use (``<sites cache>/unwind-v1-*/``),
+so that a later process starts warm. Everything costly is lazy: FDEs are decoded, and DWARF compile units
+read, the first time a pc needs them; what was decoded is written back to the cache by
+:meth:`ModuleCache.save`.
 
 Function symbols are bulk-decoded from ``.symtab``/``.dynsym`` (of the file and of its separate debug file) with
 :mod:`struct` over the section bytes pyelftools returns, sorted once, and found by bisect with GDB's rules for
@@ -471,7 +472,11 @@ class ModuleCache:
                 bid = _build_id(ELFFile(fh))
         except Exception:  # noqa: BLE001 - not an ELF file
             return None
-        return bid if bid else "stat-" + hashlib.sha1(repr((path, st)).encode()).hexdigest()[:20]
+        if not bid:
+            return "stat-" + hashlib.sha1(repr((path, st)).encode()).hexdigest()[:20]
+        # the build-id and the size: a stripped copy shares its original's build-id but not what it can tell
+        # (GDB names its frames from its own tables and its debug file only)
+        return f"{bid}-{st[2]:x}"
 
     def _alias(self, path: str, st: tuple[int, int, int, int]) -> Path:
         """A small file naming the cache entry of this path as it is now (device, inode, size, mtime): a warm
