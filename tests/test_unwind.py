@@ -337,3 +337,17 @@ def test_garbage_stacks_never_raise(modules: ModuleCache) -> None:
         assert res.physical and res.stop
         assert all(u.code_at(p.pc) or u.code_at(p.pc - 1) for p in res.physical)
     assert len(os.listdir("/proc/self/fd")) <= fds  # modules keep no file open (a process may map hundreds)
+
+
+def test_replaced_or_deleted_file_is_not_read(modules: ModuleCache) -> None:
+    """A mapping whose file was deleted, or whose path now has another inode (a library upgraded since):
+    reading the file at that path would give wrong frames, so the pc stays a bare frame and the unwind stops."""
+    maps, regs, stack, rsp, _ret = _nocfi_scene()
+    lib = str(BUILD / "libsbnocfi.so")
+    for change in ({"path": lib + " (deleted)"}, {"inode": Path(lib).stat().st_ino + 1}):
+        moved = [MapEntry(**{**m.__dict__, **change}) if m.path == lib else m for m in maps]
+        res = Unwinder(moved, exe=str(BUILD / "dlopener"), modules=modules).unwind(regs, stack, rsp)
+        assert [(f.function, f.offset) for f in res.frames] == [(None, None)] and res.stop == "no-module"
+    same = [MapEntry(**{**m.__dict__, "inode": Path(lib).stat().st_ino}) if m.path == lib else m for m in maps]
+    res = Unwinder(same, exe=str(BUILD / "dlopener"), modules=modules).unwind(regs, stack, rsp)
+    assert [f.function for f in res.frames] == ["sb_lib_map", "main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class MapEntry:
     perms: str
     offset: int
     path: str
+    inode: int | None = None  # when known: a file replaced since (another inode at the path) is not read
 
     @property
     def executable(self) -> bool:
@@ -95,7 +97,10 @@ def parse_maps(text: str) -> list[MapEntry]:
     """The lines of a ``/proc/PID/maps`` text (as :mod:`sysbreak.maps` parses them)."""
     from sysbreak import maps
 
-    return [MapEntry(v.start, v.end, v.perms, v.offset or 0, v.path) for v in maps.parse_maps(text, source="maps").vmas]
+    return [
+        MapEntry(v.start, v.end, v.perms, v.offset or 0, v.path, v.inode or None)
+        for v in maps.parse_maps(text, source="maps").vmas
+    ]
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,7 @@ class Unwinder:
         self._starts = [m.start for m in rows]
         self._resolved: dict[int, tuple[ModuleInfo | None, int | None]] = {}
         self._sites: dict[int, tuple[Any, ...]] = {}
+        self._tail_memo = {}  # keyed by absolute addresses: only valid for one set of mappings
 
     def _mapping(self, addr: int) -> MapEntry | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -232,8 +238,10 @@ class Unwinder:
         if hit is not None:
             return hit
         info = bias = None
-        path = m.path[: -len(" (deleted)")] if m.path.endswith(" (deleted)") else m.path
-        if path.startswith("/"):
+        path = m.path
+        # a deleted file's path now names another file, or none; so may a path whose inode changed: reading it
+        # would give wrong frames, so the pc stays module + offset
+        if path.startswith("/") and not path.endswith(" (deleted)") and self._same_file(path, m.inode):
             info = self.modules.get(path)
             if info is not None:
                 bias = info.bias_for(m.start, m.offset)
@@ -241,6 +249,15 @@ class Unwinder:
                     info = None
         self._resolved[m.start] = (info, bias)
         return info, bias
+
+    @staticmethod
+    def _same_file(path: str, inode: int | None) -> bool:
+        if not inode:
+            return True
+        try:
+            return os.stat(path).st_ino == inode
+        except OSError:
+            return False
 
     def _is_exe(self, m: MapEntry, info: ModuleInfo) -> bool:
         if self.exe is not None:
