@@ -51,6 +51,19 @@ def test_headline_without_snapshots_and_without_anything() -> None:
     assert headline(Analysis(source="x")) == "0 events captured; no call stack was captured"
 
 
+def test_headline_says_where_the_rest_is_when_no_stack_owns_much() -> None:
+    a = sample_analysis()
+    ucm = a.stacks[0]
+    ucm.rss_growth_bytes = ucm.rss_bytes = 30 * MiB  # 7% of the 450 MiB (still more than #2's 28 MiB)
+    lib = StackStats(id=50, frames=(Frame(1, "/lib64/ld-linux-x86-64.so.2", 0x6A79, "_dl_map_segments"),))
+    lib.kind, lib.live_bytes, lib.rss_bytes, lib.rss_growth_bytes = "library", 90 * MiB, 60 * MiB, 60 * MiB
+    a.stacks.append(lib)
+    assert headline(a) == (
+        "Process RSS grew by 450.0 MiB in 60 s (+450.0 MiB/min); stack #1 leak_region (ucm_leak+0x1189) added "
+        "30.0 MiB of it (7%, anonymous); 4 stacks added 58.1 MiB in all, libraries loaded 60.0 MiB"
+    )
+
+
 def test_without_snapshots_the_title_says_live_bytes_decide() -> None:
     a = sample_analysis()
     a.regions, a.timeline, a.snapshots = [], [], 0

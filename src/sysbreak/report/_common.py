@@ -311,6 +311,17 @@ def headline(analysis: Analysis) -> str:
     cands = candidates(analysis)
     if cands:
         text += "; " + stack_claim(analysis, cands[0], 1)
+        if analysis.sort == "rss-growth" and rss is not None and rss > 0:
+            # When no stack owns much of it, say where the rest is: many small owners, or libraries being loaded.
+            extra = []
+            if len(cands) > 1 and cands[0].resident_growth < 0.25 * rss:
+                total = sum(max(0, s.resident_growth) for s in cands)
+                extra.append(f"{plural(len(cands), 'stack')} added {human_bytes(total)} in all")
+            libs = sum(max(0, s.rss_growth_bytes) for s in library_stacks(analysis))
+            if libs >= 0.1 * rss:
+                extra.append(f"libraries loaded {human_bytes(libs)}")
+            if extra:
+                text += "; " + ", ".join(extra)
     elif analysis.events == 0 and not analysis.stacks:
         grown = (rss is not None and rss > 0) or bool(growing(analysis))
         text += "; no call stack was captured" + (" to attribute it to" if grown else "")
