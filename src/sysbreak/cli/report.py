@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         source: Annotated[
             Path | None,
             typer.Argument(
+                metavar="[SOURCE]",
                 help="Capture directory, events log, or saved JSON report. Leave out to report on --maps files alone.",
                 show_default=False,
             ),
