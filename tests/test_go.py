@@ -42,6 +42,11 @@ def test_scan_finds_the_go_sites(gomapper: Path) -> None:
     # where the kernel's rdi, rsi, rdx, r10, r8, r9 are at that instruction: Go's a1..a6 in BX, CX, DI, SI, R8, R9
     assert inner.early_args == ("rbx", "rcx", "rdi", "rsi", "r8", "r9")
     assert any(s.symbol == "runtime.sysMmap.abi0" and s.nr == 9 for s in scan.sites)
+    # syscall.rawSyscallNoError (Getpid, Gettid...): MOVQ trap+0(FP), AX right before SYSCALL: the number is read
+    # from its stack slot at the function's first instruction, the arguments from theirs
+    (raw,) = [s for s in scan.sites if s.symbol == "syscall.rawSyscallNoError.abi0"]
+    assert (raw.early_vaddr, raw.early_reg) == (raw.vaddr - (raw.symbol_offset or 0), "*sp+8")
+    assert raw.early_args == ("*sp+16", "*sp+24", "*sp+32", "r10", "r8", "r9")
     assert [s for s in scan.sites if s.uncovered] == []
     (probe,) = [p for p in sites.plan(scan, [9]) if p.site is inner]
     assert probe.entry == inner.early_vaddr and probe.entry != inner.vaddr and probe.condition_nrs == (9,)
@@ -115,3 +120,9 @@ def test_attach_to_a_running_go_program(tmp_path: Path, gomapper: Path, spawn: S
     assert len(events) == 5
     assert all("main.mapWithSyscall" in stacks[e["stack"]] and e["args"][1] == MIB for e in events)
     assert proc.popen.wait(timeout=30) == 0
+
+
+def test_go_getpid_through_a_stack_slot_is_caught(tmp_path: Path, gomapper: Path) -> None:
+    got = _capture(tmp_path / "cap", [str(gomapper), "-n", "1", "-getpid", "30"], "-s", "getpid")
+    mine = [e for e in got["events"] if e["name"] == "getpid" and "syscall.Getpid" in e["functions"]]
+    assert len(mine) == 30 and all(e["ret"] > 0 and "main.main" in e["functions"] for e in mine)

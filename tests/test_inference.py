@@ -87,6 +87,20 @@ def test_glibc_syscall_wrapper() -> None:
     assert [x86.locate_at(code, r, 0) for r in x86.KERNEL_ARGS] == ["rsi", "rdx", "rcx", "r8", "r9", "*sp+8"]
 
 
+def test_number_kept_on_the_stack() -> None:
+    """Go's syscall.rawSyscallNoError.abi0: mov rdi, [rsp+0x10]; mov rsi, [rsp+0x18]; mov rdx, [rsp+0x20];
+    mov rax, [rsp+8]; syscall: no register holds the number before the last load, its stack slot does."""
+    code = block("488b7c2410 488b742418 488b542420 488b442408")
+    assert x86.trace(code, "rax").at is None
+    assert x86.locate_at(code, "rax", 0, low32=True) == "*sp+8"
+    assert [x86.locate_at(code, r, 0) for r in x86.KERNEL_ARGS] == ["*sp+16", "*sp+24", "*sp+32", "r10", "r8", "r9"]
+    # a 32-bit load is the number (the kernel reads 32 bits), never an argument
+    code32 = block("8b442408")  # mov eax, dword ptr [rsp + 8]
+    assert x86.locate_at(code32, "rax", 0, low32=True) == "*sp+8" and x86.locate_at(code32, "rax", 0) is None
+    # a store to the stack in between: the slot may have changed
+    assert x86.locate_at(block("48891c24 488b442408"), "rax", 0, low32=True) is None
+
+
 def test_stack_delta() -> None:
     assert x86.stack_delta(block("53 b809000000"), 0) == -8  # push rbx
     assert x86.stack_delta(block("4883ec10 5b"), 0) == -8  # sub rsp, 0x10; pop rbx

@@ -426,12 +426,19 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts:
                 pre = rows[k - 1][0]
         value: int | str = t.const if t.const is not None else (x86.FROM_RDI if t.from_rdi else x86.UNKNOWN)
         early = None
-        if c.kind == "syscall" and t.const is None and t.at is not None and t.reg is not None:
-            delta = x86.stack_delta(block, t.at)
+        at, where = t.at, t.reg
+        if c.kind == "syscall" and t.const is None and (at is None or where is None) and block:
+            # loaded from the stack right before the syscall (Go's asm: MOVQ trap+0(FP), AX): read that slot at the
+            # block's first instruction instead
+            slot = x86.locate_at(block, family, 0, low32=True)
+            if slot is not None and slot.startswith("*sp"):
+                at, where = 0, slot
+        if c.kind == "syscall" and t.const is None and at is not None and where is not None:
+            delta = x86.stack_delta(block, at)
             if delta is not None:
-                located = [x86.locate_at(block, reg, t.at) for reg in x86.KERNEL_ARGS]
+                located = [x86.locate_at(block, reg, at) for reg in x86.KERNEL_ARGS]
                 args = tuple(a for a in located if a is not None)
-                early = Early(rows[j + t.at][0], t.reg, delta, args if len(args) == 6 else None)
+                early = Early(rows[j + at][0], where, delta, args if len(args) == 6 else None)
         out.append((c, addr, size, value, pre, early))
     return out
 

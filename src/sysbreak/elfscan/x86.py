@@ -416,10 +416,11 @@ def stack_delta(block: Sequence[tuple[str, str]], start: int) -> int | None:
     return delta
 
 
-def locate_at(block: Sequence[tuple[str, str]], register: str, point: int) -> str | None:
+def locate_at(block: Sequence[tuple[str, str]], register: str, point: int, *, low32: bool = False) -> str | None:
     """Where the value ``register`` holds at the end of ``block`` is at instruction ``point``: a register name, or
     ``"*sp+K"`` for the 8 bytes at ``$rsp + K`` (``mov r9, qword ptr [rsp + 8]`` with rsp and the stack unchanged
-    in between); None when it is computed, a constant, or loaded otherwise after ``point``."""
+    in between); None when it is computed, a constant, or loaded otherwise after ``point``. With ``low32`` (a
+    syscall number: the kernel reads 32 bits) a 32-bit load ``mov eax, dword ptr [rsp + 8]`` counts too."""
     reg = register
     for i in range(len(block) - 1, point - 1, -1):
         mnemonic, op_str = block[i]
@@ -440,13 +441,13 @@ def locate_at(block: Sequence[tuple[str, str]], register: str, point: int) -> st
         first = _GPR.get(ops[0])
         if first is None or first[0] != reg or m in _READS_FIRST:
             continue
-        if m != "mov" or len(ops) != 2 or first[1] != 64:
+        if m != "mov" or len(ops) != 2 or not (first[1] == 64 or (low32 and first[1] == 32)):
             return None
         source = _GPR.get(ops[1])
         if source is not None and source[1] == 64 and source[0] not in ("rsp", "rip"):
             reg = source[0]
             continue
-        slot = _RSP_SLOT.fullmatch(ops[1])
+        slot = (_RSP_SLOT if first[1] == 64 else _RSP_SLOT32).fullmatch(ops[1])
         if slot is None or stack_delta(block[: i + 1], point) != 0:
             return None
         if any(_writes_stack(base_mnemonic(mn), o.split(", ") if o else []) for mn, o in block[point:i]):
@@ -457,6 +458,7 @@ def locate_at(block: Sequence[tuple[str, str]], register: str, point: int) -> st
 
 
 _RSP_SLOT = re.compile(r"qword ptr \[rsp(?: \+ (0x[0-9a-f]+|\d+))?\]")
+_RSP_SLOT32 = re.compile(r"dword ptr \[rsp(?: \+ (0x[0-9a-f]+|\d+))?\]")
 _RSP_OTHER = frozenset({"leave", "enter", "call", "ret", "iretq"})
 
 

@@ -410,7 +410,12 @@ class Tracer:
         frame = gdb.newest_frame()
         spec = probe.spec
         # the kernel takes the number as an int: the low 32 bits of rax
-        nr = spec.nr if spec.nr is not None else int(frame.read_register(spec.nr_reg or "rax")) & 0xFFFFFFFF
+        if spec.nr is not None:
+            nr = spec.nr
+        elif spec.nr_reg and spec.nr_reg.startswith("*sp"):  # kept on the stack until just before the syscall
+            nr = self._regs(frame, (spec.nr_reg,))[0] & 0xFFFFFFFF
+        else:
+            nr = int(frame.read_register(spec.nr_reg or "rax")) & 0xFFFFFFFF
         if spec.condition_nrs is not None and nr not in spec.condition_nrs:
             return False
         args = self._regs(frame, spec.arg_regs)
