@@ -34,6 +34,7 @@ _RULE_KINDS = {
     "VAL_EXPRESSION": VAL_EXPRESSION,
 }
 MASK64 = (1 << 64) - 1
+_GNU_ARGS_SIZE = 0x2E
 
 Rule = tuple[int, int, Any]
 Row = tuple[int, tuple[Any, ...], tuple[Rule, ...]]
@@ -73,14 +74,12 @@ def decode_entry(entry: Any) -> Fde | None:
 
     if not isinstance(entry, FDE):
         return None
-    # pyelftools 0.33 cannot decode DW_CFA_GNU_args_size (it changes no rule): leave it out of the decoding.
     cie: Any = entry.cie
-    instrs = entry.instructions
-    kept = [i for i in instrs if getattr(i.opcode, "name", str(i.opcode)).rsplit(".", 1)[-1] != "GNU_args_size"]
-    if len(kept) != len(instrs):
-        entry.instructions = kept
-    if any(getattr(i.opcode, "name", "") == "GNU_args_size" for i in cie.instructions):
-        cie.instructions = [i for i in cie.instructions if getattr(i.opcode, "name", "") != "GNU_args_size"]
+    # DW_CFA_GNU_args_size (0x2e) changes no rule; pyelftools 0.33 refuses to decode a table holding it
+    if any(int(i.opcode) == _GNU_ARGS_SIZE for i in entry.instructions):
+        entry.instructions = [i for i in entry.instructions if int(i.opcode) != _GNU_ARGS_SIZE]
+    if any(int(i.opcode) == _GNU_ARGS_SIZE for i in cie.instructions):
+        cie.instructions = [i for i in cie.instructions if int(i.opcode) != _GNU_ARGS_SIZE]
     table = entry.get_decoded().table
     rows: list[Row] = []
     for line in table:
