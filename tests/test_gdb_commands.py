@@ -109,11 +109,12 @@ def test_clear_while_armed_and_status_of_a_cleared_tracer() -> None:
 
 def test_break_says_where_it_records(tmp_path: Path) -> None:
     res = run_gdb(
-        ["sysbreak break mmap", "sysbreak clear", "sysbreak break mmap --quiet", "sysbreak clear",
+        ["sysbreak break mmap", "sysbreak status", "sysbreak clear", "sysbreak break mmap --quiet", "sysbreak clear",
          f"sysbreak break mmap --log {tmp_path / 'l.jsonl'}"],
         [str(BUILD / "mapper"), "1", "1"],
     )  # fmt: skip
     out = res.stdout
+    assert "sysbreak: armed, catching mmap (callsite mode); the breakpoints are placed when the program runs" in out
     assert "not recording to a file: calls are printed on the console only (--log FILE keeps them)" in out
     assert "recording nowhere: no --log and --quiet" in out
     assert f"recording to {tmp_path / 'l.jsonl'}" in out

@@ -418,6 +418,12 @@ class StatusCommand(gdb.Command):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(st["by_syscall"].items())) or "none"
         log = f"log: {st['log']}" if st["log"] else "no log (console only)"
         caught = f"{st['events']} call(s) caught ({counts}); {log}"
+        if st["active"] and not st["modules"] and gdb.selected_inferior().pid == 0:
+            gdb.write(
+                f"sysbreak: armed, catching {', '.join(st['syscalls'])} ({st['mode']} mode); the breakpoints are "
+                f"placed when the program runs; {log}\n"
+            )
+            return
         if st["active"]:
             gdb.write(
                 f"sysbreak: armed, catching {', '.join(st['syscalls'])} ({st['mode']} mode) with "
