@@ -268,6 +268,10 @@ def test_frame_without_cfi_and_stripped(modules: ModuleCache) -> None:
     res = u.unwind(regs, stack, rsp)
     assert [(f.function, f.how) for f in res.frames] == [("sb_lib_map", "regs"), ("main", "fp")]
     assert res.frames[1].pc == ret and res.frames[1].file == "src/dlopener.c" and res.stop == "main"
+    frame = res.frames[1].to_frame()  # the capture schema's Frame, as the event log's records() give it
+    assert (frame.pc, frame.function, frame.file) == (ret, "main", "src/dlopener.c")
+    assert res.records()[1] == {"pc": ret, "module": str(BUILD / "dlopener"), "offset": frame.offset,
+                                "function": "main", "file": "src/dlopener.c", "line": frame.line}  # fmt: skip
     assert res.frames[0].module == str(BUILD / "libsbnocfi.so") and res.frames[0].offset == regs["rip"] - 0x7FFFF7FC0000
 
 

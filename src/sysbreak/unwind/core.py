@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -641,10 +640,3 @@ class Unwinder:
     def save(self) -> int:
         """Write what was learned (decoded CFI, read compile units) to the on-disk cache."""
         return self.modules.save()
-
-
-def read_word(stack: bytes, stack_start: int, addr: int) -> int | None:
-    off = addr - stack_start
-    if off >= 0 and off + 8 <= len(stack):
-        return struct.unpack_from("<Q", stack, off)[0]
-    return None
