@@ -256,6 +256,13 @@ def test_wrapper_chain_callers_constants(consts: Path, gomapper_path: Path) -> N
     by = {c["symbol"]: c for c in gcalls}
     assert by["syscall.RawSyscall6"]["caller_reg"] == "rax"
     assert by["syscall.Getrlimit"]["nr"] == 97 and by["syscall.Getrlimit"]["link"] >= 2
+    # syscall.Syscall6 keeps AX in a stack slot across runtime.entersyscall: followed, syscall.mmap passes 9
+    assert by["syscall.Syscall6"]["caller_reg"] == "rax"
+    assert (by["syscall.mmap"]["nr"], by["syscall.mmap"]["target_symbol"]) == (9, "syscall.Syscall6")
+    # x/sys: ABI0 wrappers take the number in their stack slot (*sp+8 at entry), through a tail jump
+    assert by["syscall.Syscall6.abi0"]["caller_reg"] == "*sp+8"
+    assert by["golang.org/x/sys/unix.Syscall6.abi0"]["caller_reg"] == "*sp+8"
+    assert by["golang.org/x/sys/unix.mmap"]["nr"] == 9 and by["golang.org/x/sys/unix.mmap"]["link"] == 5
 
 
 @pytest.fixture(scope="module")
