@@ -219,7 +219,9 @@ def test_scenario_rss_growth_and_ranking(tmp_path: Path) -> None:
     ]
     assert (heap.anon_rss_bytes, heap.file_rss_bytes, stripped.reserved_bytes) == (16 * P, 0, 0)
     assert leak.peak_bytes == 8 * P and churn.peak_bytes == 6 * P  # 4 + 2, then 4 gone before the last 4 came
-    assert leak.rss_growth_per_min == pytest.approx(8 * P * 60 / 9.0)
+    # per minute of its own time: from its first call (t=103) to the end (t=111), not from the first snapshot
+    assert leak.rss_growth_per_min == pytest.approx(8 * P * 60 / 8.0)
+    assert heap.rss_growth_per_min == pytest.approx(16 * P * 60 / 9.0)  # its first call predates the snapshot
     # ranking: resident growth first (the default), then resident bytes
     assert a.sort == "rss-growth"
     assert [st.label.split(" ")[0] for st in a.stacks] == [

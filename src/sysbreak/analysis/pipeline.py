@@ -175,7 +175,7 @@ def analyze(
     # 5. Per stack, regions, time line.
     elf_bytes: dict[int, int] = {}
     period = growth_period(plan, t1, analysis.duration)
-    stats = stack_statistics(gc, stacks, run, period, exe=analysis.exe, elf_bytes=elf_bytes)
+    stats = stack_statistics(gc, stacks, run, period, exe=analysis.exe, elf_bytes=elf_bytes, period_end=t1)
     last = run.matched_last
     if last is not None:
         analysis.regions = regions(run.matched_first, last)

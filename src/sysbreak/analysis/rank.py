@@ -21,7 +21,8 @@ always the first candidate, whatever the format. The keys, each falling back to 
 ``growth``
     address-space growth (``growth_bytes``: bytes mapped after the first snapshot and still there);
 ``rate``
-    resident growth per minute, then address-space growth per minute;
+    resident growth per minute of the stack's own time (from its first call, when later than the first snapshot,
+    to the end: a stack that started late and grows fast comes first), then address-space growth per minute;
 ``events``
     calls made.
 

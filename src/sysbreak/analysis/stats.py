@@ -77,6 +77,7 @@ def stack_statistics(
     *,
     exe: str | None = None,
     elf_bytes: dict[int, int] | None = None,
+    period_end: float | None = None,
 ) -> dict[int, StackStats]:
     """A :class:`StackStats` for every group that made a call or owns bytes. ``elf_bytes``, when given, receives
     the live bytes of each group in file mappings of ELF objects at the last snapshot (libraries loaded)."""
@@ -148,7 +149,12 @@ def stack_statistics(
     for st in stats.values():
         st.growth_per_min = st.growth_bytes * 60.0 / period if period >= MIN_RATE_SECONDS else None
         if resident:
-            st.rss_growth_per_min = st.rss_growth_bytes * 60.0 / period if period >= MIN_RATE_SECONDS else None
+            # over the stack's own time in the growth period: from its first call (when later than the period's
+            # start) to the end, so a stack that began late and grows fast is seen to
+            own = period
+            if period_end is not None and st.first_t is not None:
+                own = min(period, period_end - st.first_t)
+            st.rss_growth_per_min = st.rss_growth_bytes * 60.0 / own if own >= MIN_RATE_SECONDS else None
     return stats
 
 
