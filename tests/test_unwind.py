@@ -4,6 +4,7 @@ JIT code, and the build-id cache."""
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import re
 import struct
@@ -81,6 +82,9 @@ def test_cfi_rows_match_readelf(path: str, modules: ModuleCache) -> None:
     assert info is not None and info.eh_frame is not None
     rows = _readelf_rows(path)
     assert len(rows) > 3
+    if len(rows) > 5000:  # libc: every 4th FDE's rows (decoding all 3,700 FDEs takes seconds in pyelftools)
+        starts = list(info.eh_frame.starts)
+        rows = [r for r in rows if (bisect.bisect_right(starts, r[0]) - 1) % 4 == 0]
     for pc, cfa_text, cols in rows:
         fde = info.fde(pc)
         assert fde is not None, f"{path}: no FDE at {pc:#x}"
@@ -327,7 +331,7 @@ def test_garbage_stacks_never_raise(modules: ModuleCache) -> None:
     u = Unwinder(maps, modules=modules)
     code = [m for m in u._maps if m.executable and ("libc.so" in m.path or "ld-linux" in m.path)]
     rng = random.Random(7)
-    for i in range(200):
+    for i in range(120):
         m = rng.choice(code)
         rip = rng.randrange(m.start, m.end)
         stack = bytearray(rng.randbytes(512))
@@ -337,7 +341,7 @@ def test_garbage_stacks_never_raise(modules: ModuleCache) -> None:
                 struct.pack_into("<Q", stack, k, rng.randrange(c.start, c.end))
         rsp = 0x7FFF00000000
         regs = {"rip": rip, "rsp": rsp, "rbp": rsp + rng.randrange(0, 600), "rbx": rng.getrandbits(64)}
-        res = u.unwind(regs, bytes(stack), rsp, symbolize=i % 20 == 0)
+        res = u.unwind(regs, bytes(stack), rsp, symbolize=i % 30 == 0)
         assert res.physical and res.stop
         assert all(u.code_at(p.pc) or u.code_at(p.pc - 1) for p in res.physical)
     assert len(os.listdir("/proc/self/fd")) <= fds  # modules keep no file open (a process may map hundreds)
