@@ -107,8 +107,9 @@ class UnwoundFrame:
     """One frame, innermost first; the fields of the event log's frame plus how it was found.
 
     ``inline`` marks an inlined call that GDB shows as its own frame at the caller's pc; ``how`` is ``regs`` for
-    frame 0, ``cfi`` or ``fp`` (frame-pointer walk, no CFI) for callers. ``lookup_pc`` is the address symbolised:
-    the pc for frame 0, the return address - 1 for callers (as GDB does).
+    frame 0, ``cfi`` (CFI rules), ``fp`` (no CFI: the rule read from the function's prologue) or ``tailcall``
+    (a function that jumped to its callee, found from DWARF call sites) for callers. Callers are symbolised at
+    the return address - 1 (as GDB does), signal trampolines and the frames they interrupted at their pc.
     """
 
     pc: int
