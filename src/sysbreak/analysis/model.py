@@ -44,7 +44,9 @@ class StackStats:
     peak_bytes: int = 0  # the most bytes it held mapped at any moment of the capture (a high-water mark)
     rss_growth_per_min: float | None = None  # rss_growth_bytes per minute; None when the span is too short
     kind: str = "candidate"  # "candidate" (holds memory), "idle" (holds nothing now), "library" (loads libraries)
-    series: list[tuple[float, int]] = field(default_factory=list)  # (t since start, live bytes), top stacks only
+    series: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (t since start, estimated resident bytes), top stacks
     pids: tuple[int, ...] = ()  # the processes it was seen in (sysbreak.analysis.processes)
 
     @property

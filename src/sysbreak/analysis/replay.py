@@ -311,10 +311,12 @@ class LogReplay:
         tl.sort(key=lambda x: (x.t, x.rss_bytes is None))
         return tl
 
-    def stack_series(self, gid: int, t0: float | None, end: float) -> list[tuple[float, int]]:
+    def stack_series(
+        self, gid: int, t0: float | None, end: float, resident_share: float = 1.0
+    ) -> list[tuple[float, int]]:
         """(seconds since ``t0``, live bytes of group ``gid``) at the snapshots; ``end`` for a time not known."""
         base = t0 if t0 is not None else 0.0
-        return [(t - base if math.isfinite(t) else end, d.get(gid, 0)) for t, d in self.series]
+        return [(t - base if math.isfinite(t) else end, round(d.get(gid, 0) * resident_share)) for t, d in self.series]
 
 
 def chain_first(first: Batch, rest: Batches) -> Batches:

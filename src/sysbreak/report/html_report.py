@@ -60,6 +60,7 @@ class Plot:
     live_path: str = ""
     live_area: str = ""
     stack_lines: list[dict[str, Any]] = field(default_factory=list)  # {rank, label, color, path}
+    live_clipped: str = ""  # the largest live bytes, when the live line is clipped at the top of the scale
     empty: bool = True
 
     @property
@@ -150,12 +151,16 @@ def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> P
     t_first = samples[0].t
     span = samples[-1].t - t_first
     drawn = [(rank, st) for rank, st in stacks if len(st.series) >= 2][:PLOT_STACKS]
-    vmax = max(
-        max((s.rss_bytes or 0) for s in samples),
-        max(s.live_bytes for s in samples),
-        max((n for _, st in drawn for _, n in st.series), default=0),
-        1,
+    resident_max = max(
+        max((s.rss_bytes or 0) for s in samples), max((n for _, st in drawn for _, n in st.series), default=0)
     )
+    live_max = max(s.live_bytes for s in samples)
+    vmax = max(resident_max, live_max, 1)
+    if resident_max > 0 and live_max > 1.5 * resident_max:
+        # live bytes far above the RSS are address space (reservations, untouched): scale to what is resident
+        # and clip the live line at the top, saying so in the legend
+        vmax = resident_max
+        p.live_clipped = human_bytes(live_max)
     y_values, y_labels = _byte_ticks(vmax)
     top_value = y_values[-1]
 
@@ -163,7 +168,7 @@ def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> P
         return round(p.x0 + (t - t_first) / span * (p.x1 - p.x0), 1)
 
     def y(v: float) -> float:
-        return round(p.y0 - v / top_value * (p.y0 - p.y1), 1)
+        return round(p.y0 - min(v, top_value) / top_value * (p.y0 - p.y1), 1)
 
     p.y_ticks = [(y(v), label) for v, label in zip(y_values, y_labels, strict=True)]
     t_values, t_labels = _time_ticks(span)
