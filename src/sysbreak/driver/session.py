@@ -198,6 +198,8 @@ class CaptureSession:
         self.ppid = ppid
         self.handoff = handoff  # "fork"/"vfork": a child held stopped by its parent's GDB (`sysbreak hold`)
         self.held_by: CaptureSession | None = None
+        self._spare: MiSession | None = None  # a GDB started ahead for this child (ProcessTree.take_spare)
+        self._spare_dir: Path | None = None
         self.held_since: float | None = time.monotonic() if handoff is not None else None
         self.held_s: float | None = None  # how long the hand-over held the child stopped
         self._held = handoff is not None
@@ -317,7 +319,13 @@ class CaptureSession:
         if self.argv is not None:
             self._spawn_program()
         try:
-            self.directory = capdir.create(self.opts.output or capdir.default_name(self.pid))
+            if self._spare is not None and self._spare_dir is not None:
+                # the spare GDB's directory (its logs) becomes this process's: renamed, its files stay open
+                self._spare_dir.rename(self.opts.output or capdir.default_name(self.pid))
+                self.directory = Path(self.opts.output or "")
+                (self.directory / capdir.SNAPSHOTS).mkdir(exist_ok=True)
+            else:
+                self.directory = capdir.create(self.opts.output or capdir.default_name(self.pid))
         except SysbreakError:
             self._abandon_program()
             raise
@@ -365,6 +373,8 @@ class CaptureSession:
                 self.snap.take()
                 self._continue()
                 self.snap.start()
+                if self.is_root:
+                    self.tree.prepare_spare()
                 self._loop()
                 if self.is_root and self.end_reason == "exited":
                     self._wait_tree()
@@ -421,38 +431,16 @@ class CaptureSession:
 
     # ------------------------------------------------------------------------------------------- gdb
     def _start_gdb(self) -> None:
-        assert self.directory is not None
-        self.mi = MiSession(
-            gdbenv.gdb_argv(self.gdb_path),
-            mi_path=str(self.directory / capdir.GDB_MI),
-            log_path=str(self.directory / capdir.GDB_LOG),
-            env=gdbenv.gdb_env(),
-            on_exit=self._gdb_exited,
-        )
-        mi = self.mi
-        assert self.meta is not None
-        self.meta.update(gdb_pid=mi.pid)
-        mi.command("-gdb-set mi-async on")
-        if self.opts.non_stop:
-            mi.command("-gdb-set non-stop on")
-        for setting in ("pagination off", "confirm off", "width 0", "height 0", "print thread-events off"):
-            mi.console(f"set {setting}")
-        # Signals go to the program untouched, never stop it (SIGINT stays GDB's: -exec-interrupt uses it).
-        mi.console("handle all nostop noprint pass")
-        for cmd in gdbenv.load_commands():
-            try:
-                out = mi.console_output(cmd, timeout=60)
-            except MiError as err:
-                raise SysbreakError(
-                    f"GDB could not load sysbreak's extension: {err.message} (see {self.directory / capdir.GDB_LOG})",
-                    ExitCode.TOOL,
-                ) from None
-        try:
-            mi.console("set sysbreak detach-on-exit on")
-        except MiError:
-            tail = (out or "").strip().splitlines()
-            why = tail[-1] if tail else "no 'sysbreak' command after loading it"
-            raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", ExitCode.TOOL) from None
+        assert self.directory is not None and self.meta is not None
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.alive():
+            self.mi = spare  # started and loaded while the parent ran (driver/tree.py): the child waits less
+            self.mi.on_exit = self._gdb_exited
+        else:
+            if spare is not None:
+                spare.close()
+            self.mi = launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
+        self.meta.update(gdb_pid=self.mi.pid)
 
     def _attach(self) -> None:
         assert self.mi is not None
@@ -595,6 +583,7 @@ class CaptureSession:
                     return
             if not mi.alive():
                 self.end_reason = "gdb-died"
+                self._restore_if_needed(only_if_int3=True)  # at once, should the reader thread be late
                 return
             if self.argv is None and not process.alive(self.pid):
                 self._wait_exit_record(5.0)  # GDB reports how it ended; slow on a loaded machine
@@ -833,15 +822,23 @@ class CaptureSession:
     def _finish(self) -> None:
         """Leave the target running, untouched: every path of a capture ends here exactly once."""
         self._phase = "stopping"
+        mi = self.mi
+        if mi is not None and not mi.alive():
+            # GDB died with its breakpoints in: the bytes go back first, before anything else is waited for (the
+            # reader thread's _gdb_exited may be doing it already: the restore is locked and idempotent)
+            self._restore_if_needed(only_if_int3=True)
+        if self.is_root:
+            with self.tree.lock_stopping():
+                pass
+            self.tree.drop_spare()
         if self.is_root and self.tree.others():
             self.tree.stop_all()
-        self._quitting = True
-        mi = self.mi
         if self.snap is not None:
             self.snap.stop()
         self._abandon_program()  # `run` ended before the program was released: it never runs
         if mi is not None:
             if mi.alive():
+                self._quitting = True  # from here on GDB's exit is ours, not a death
                 self._stop_gdb(mi)
             else:
                 self.end_reason = self.end_reason or "gdb-died"
@@ -956,10 +953,16 @@ class CaptureSession:
             return
         if not self.end_reason:
             self.end_reason = "gdb-died"
+        t = time.monotonic()
         try:
             self._restore_if_needed(only_if_int3=True)
         finally:
             self._stop.set()
+            if self.mi is not None:
+                done = self.restored.restored if self.restored is not None else 0
+                self.mi.write_log(
+                    f"(sysbreak) GDB gone: {done} breakpoint byte(s) put back in {1000 * (time.monotonic() - t):.1f} ms"
+                )
 
     def _restore_if_needed(self, only_if_int3: bool) -> None:
         """Put back the original bytes wherever an int3 from restore.jsonl is still in the target's memory."""
@@ -1020,6 +1023,42 @@ class CaptureSession:
             duration=self.opts.duration,
             max_events=self.opts.max_events,
         )
+
+
+def launch_gdb(
+    gdb_path: str, directory: Path, opts: CaptureOptions, *, on_exit: Callable[[], None] | None = None
+) -> MiSession:
+    """Start GDB with its logs in ``directory``, set it up for a capture and load the extension (no target yet)."""
+    mi = MiSession(
+        gdbenv.gdb_argv(gdb_path),
+        mi_path=str(directory / capdir.GDB_MI),
+        log_path=str(directory / capdir.GDB_LOG),
+        env=gdbenv.gdb_env(),
+        on_exit=on_exit,
+    )
+    mi.command("-gdb-set mi-async on")
+    if opts.non_stop:
+        mi.command("-gdb-set non-stop on")
+    for setting in ("pagination off", "confirm off", "width 0", "height 0", "print thread-events off"):
+        mi.console(f"set {setting}")
+    # Signals go to the program untouched, never stop it (SIGINT stays GDB's: -exec-interrupt uses it).
+    mi.console("handle all nostop noprint pass")
+    out = ""
+    for cmd in gdbenv.load_commands():
+        try:
+            out = mi.console_output(cmd, timeout=60)
+        except MiError as err:
+            raise SysbreakError(
+                f"GDB could not load sysbreak's extension: {err.message} (see {directory / capdir.GDB_LOG})",
+                ExitCode.TOOL,
+            ) from None
+    try:
+        mi.console("set sysbreak detach-on-exit on")
+    except MiError:
+        tail = (out or "").strip().splitlines()
+        why = tail[-1] if tail else "no 'sysbreak' command after loading it"
+        raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", ExitCode.TOOL) from None
+    return mi
 
 
 class _EarlyEnd(Exception):

@@ -24,11 +24,14 @@ child stays stopped.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sysbreak.driver import process
+from sysbreak.driver.mi import MiSession
 
 if TYPE_CHECKING:
     from sysbreak.driver.session import CaptureSession
@@ -54,6 +57,10 @@ class ProcessTree:
         self._lock = threading.Lock()
         self.members: dict[int, Member] = {}
         self._stopping = False
+        # one GDB started and loaded ahead, so that the next child waits only for its attach (notes/processes.md)
+        self._spare: tuple[Path, MiSession] | None = None
+        self._spare_thread: threading.Thread | None = None
+        self._spares = 0
 
     def add_root(self, session: CaptureSession, ppid: int | None, how: str) -> None:
         with self._lock:
@@ -74,6 +81,9 @@ class ProcessTree:
         )
         child = CaptureSession(opts, pid=pid, tree=self, ppid=parent.pid, handoff="vfork" if vfork else "fork")
         child.held_by = parent
+        spare = self._take_spare()
+        if spare is not None:
+            child._spare_dir, child._spare = spare
         member = Member(child, parent.pid, "vfork" if vfork else "fork", started=time.monotonic())
         with self._lock:
             stopping = self._stopping
@@ -85,6 +95,60 @@ class ProcessTree:
         member.thread = threading.Thread(target=self._run, args=(child,), name=f"sysbreak-{pid}", daemon=True)
         member.thread.start()
         self.write_meta()
+        self.prepare_spare()
+
+    # --------------------------------------------------------------------------------------- spare GDB
+    def prepare_spare(self) -> None:
+        """Start a GDB for the next child in the background, unless one is ready or on its way."""
+        if not self.follow or self.root.directory is None:
+            return
+        with self._lock:
+            if self._stopping or self._spare is not None:
+                return
+            if self._spare_thread is not None and self._spare_thread.is_alive():
+                return
+            self._spares += 1
+            where = self.root.directory / PROCS / f".spare-{self._spares}"
+            self._spare_thread = threading.Thread(target=self._make_spare, args=(where,), daemon=True)
+            self._spare_thread.start()
+
+    def _make_spare(self, where: Path) -> None:
+        from sysbreak.driver.session import launch_gdb
+
+        try:
+            where.mkdir(parents=True)
+            mi = launch_gdb(self.root.gdb_path, where, self.root.opts)
+        except Exception:  # noqa: BLE001 - no spare: the next child starts its own GDB
+            shutil.rmtree(where, ignore_errors=True)
+            return
+        with self._lock:
+            if not self._stopping and self._spare is None:
+                self._spare = (where, mi)
+                return
+        mi.close()
+        shutil.rmtree(where, ignore_errors=True)
+
+    def _take_spare(self) -> tuple[Path, MiSession] | None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and not spare[1].alive():
+            shutil.rmtree(spare[0], ignore_errors=True)
+            return None
+        return spare
+
+    def lock_stopping(self) -> threading.Lock:
+        """Marks the tree as ending (no new spare, no new member), under its lock."""
+        self._stopping = True
+        return self._lock
+
+    def drop_spare(self) -> None:
+        if self._spare_thread is not None:
+            self._spare_thread.join(timeout=60)
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[1].close()
+            shutil.rmtree(spare[0], ignore_errors=True)
 
     def _run(self, child: CaptureSession) -> None:
         try:
@@ -146,6 +210,7 @@ class ProcessTree:
         """End every member's capture but the root's (each detaches its process and quits its GDB)."""
         with self._lock:
             self._stopping = True
+        self.drop_spare()
         members = self.others()
         for m in members:
             m.session.request_stop()
