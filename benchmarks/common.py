@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -80,6 +81,7 @@ class Timed:
     rc: int | None  # None: killed at the timeout
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + system CPU seconds of the command and every descendant it waited for
 
     @property
     def timed_out(self) -> bool:
@@ -89,6 +91,8 @@ class Timed:
 def run_timed(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
     """Run ``cmd`` in its own session; at the timeout kill its whole process group (gdb, strace, the workload)."""
     t = time.perf_counter()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = ru.ru_utime + ru.ru_stime
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -107,8 +111,10 @@ def run_timed(cmd: list[str], *, timeout: float, env: dict[str, str] | None = No
         out, err = proc.communicate()
         rc = None
     dt = time.perf_counter() - t
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime - cpu0
     _kill_group(proc)  # anything the command left behind in its group (a detached gdb, a stray inferior)
-    return Timed(dt, rc, out, err)
+    return Timed(dt, rc, out, err, cpu)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
