@@ -8,6 +8,7 @@ scanner does; fixtures/src/consts.c is the real program, scanned and captured wi
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,24 @@ def test_sites_cli_wrappers(consts: Path) -> None:
     assert any(c["symbol"] == "sb_outer" and c["nr"] == 9 for c in mod["wrapper_calls"])
     text = run_sysbreak("sites", consts, "-s", "mmap", "--wrappers").stdout
     assert "sb_outer+0x" in text and "passes 9 mmap in rdi" in text and "a wrapper itself" in text
+
+
+@pytest.mark.gdb
+def test_glibc_futex_numbers_from_other_blocks_match_strace(tmp_path: Path) -> None:
+    """glibc's pthread_barrier_wait keeps futex's 202 in a callee-saved register set blocks before its syscall:
+    inferred across blocks, its calls are caught after the syscall (one stop each), as many as strace sees."""
+    build_fixtures()
+    prog = str(BUILD / "mapper_mt")
+    st = tmp_path / "strace.txt"
+    res = subprocess.run(["strace", "-f", "-qq", "-e", "trace=futex", "-o", str(st), prog], capture_output=True)
+    assert res.returncode == 0
+    seen = [ln for ln in st.read_text().splitlines() if "resumed>" not in ln and "futex(" in ln]
+    cap = tmp_path / "cap"
+    res2 = run_sysbreak("run", "-q", "-s", "futex", "-o", cap, "--", prog, timeout=60)
+    assert res2.returncode == 0, res2.stderr
+    records = [json.loads(ln) for ln in (cap / "events.jsonl").read_text().splitlines()]
+    futex = [r for r in records if r.get("type") == "syscall" and r["name"] == "futex"]
+    assert len(futex) == len(seen) > 0
+    libc = sites.scan("/lib/x86_64-linux-gnu/libc.so.6")
+    barrier = {s.vaddr for s in libc.sites if s.symbol == "pthread_barrier_wait" and s.nr == 202}
+    assert any(r["site"]["offset"] in barrier for r in futex)
