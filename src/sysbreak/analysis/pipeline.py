@@ -73,7 +73,7 @@ from sysbreak.analysis import rank
 from sysbreak.analysis.blindspots import blind_spots
 from sysbreak.analysis.ledger import Replay
 from sysbreak.analysis.model import Analysis
-from sysbreak.analysis.regions import regions
+from sysbreak.analysis.regions import prorated_vmas, regions
 from sysbreak.analysis.replay import LogReplay, chain_first
 from sysbreak.analysis.snapshots import plan_snapshots
 from sysbreak.analysis.stacks import StackGroups
@@ -183,6 +183,14 @@ def analyze(
         analysis.regions = regions(run.matched_first, last)
         if last.snap.rss is None:
             warnings.append("the snapshots have no Rss (maps or plain pmap): resident bytes are unknown")
+        else:
+            guessed = prorated_vmas(last)
+            if guessed:
+                warnings.append(
+                    f"{guessed} partly resident VMA{'s' if guessed > 1 else ''} of the last snapshot "
+                    f"{'hold' if guessed > 1 else 'holds'} several stacks' mappings and no record of which pages "
+                    "are resident (a capture without resident-*.txt): their RSS is shared out by bytes, an estimate"
+                )
         mods = meta.get("modules")
         analysis.blind_spots, blind_warning = blind_spots(analysis.regions, mods if isinstance(mods, list) else [])
         if blind_warning:

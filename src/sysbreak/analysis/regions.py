@@ -53,6 +53,17 @@ def prorate(rss: int | None, part: int, whole: int) -> int:
     return (rss * part + whole // 2) // whole
 
 
+def prorated_vmas(m: Matched) -> int:
+    """VMAs of a matched snapshot whose Rss is shared out among several owners by bytes (an estimate): partly
+    resident, owned by two stacks or more, and without the snapshot's resident pages."""
+    n = 0
+    for i, (v, owned) in enumerate(zip(m.snap.vmas, m.owners, strict=True)):
+        has_pages = i < len(m.resident) and m.resident[i] is not None
+        if not has_pages and len(owned) > 1 and v.rss is not None and 0 < v.rss < v.end - v.start:
+            n += 1
+    return n
+
+
 def match_snapshot(snap: Snapshot, replay: Replay, resident: str | None = None) -> Matched:
     """The owners of every VMA of ``snap`` in the ledger as it is now; ``resident``: the snapshot's resident-pages
     file (:mod:`sysbreak.capture.residency`), whose VMAs get each owner's resident bytes exactly."""
