@@ -231,6 +231,12 @@ def test_blind_spots_sentence() -> None:
     )
     _spots, warning = blind_spots([grown], mods[2:])
     assert warning is not None and "every syscall site of the armed modules was watched" in warning
+    # nothing grew unexplained: no warning, but what could not be watched is still said (reports print a note)
+    grown.unexplained_bytes = 1 << 20
+    spots, warning = blind_spots([grown], mods[:1])
+    assert warning is None and spots is not None and spots.unexplained_growth_bytes == 0
+    assert spots.summary.startswith("40 syscall sites of the armed modules could not be watched")
+    assert spots.summary.endswith("; no growth is unexplained")
 
 
 def test_wrapper_chain_callers_constants(consts: Path, gomapper_path: Path) -> None:
@@ -296,7 +302,8 @@ def test_sites_cli_wrappers(consts: Path) -> None:
 @pytest.mark.gdb
 def test_glibc_futex_numbers_from_other_blocks_match_strace(tmp_path: Path) -> None:
     """glibc's pthread_barrier_wait keeps futex's 202 in a callee-saved register set blocks before its syscall:
-    inferred across blocks, its calls are caught after the syscall (one stop each), as many as strace sees."""
+    inferred across blocks, its calls are caught after the syscall (one stop each), about as many as strace sees in
+    another run, each with futex's arguments."""
     build_fixtures()
     prog = str(BUILD / "mapper_mt")
     st = tmp_path / "strace.txt"
@@ -308,7 +315,11 @@ def test_glibc_futex_numbers_from_other_blocks_match_strace(tmp_path: Path) -> N
     assert res2.returncode == 0, res2.stderr
     records = [json.loads(ln) for ln in (cap / "events.jsonl").read_text().splitlines()]
     futex = [r for r in records if r.get("type") == "syscall" and r["name"] == "futex"]
-    assert len(futex) == len(seen) > 0
+    # (how many threads must wait at the barrier depends on timing: the two runs differ by a call or two)
+    assert seen and abs(len(futex) - len(seen)) <= 3
     libc = sites.scan("/lib/x86_64-linux-gnu/libc.so.6")
     barrier = {s.vaddr for s in libc.sites if s.symbol == "pthread_barrier_wait" and s.nr == 202}
-    assert any(r["site"]["offset"] in barrier for r in futex)
+    at_barrier = [r for r in futex if r["site"]["offset"] in barrier]
+    assert at_barrier
+    # they are futex calls: FUTEX_WAIT or FUTEX_WAKE (private) on a 4-byte aligned word, as strace shows them
+    assert all(r["args"][1] in (0x80, 0x81) and r["args"][0] % 4 == 0 for r in at_barrier)

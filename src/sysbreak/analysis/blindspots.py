@@ -25,9 +25,12 @@ _LISTED = 8  # sites named in the warning sentence (the JSON has them all)
 
 
 def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[BlindSpots | None, str | None]:
-    """The blind spots of a capture (None when no region grew unexplained) and the warning that names them.
+    """The blind spots of a capture and the warning that names them (None when no region grew unexplained).
 
-    ``modules`` are meta.json's ``modules`` entries (dicts; anything else is ignored)."""
+    The blind spots are None when nothing grew unexplained and the capture could watch every site of its
+    modules; otherwise their ``summary`` says what could not be watched (reports print it as a note), and with
+    unexplained growth it is the warning. ``modules`` are meta.json's ``modules`` entries (dicts; anything else
+    is ignored)."""
     # the bytes a region had at the first snapshot may all be unexplained (mapped before the capture): what is
     # unexplained beyond them came with the growth
     grown = [
@@ -36,8 +39,6 @@ def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[Blin
         if r.status in ("new", "grew") and not r.path.startswith(_NOT_MAPPED_BY_CALLS)
     ]
     grown = [n for n in grown if n > 0]
-    if not grown:
-        return None, None
     spots = BlindSpots(sum(grown), len(grown))
     modules = list(modules)
     known = False
@@ -60,7 +61,13 @@ def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[Blin
                     "symbol_offset": u.get("symbol_offset") if isinstance(u.get("symbol_offset"), int) else None,
                 }
             )
-    return spots, _sentence(spots, known)
+    if not grown:
+        if not spots.uncovered_count and not spots.unscanned_modules:
+            return None, None
+        spots.summary = _what(spots, known)[0] + "; no growth is unexplained"
+        return spots, None
+    spots.summary = _sentence(spots, known)
+    return spots, spots.summary
 
 
 def _site_text(site: dict[str, Any]) -> str:
@@ -75,6 +82,12 @@ def _sentence(spots: BlindSpots, known: bool) -> str:
     size = spots.unexplained_growth_bytes
     mib = f" ({size / (1 << 20):.1f} MiB)" if size >= 1 << 20 else f" ({size / 1024:.1f} KiB)" if size >= 1024 else ""
     head = f"{size} bytes{mib} of growth in {n} region{'s' if n != 1 else ''} are explained by no captured call"
+    parts = _what(spots, known)
+    return head + "; " + "; ".join(parts)
+
+
+def _what(spots: BlindSpots, known: bool) -> list[str]:
+    """What the capture could not watch, as sentence parts."""
     parts = []
     if spots.uncovered_count:
         names = ", ".join(_site_text(s) for s in spots.uncovered_sites[:_LISTED])
@@ -94,4 +107,4 @@ def _sentence(spots: BlindSpots, known: bool) -> str:
             "every syscall site of the armed modules was watched: the bytes were mapped by a system call not asked "
             "for (-s), by code no armed module holds (JIT code, a module left out by --lib), or before the arming"
         )
-    return head + "; " + "; ".join(parts)
+    return parts

@@ -106,6 +106,7 @@ class BlindSpots:
     uncovered_sites: list[dict[str, Any]] = field(default_factory=list)  # module, offset, symbol, symbol_offset
     uncovered_count: int = 0  # uncovered sites in all armed modules (more than listed when a module had many)
     unscanned_modules: list[dict[str, Any]] = field(default_factory=list)  # path, error
+    summary: str = ""  # one sentence: the warning when growth is unexplained, else what could not be watched
 
 
 @dataclass

@@ -372,6 +372,9 @@ def render_text(
 
     for warning in analysis.warnings:
         console.print(Text.assemble(("warning: ", "bold yellow"), warning), soft_wrap=True)
+    spots = getattr(analysis, "blind_spots", None)
+    if spots is not None and not spots.unexplained_growth_bytes:
+        console.print(Text.assemble(("blind spots: ", "bold"), spots.summary), soft_wrap=True)
     text = out.getvalue()
     # Table cells are padded to the column width; trailing blanks only get in the way of diff and grep.
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
