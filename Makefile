@@ -17,5 +17,8 @@ lint: setup
 test: lint
 	.venv/bin/python -m pytest -q
 
+# The attach benchmark (benchmarks/attach.py) needs PyTorch; tests never do. torch==2.13.0 is the CPU wheel pip
+# finds on this kind of machine (no download); elsewhere pip fetches it.
 bench: setup
+	@.venv/bin/python -c 'import torch' 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
 	.venv/bin/python -m benchmarks

@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick] [--repeat N] [--only overhead,event,scan,report,startup,unwind] [--output FILE]
+"""python -m benchmarks [--quick] [--repeat N] [--only overhead,event,scan,report,startup,unwind,attach] [--output FILE]
 
 Measures sysbreak against native, strace -k and gdb baselines, prints one table with a PASS/MISS column per
 target and the machine it ran on, and writes the same as markdown to benchmarks/results/latest.md.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import event, overhead, procs, report, scan, startup, unwind
+from benchmarks import attach, event, overhead, procs, report, scan, startup, unwind
 from benchmarks.common import RESULTS, Config, Row, ensure_workload, machine
 
 SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
     "startup": startup.run,
     "unwind": unwind.run,
     "procs": procs.run,
+    "attach": attach.run,
 }
 HEAD = ("section", "measure", "value", "ratio", "target", "result", "note")
 

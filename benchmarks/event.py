@@ -27,14 +27,24 @@ TARGET_EXHAUSTIVE_US = 60.0
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of an event log; a last line cut short is skipped, as the format allows."""
+    """The records of an event log; a last line cut short is skipped, as the format allows. Stack records get
+    their frames from the format's reader (a raw stack, sysbreak-events/3, is unwound there)."""
+    from dataclasses import asdict
+
+    from sysbreak.capture import read_events
+    from sysbreak.capture.schema import StackRecord
+
+    frames = {r.id: [asdict(f) for f in r.frames] for r in read_events(path) if isinstance(r, StackRecord)}
     out = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
                 continue
+            if rec.get("type") == "stack" and rec.get("id") in frames:
+                rec["frames"] = frames[rec["id"]]
+            out.append(rec)
     return out
 
 

@@ -28,6 +28,17 @@ TARGET_VS_STRACE = 0.10
 # than catching it after it returned (as before), measured in the same run: SYSBREAK_RELEASES=after.
 TARGET_ORDERING = 1.10
 AFTER = "sysbreak run, munmap caught after (SYSBREAK_RELEASES=after)"
+TARGET_VS_PERF = 1.0
+PERF_NAME = "perf trace --call-graph dwarf -e mmap,munmap"
+
+
+@functools.lru_cache(maxsize=1)
+def perf_trace_works() -> bool:
+    """Whether `perf trace` can trace here (it needs root or perf_event_paranoid <= -1 and tracefs)."""
+    if shutil.which("perf") is None:
+        return False
+    t = run_timed(["perf", "trace", "-e", "mmap", "-o", "/dev/null", "--", "true"], timeout=60)
+    return t.rc == 0
 
 
 def workload_args(cfg: Config, threads: int) -> list[str]:
@@ -118,6 +129,9 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
             *cmd,
         ],
     }
+    if perf_trace_works():
+        tools[PERF_NAME] = ["perf", "trace", "--call-graph", "dwarf", "-e", "mmap,munmap", "-o", str(tmp / "perf.out"),
+                            *cmd]  # fmt: skip
     if threads == 1:
         tools["gdb catch syscall mmap munmap + bt"] = [
             "gdb",
@@ -222,6 +236,18 @@ def _one(cfg: Config, threads: int, tmp: Path) -> list[Row]:
                 target=f"<= {TARGET_VS_STRACE}",
                 verdict="MISS",
                 note=failed.get("sysbreak run", failed.get(strace_name, "")),
+            )
+        )
+    if sb is not None and times["sysbreak run"] and times.get(PERF_NAME):
+        sbm, pm = median(times["sysbreak run"]), median(times[PERF_NAME])
+        rows.append(
+            Row(
+                section,
+                "sysbreak / perf trace --call-graph dwarf (wall)",
+                f"{sbm / pm:.2f}",
+                target=f"<= {TARGET_VS_PERF:.1f}",
+                verdict=verdict(sbm / pm <= TARGET_VS_PERF),
+                note="both full stacks of every mmap/munmap, measured in this run",
             )
         )
     return rows

@@ -136,7 +136,7 @@ def test_bad_fields_are_skipped(tmp_path: Path) -> None:
         b"",
         b"hello\n",
         b'{"type":"note"}\n',
-        b'{"type":"header","format":"sysbreak-events/3"}\n',
+        b'{"type":"header","format":"sysbreak-events/9"}\n',
         b"\x89PNG\r\n\x1a\n",
         b'{"type":"header","form',
     ],

@@ -16,6 +16,8 @@ import pytest
 from conftest import FixturePaths, Spawn
 from support.cli import AS_NOBODY, error_line, run_sysbreak, sysbreak_argv
 
+from sysbreak.capture import read_events
+from sysbreak.capture.schema import StackRecord
 from sysbreak.driver import process
 from sysbreak.driver.restore import int3_addresses, read_entries
 
@@ -40,8 +42,9 @@ def snapshot_index(capture: Path) -> list[dict[str, Any]]:
 
 
 def stack_functions(capture: Path, event: dict[str, Any]) -> list[str]:
-    stacks = {r["id"]: r for r in records(capture) if r["type"] == "stack"}
-    return [f.get("function") or "" for f in stacks[event["stack"]]["frames"]]
+    """The functions of an event's stack as the format's reader gives them (raw stacks unwound)."""
+    stacks = {r.id: r for r in read_events(capture / "events.jsonl") if isinstance(r, StackRecord)}
+    return [f.function or "" for f in stacks[event["stack"]].frames]
 
 
 def assert_no_int3(pid: int, capture: Path) -> None:

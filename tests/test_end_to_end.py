@@ -11,12 +11,16 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gdbutil import BUILD, build_fixtures
 from support.cli import run_sysbreak
+
+from sysbreak.capture import read_events
+from sysbreak.capture.schema import StackRecord
 
 pytestmark = pytest.mark.gdb
 
@@ -175,13 +179,16 @@ def test_diff_before_and_after_turning_the_hook_off(captures: dict[str, Path]) -
 
 
 def _events(cap: Path) -> tuple[dict[int, Any], list[dict[str, Any]]]:
-    stacks: dict[int, Any] = {}
+    """Stacks (as the format's reader gives them: raw stacks unwound) and the syscall records of a capture."""
+    stacks: dict[int, Any] = {
+        r.id: {"frames": [asdict(f) for f in r.frames], "python": [asdict(p) for p in r.python]}
+        for r in read_events(cap / "events.jsonl")
+        if isinstance(r, StackRecord)
+    }
     events = []
     for line in (cap / "events.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if rec["type"] == "stack":
-            stacks[rec["id"]] = rec
-        elif rec["type"] == "syscall":
+        if rec["type"] == "syscall":
             events.append(rec)
     return stacks, events
 

@@ -20,6 +20,8 @@ from conftest import Spawn, run_sysbreak
 from gdbutil import BUILD, build_fixtures
 
 from sysbreak import sites
+from sysbreak.capture import read_events
+from sysbreak.capture.schema import StackRecord
 
 pytestmark = pytest.mark.gdb
 
@@ -55,13 +57,13 @@ def test_scan_finds_the_go_sites(gomapper: Path) -> None:
 def _capture(out: Path, program: list[str], *extra: str) -> dict[str, Any]:
     res = run_sysbreak("run", "-o", out, "-q", "-s", "mmap", "-s", "munmap", *extra, "--", *program, timeout=60)
     assert res.returncode == 0, res.stderr
-    stacks: dict[int, list[str | None]] = {}
+    stacks: dict[int, list[str | None]] = {  # through the format's reader: raw stacks are unwound there
+        r.id: [f.function for f in r.frames] for r in read_events(out / "events.jsonl") if isinstance(r, StackRecord)
+    }
     events = []
     for line in (out / "events.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if rec.get("type") == "stack":
-            stacks[rec["id"]] = [f.get("function") for f in rec["frames"]]
-        elif rec.get("type") == "syscall":
+        if rec.get("type") == "syscall":
             events.append({**rec, "functions": stacks[rec["stack"]]})
     return {"events": events, "stdout": res.stdout}
 

@@ -222,7 +222,7 @@ class Log:
         self.w.end("exited", self.t + 1)
         self.w.close()
         if getattr(self, "fmt", None):
-            text = self.path.read_text().replace("sysbreak-events/2", self.fmt, 1)
+            text = self.path.read_text().replace("sysbreak-events/3", self.fmt, 1)
             self.path.write_text(text)
         return self.path
 
@@ -386,7 +386,7 @@ def _check_exact(capture: Path, out: str) -> None:
     recs = [json.loads(ln) for ln in (capture / "events.jsonl").read_text().splitlines()]
     munmaps = [r for r in recs if r.get("name") == "munmap"]
     assert len(munmaps) >= 20 * 16 * 4 and all(r["when"] == "before" and r["ret"] is None for r in munmaps)
-    assert recs[0]["format"] == "sysbreak-events/2"
+    assert recs[0]["format"] == "sysbreak-events/3"
 
 
 @pytest.mark.gdb

@@ -9,19 +9,28 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FixturePaths, Spawn, run_sysbreak, sysbreak_argv
 
+from sysbreak.capture import read_events
+from sysbreak.capture.schema import StackRecord
 from sysbreak.driver.restore import int3_addresses, read_entries
 
 pytestmark = pytest.mark.gdb
 
 
 def records(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    """The log's records; stack records with the frames the format's reader gives (raw stacks unwound)."""
+    frames = {r.id: [asdict(f) for f in r.frames] for r in read_events(log) if isinstance(r, StackRecord)}
+    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    for r in recs:
+        if r.get("type") == "stack" and r.get("id") in frames:
+            r["frames"] = frames[r["id"]]
+    return recs
 
 
 def stack_functions(recs: list[dict[str, Any]], event: dict[str, Any]) -> list[str]:

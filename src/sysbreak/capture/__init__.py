@@ -1,7 +1,7 @@
 """The event-log and capture-directory formats, owned in one place (docs/event-log.md, docs/capture-dir.md).
 
 =========================================  ====================================================================
-:mod:`sysbreak.capture.schema`             format names (``sysbreak-events/2``, ``sysbreak-capture/2``), file
+:mod:`sysbreak.capture.schema`             format names (``sysbreak-events/3``, ``sysbreak-capture/2``), file
                                            names, the record dataclasses (with :class:`Frame`, :class:`PyFrame`)
 :mod:`sysbreak.capture.writer`             :class:`EventLogWriter`, the event-log writer used inside GDB
 :mod:`sysbreak.capture.directory`          writing a capture directory: ``meta.json``, the smaps snapshots

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import sysbreak
+from sysbreak.capture import rawstack
 from sysbreak.capture.reader import EventReader, syscall_fields
 from sysbreak.capture.schema import StackRecord
 from sysbreak.errors import SysbreakError
@@ -149,6 +150,11 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                 continue
             if isinstance(srec, StackRecord):
                 items.append(("stack", srec.id, srec.frames, srec.python))
+        elif typ in ("module", "exec"):  # the reader keeps the module table that raw stacks are unwound with
+            try:
+                reader.record(obj)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                reader.warn(f"{reader.path}, line {lineno}: a 'module' record with bad fields, skipped")
         elif typ == "header":
             if arch is None and isinstance(obj.get("arch"), str):
                 arch = obj["arch"]
@@ -166,6 +172,7 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
     if items:
         yield items
     summary.t_first, summary.t_last = t_first, t_last
+    rawstack.save(reader.modules)
     summary.warnings = reader.warnings
     summary.skipped = reader.skipped
     summary.ended = reader.ended

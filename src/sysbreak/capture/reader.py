@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sysbreak import syscalls
+from sysbreak.capture import rawstack
 from sysbreak.capture.schema import (
     CAPTURE_FORMATS_READ,
     EVENTS,
@@ -148,7 +149,7 @@ class EventReader:
     :class:`NoteRecord`, :class:`EndRecord`. Unknown record types and unknown keys are ignored. A line that is
     not valid JSON, or whose known keys have the wrong types (a line damaged mid-write), is skipped and
     described in :attr:`warnings` (the first :data:`MAX_WARNINGS`; :attr:`skipped` counts them all). A file
-    that does not start with a ``sysbreak-events/2`` (or /1) header raises :class:`SysbreakError` when iteration
+    that does not start with a ``sysbreak-events/3`` (or /2, /1) header raises :class:`SysbreakError` when iteration
     starts (unless ``allow_empty`` and the file is empty; :func:`read_events` checks it at once).
     After a full pass, :attr:`ended` says whether an ``end`` record was seen.
     """
@@ -162,6 +163,7 @@ class EventReader:
         self.ended = False
         self.lines = 0
         self._records: Iterator[Record] | None = None
+        self.modules = rawstack.ModuleTable()  # from the module records read so far: raw stacks need them
 
     def warn(self, message: str) -> None:
         self.skipped += 1
@@ -267,6 +269,7 @@ class EventReader:
                 continue
             if rec is not None:
                 yield rec
+        rawstack.save(self.modules)
 
     def record(self, obj: dict[str, Any]) -> Record | None:
         """The typed record for one decoded line (None for an unknown type); TypeError etc. when damaged."""
@@ -278,6 +281,9 @@ class EventReader:
             if not _is_int(sid):
                 raise TypeError("id")
             frames, python = _stack_frames(obj)
+            raw = obj.get("raw")
+            if raw is not None:  # sysbreak-events/3: registers + stack bytes, unwound here (capture/rawstack.py)
+                frames = rawstack.frames(frames, rawstack.parse_raw(raw), self.modules)
             return StackRecord(id=sid, frames=frames, python=python)
         if kind == "header":
             h = HeaderRecord(
@@ -296,11 +302,19 @@ class EventReader:
                 raise ValueError("format")
             if self.header is None:
                 self.header = h
+                self.modules.exe = h.exe
             return h
         if kind == "module":
             path = obj["path"]
             if not isinstance(path, str):
                 raise TypeError("path")
+            self.modules.add(
+                path,
+                _opt_int(obj.get("base")),
+                _opt_int(obj.get("bias")),
+                _opt_str(obj.get("build_id")),
+                obj.get("maps"),
+            )
             return ModuleRecord(
                 path=path,
                 base=_opt_int(obj.get("base")),
@@ -309,6 +323,10 @@ class EventReader:
                 sites=_opt_int(obj.get("sites")),
                 breakpoints=_opt_int(obj.get("breakpoints")),
             )
+        if kind == "exec":  # a new image: the modules raw stacks are unwound with start again (no typed record)
+            self.modules = rawstack.ModuleTable()
+            self.modules.exe = _opt_str(obj.get("exe"))
+            return None
         if kind == "note":
             return NoteRecord(message=str(obj.get("message", "")), t=_num(obj.get("t")))
         if kind == "end":

@@ -1,8 +1,8 @@
 """The records of the event log and the names of the capture directory: the one definition of both formats.
 
-``sysbreak-events/2`` (docs/event-log.md) and ``sysbreak-capture/2`` (docs/capture-dir.md), /1 of both still read, are
-defined here once; the writers (:mod:`sysbreak.capture.writer`, :mod:`sysbreak.capture.directory`), the typed reader
-(:mod:`sysbreak.capture.reader`), the batch decoder (:mod:`sysbreak.capture.decode`) and the tail follower
+``sysbreak-events/3`` (docs/event-log.md) and ``sysbreak-capture/2`` (docs/capture-dir.md), older versions still
+read, are defined here once; the writers (:mod:`sysbreak.capture.writer`, :mod:`sysbreak.capture.directory`), the
+typed reader (:mod:`sysbreak.capture.reader`), the batch decoder (:mod:`sysbreak.capture.decode`) and the tail follower
 (:mod:`sysbreak.capture.follow`) all take them from here. :class:`Frame` and :class:`PyFrame` are part of the
 event log's ``stack`` record; the analysis result (:mod:`sysbreak.analysis.model`) reuses them.
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENTS_FORMAT = "sysbreak-events/2"
-#: The event-log versions the readers accept: /2 adds ``when: "before"`` (a release logged before the kernel
-#: acted, ``ret`` null); a /1 log has every call logged after it returned.
-EVENTS_FORMATS_READ = ("sysbreak-events/2", "sysbreak-events/1")
+EVENTS_FORMAT = "sysbreak-events/3"
+#: The event-log versions the readers accept: /3 adds raw stacks (``stack`` records with ``raw``: registers and
+#: stack bytes, unwound when read); /2 adds ``when: "before"`` (a release logged before the kernel acted, ``ret``
+#: null); a /1 log has every call logged after it returned.
+EVENTS_FORMATS_READ = ("sysbreak-events/3", "sysbreak-events/2", "sysbreak-events/1")
 CAPTURE_FORMAT = "sysbreak-capture/2"
 #: The capture-directory versions the readers accept: /2 holds a process tree (meta.json ``processes``, one
 #: ``procs/PID/`` directory per process after the first); a /1 directory is one process.

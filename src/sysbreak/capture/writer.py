@@ -1,4 +1,4 @@
-"""The event-log writer used inside GDB (``sysbreak-events/2``, docs/event-log.md).
+"""The event-log writer used inside GDB (``sysbreak-events/3``, docs/event-log.md).
 
 Plain Python, no ``gdb`` import: the in-GDB layer hands plain dicts and ints to :class:`EventLogWriter`.
 Every record is one line, written and flushed at once, so a crash of GDB loses at most the line in flight.
@@ -6,6 +6,7 @@ Every record is one line, written and flushed at once, so a crash of GDB loses a
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import IO, Any
@@ -51,6 +52,20 @@ class EventLogWriter:
             sid = len(self._stacks) + 1
             self._stacks[key] = sid
             self._write({"type": "stack", "id": sid, "frames": frames, "python": python})
+        return sid
+
+    def raw_stack(
+        self, key: tuple[Any, ...], frames: list[dict[str, Any]], python: list[dict[str, Any]], raw: dict[str, Any]
+    ) -> int:
+        """Like :meth:`stack_id` for a stack not unwound yet: ``frames`` are the frames known at capture time (a
+        synthetic ``syscall`` frame, or none), ``raw`` holds ``regs``, ``stack`` (bytes from ``$rsp``),
+        ``truncated`` and optionally ``pc0`` (docs/event-log.md, ``raw``)."""
+        sid = self._stacks.get(key)
+        if sid is None:
+            sid = len(self._stacks) + 1
+            self._stacks[key] = sid
+            rec_raw = {**raw, "stack": base64.b64encode(raw["stack"]).decode("ascii")}
+            self._write({"type": "stack", "id": sid, "frames": frames, "python": python, "raw": rec_raw})
         return sid
 
     def known_stack(self, key: tuple[Any, ...]) -> int | None:

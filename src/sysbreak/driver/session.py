@@ -56,6 +56,8 @@ SIGNAL_REASONS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: 
 # byte on fd 3, then execs the program in place. Process group and PR_SET_PTRACER are set in _hold() before.
 _HOLDER = ["/bin/sh", "-c", 'read -r go <&3; [ "$go" = g ] || exit 125; exec 3<&-; exec "$@"', "sysbreak-holder"]
 PR_SET_PTRACER = 0x59616D61
+#: a sysroot where no file exists: GDB then opens no shared library of the target (see _start_gdb)
+NO_SYSROOT = "/nonexistent/sysbreak-loads-no-shared-libraries"
 
 
 def _hold(go_fd: int) -> None:
@@ -88,6 +90,9 @@ class CaptureOptions:
     quiet: bool = False
     gdb: str | None = None
     non_stop: bool = False
+    # let GDB load symbol files (its own unwinder; slow attach, long stops); None: only when no offline unwinder
+    # is installed (sysbreak.unwind), since raw stacks would then keep only frame 0
+    gdb_symbols: bool | None = None
     program_stdout: int | None = None  # run: the program's stdout (subprocess.DEVNULL, a fd); None: sysbreak's
     program_stderr: int | None = None  # run: the program's stderr, likewise
     follow_children: bool = False  # run -f / attach --children: every descendant too (driver/tree.py)
@@ -205,6 +210,7 @@ class CaptureSession:
         self._held = handoff is not None
         self._to_release: list[int] = []  # children whose own GDB has them: `sysbreak release` in our GDB
         self.more_pids = [p for p in (more_pids or []) if p != self.pid]  # attach PID PID...: the others
+        self._sysroot: str | None = None  # GDB's sysroot while it is set to nowhere for the attach
 
     # ------------------------------------------------------------------------------------------- public
     def execute(self) -> CaptureResult:
@@ -362,7 +368,14 @@ class CaptureSession:
                 self._wait_handed_over()
             if self.handoff == "vfork":
                 self._run_to_exec()
-            self._start_gdb()
+            # the cold scans of the target's modules run while GDB starts (they are done before the attach)
+            prescan = threading.Thread(target=self._prescan, name="sysbreak-prescan", daemon=True)
+            prescan.start()
+            try:
+                self._start_gdb()
+            finally:
+                prescan.join()
+            self._prepare()
             self._attach_others()
             self._attach()
             if not self._stopping():
@@ -429,6 +442,43 @@ class CaptureSession:
         self.target_gone = True
         self.warnings.append(f"the capture ended before {self.argv[0] if self.argv else 'the program'} was started")
 
+    def _prescan(self) -> None:
+        """Scan the modules mapped in the target here, before GDB starts: a first (cold) scan of a large library
+        takes seconds and hundreds of MB, which would otherwise be GDB's (its `sysbreak prepare` then reads the
+        scans from the cache)."""
+        if self.argv is not None:
+            return
+        from sysbreak import sites
+        from sysbreak.sites.live import mapped_modules
+
+        try:
+            mods = mapped_modules(self.pid)
+        except SysbreakError:
+            return  # the attach says why
+        for path, _base in mods:
+            if self._stopping():
+                return
+            with contextlib.suppress(SysbreakError, OSError):
+                sites.scan(path)
+
+    def _prepare(self) -> None:
+        """Before attaching: let the extension import what a hit needs and scan every module mapped in the target
+        (cached by build id), so that arming inside the stop only looks the scans up. Libraries loaded later are
+        scanned when they load."""
+        assert self.mi is not None
+        cmd = "sysbreak prepare" + (f" {self.pid}" if self.argv is None else "")
+        if self.opts.python_stacks:
+            cmd += " --python-stacks"
+        try:
+            out = self.mi.console_output(cmd, timeout=600)
+        except MiError as err:
+            raise SysbreakError(
+                f"sysbreak could not scan the target's modules: {err.message}", ExitCode.TARGET
+            ) from None
+        for line in out.splitlines():
+            if line.startswith("sysbreak: scanned"):
+                self.say(line.removeprefix("sysbreak: "))
+
     # ------------------------------------------------------------------------------------------- gdb
     def _start_gdb(self) -> None:
         assert self.directory is not None and self.meta is not None
@@ -441,6 +491,14 @@ class CaptureSession:
                 spare.close()
             self.mi = launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
         self.meta.update(gdb_pid=self.mi.pid)
+        if not gdb_symbols_wanted(self.opts) and self.argv is None:
+            # At the attach GDB opens no shared library (it would open and parse every one inside the stop:
+            # 60-90 ms on a PyTorch process, 5 ms without); the extension finds them in /proc/PID/maps. The
+            # sysroot comes back once the target runs again armed (_restore_sysroot): GDB then reads the
+            # library list with the target running, and can follow an exec (it needs the new executable).
+            rec = self.mi.command("-gdb-show sysroot")
+            self._sysroot = str((rec.get("payload") or {}).get("value", ""))
+            self.mi.console(f"set sysroot {NO_SYSROOT}")
 
     def _attach(self) -> None:
         assert self.mi is not None
@@ -547,6 +605,17 @@ class CaptureSession:
         self.meta.update(t0=self.t_capture, started=capdir.now_wall())
         self._resume()
         self._phase = "capturing"
+        self._restore_sysroot()
+
+    def _restore_sysroot(self) -> None:
+        """Put GDB's sysroot back (see _start_gdb), with the target running: GDB opens the libraries now."""
+        if self._sysroot is None or self.mi is None:
+            return
+        value, self._sysroot = self._sysroot, None
+        try:
+            self.mi.console(f"set sysroot {value}" if value else "set sysroot", timeout=120)
+        except (MiError, MiTimeout) as err:
+            self.warnings.append(f"GDB could not reload the library list ({err}); an exec may not be followed")
 
     # ------------------------------------------------------------------------------------------- loop
     def _loop(self) -> None:
@@ -621,6 +690,8 @@ class CaptureSession:
         if msg != "stopped":
             return False
         reason = str(payload.get("reason", ""))
+        if reason == "solib-event":
+            return False  # GDB's library event (stop-on-solib-events): the extension resumes the target itself
         if reason.startswith("exited"):
             self.target_gone = True
             self.exit_text, self.exit_status = _describe_exit(rec)
@@ -634,6 +705,10 @@ class CaptureSession:
         if status is not None and not status.get("active", True):
             self.end_reason = "max-events"
             return True
+        if not reason or (reason == "breakpoint-hit" and str(payload.get("bkptno", "")).startswith("-")):
+            # an internal breakpoint's stop (MI gives it no reason): the extension's library-load breakpoint,
+            # which arms the library and resumes the target itself; resuming it here too would race with that
+            return False
         thread = payload.get("thread-id")
         sig = payload.get("signal-name") if reason == "signal-received" else None
         try:
@@ -912,7 +987,10 @@ class CaptureSession:
                 time.sleep(0.02)
             raise MiTimeout("the program's threads did not all stop within 10 s")
         if self._all_stopped(mi):
-            return
+            # stopped at a library event that the extension is about to resume: let it, then interrupt
+            time.sleep(0.05)
+            if self._all_stopped(mi):
+                return
         mi.pop_async()
         try:
             mi.command("-exec-interrupt", timeout=10)
@@ -1025,6 +1103,19 @@ class CaptureSession:
         )
 
 
+def gdb_symbols_wanted(opts: CaptureOptions) -> bool:
+    """Whether GDB loads symbol files: ``opts.gdb_symbols``, else ``$SYSBREAK_GDB_SYMBOLS`` (0/1), else only when
+    no offline unwinder is installed (raw stacks would keep frame 0 only)."""
+    if opts.gdb_symbols is not None:
+        return opts.gdb_symbols
+    env = os.environ.get("SYSBREAK_GDB_SYMBOLS", "")
+    if env in ("0", "1"):
+        return env == "1"
+    from sysbreak.capture import rawstack
+
+    return not rawstack.unwinder_available()
+
+
 def launch_gdb(
     gdb_path: str, directory: Path, opts: CaptureOptions, *, on_exit: Callable[[], None] | None = None
 ) -> MiSession:
@@ -1041,6 +1132,15 @@ def launch_gdb(
         mi.command("-gdb-set non-stop on")
     for setting in ("pagination off", "confirm off", "width 0", "height 0", "print thread-events off"):
         mi.console(f"set {setting}")
+    # Nothing may load while the target is stopped (notes/attach.md): no debug info downloads (a host with
+    # DEBUGINFOD_URLS would fetch them in the stop), and no symbol files at all: breakpoints go by address from
+    # sysbreak's own scan, stacks are copied raw and unwound when the capture is read, new libraries are armed at
+    # the extension's breakpoint on the dynamic linker. SYSBREAK_GDB_SYMBOLS=1 keeps GDB's symbols and unwinder.
+    with contextlib.suppress(MiError):  # a GDB built without debuginfod has no such setting
+        mi.console("set debuginfod enabled off")
+    if not gdb_symbols_wanted(opts):
+        mi.console("set auto-solib-add off")
+        mi.console("set debug-file-directory")  # not even the executable's separate debug file
     # Signals go to the program untouched, never stop it (SIGINT stays GDB's: -exec-interrupt uses it).
     mi.console("handle all nostop noprint pass")
     out = ""

@@ -222,7 +222,7 @@ class BreakCommand(gdb.Command):
 
       SYSCALL        names or numbers, space or comma separated (mmap, 9, SYS_mmap)
       --lib REGEX    only place breakpoints in modules whose path matches REGEX (e.g. libucm)
-      --log FILE     append every caught call as JSON Lines (format sysbreak-events/2) to FILE
+      --log FILE     append every caught call as JSON Lines (format sysbreak-events/3) to FILE
       --python-stacks  also record CPython frames (needs CPython with debug info or a known layout)
       --exhaustive   also condition libc's generic syscall() wrapper itself: catches callers that cannot be seen
                      statically (function pointers, JIT) at the price of a stop for EVERY syscall() call
@@ -293,9 +293,25 @@ class BreakCommand(gdb.Command):
             # SYSBREAK_RELEASES=after: releases caught after they return, as before issue 8 (benchmarks compare)
             releases_before=os.environ.get("SYSBREAK_RELEASES", "before") != "after",
         )
+        if not gdb.parameter("auto-solib-add"):
+            # GDB loads no symbol files: it has no CFI to unwind with, so stacks are copied raw and unwound offline
+            # (capture/rawstack.py), and new libraries are armed at GDB's solib-event stops (_on_stop)
+            config.raw_stacks = True
         t = Tracer(config)
         _TRACER[0] = t
         _ENDED[0] = None
+        if config.raw_stacks and _mi_async():
+            # GDB/MI in async mode (sysbreak run/attach): a breakpoint on the dynamic linker's notification stops
+            # the target when a library was loaded; the stop handler arms it and resumes (_on_stop). Not in the
+            # CLI: resuming from a stop handler there crashed GDB 13 (measured: SIGSEGV in `continue`).
+            t.solib_probe_wanted = True
+        elif config.raw_stacks:
+            gdb.write(
+                "sysbreak: auto-solib-add is off: stacks are recorded raw (unwound when the log is read) and "
+                "libraries loaded from now on are NOT armed; `sysbreak clear` and `sysbreak break` again after "
+                "they load, or `set auto-solib-add on`\n",
+                gdb.STDERR,
+            )
         names = ", ".join(syscalls.name(n) for n in config.syscalls)
         if log:
             where = f"recording to {log}"
@@ -309,7 +325,8 @@ class BreakCommand(gdb.Command):
         if config.python_stacks:
             _check_python()
         for note in t.arm_new_modules():
-            gdb.write(f"sysbreak: {note}\n")
+            if not config.quiet:
+                gdb.write(f"sysbreak: {note}\n")
         gdb.write(
             f"sysbreak: catching {names} with {t.breakpoint_count()} breakpoint(s) in {len(t.armed)} module(s); "
             f"{where}\n"
@@ -390,6 +407,52 @@ class SitesCommand(gdb.Command):
             except SysbreakError as err:
                 raise gdb.GdbError(str(err)) from None
         gdb.write(sites.sites_table(modules, wanted, exhaustive=ns.exhaustive, show_all=ns.all))
+
+
+class PrepareCommand(gdb.Command):
+    """Do before attaching what arming would otherwise do with the target stopped.
+
+    Usage: sysbreak prepare [PID] [--python-stacks]
+
+    Imports sysbreak's modules and scans every ELF file mapped in process PID (scans are cached on disk by build
+    id; the first scan of a large library takes seconds), so that `sysbreak break` after `attach PID` only
+    looks them up. `sysbreak run`/`attach` run it before attaching; nothing here touches the process."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak prepare", gdb.COMMAND_BREAKPOINTS)
+        p = _ArgumentParser(prog="sysbreak prepare", add_help=False)
+        p.add_argument("pid", nargs="?", type=int)
+        p.add_argument("--python-stacks", action="store_true")
+        self.parser = p
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        import time
+
+        from sysbreak import sites
+        from sysbreak.capture import writer  # noqa: F401 - the modules a hit needs: imported now, not in the stop
+        from sysbreak.sites.live import mapped_modules
+
+        ns = _parse(self.parser, arg)
+        if not ns.pid:
+            return
+        if ns.python_stacks:
+            from sysbreak.gdb import pyframes
+
+            pyframes.prepare(ns.pid)
+        t = time.monotonic()
+        try:
+            mods = mapped_modules(ns.pid)
+        except SysbreakError as err:  # not ours to read: the attach that follows says why, with its hint
+            gdb.write(f"sysbreak: nothing scanned before attaching: {err}\n")
+            return
+        scanned = 0
+        for path, _base in mods:
+            try:
+                sites.scan(path)
+                scanned += 1
+            except SysbreakError:
+                continue
+        gdb.write(f"sysbreak: scanned {scanned} mapped file(s) of process {ns.pid} in {time.monotonic() - t:.2f} s\n")
 
 
 class StatusCommand(gdb.Command):
@@ -509,8 +572,50 @@ def _image_changed(t: Tracer, pid: int) -> bool:
     return not all((m.path, m.base) in mapped for m in t.armed.values())
 
 
+def _mi_async() -> bool:
+    try:
+        return bool(gdb.parameter("mi-async"))
+    except (gdb.error, RuntimeError):
+        return False
+
+
+def _is_solib_stop(t: Tracer, event: Any) -> bool:
+    """A stop of the tracer's own library-load breakpoint (:class:`sysbreak.gdb.tracer.SolibProbe`)."""
+    if t.solib_probe is None or not isinstance(event, gdb.BreakpointEvent):
+        return False
+    return any(bp is t.solib_probe for bp in event.breakpoints)
+
+
+def _resume_after_solib() -> None:
+    t = tracer()
+    if t is None or not t.active:
+        return  # cleared meanwhile: whoever cleared it decides what happens next
+    try:
+        gdb.execute("continue", to_string=True)
+    except gdb.error as exc:  # already running (someone else resumed it), or gone
+        if "running" not in str(exc) and "not being run" not in str(exc):
+            gdb.write(f"sysbreak: could not resume after a library event: {exc}\n", gdb.STDERR)
+
+
 def _on_stop(event: Any) -> None:
     t = tracer()
+    if t is not None and t.active and not t.limit_reached and _is_solib_stop(t, event):
+        # a library was (un)loaded: arm what is new while the target is stopped at the dynamic linker's
+        # notification (before the library's initialisers run), then let it go on at once
+        if t.maps_changed():
+            try:
+                notes = t.arm_new_modules()
+            except Exception as exc:  # never leave the target stopped over it
+                notes = [f"could not arm new modules: {exc}"]
+            if not t.config.quiet:
+                for note in notes:
+                    gdb.write(f"sysbreak: {note}\n")
+            if t.config.python_stacks:  # a libpython loaded now may make Python frames readable
+                from sysbreak.gdb import pyframes
+
+                pyframes._retry_failed()
+        gdb.post_event(_resume_after_solib)
+        return
     if t is None or not t.active or not t.limit_reached:
         return
     n = _disarm(t, "max-events")
@@ -615,6 +720,7 @@ def register() -> None:
     SysbreakPrefix()
     BreakCommand()
     SitesCommand()
+    PrepareCommand()
     StatusCommand()
     ClearCommand()
     HoldCommand()

@@ -28,6 +28,7 @@ testable without GDB.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,7 +206,60 @@ def _struct_for(fields: list[tuple[int, str]]) -> struct.Struct:
     return struct.Struct(fmt)
 
 
+_ELF_NAMES = ("_PyRuntime", "Py_Version", "PyCode_Type", "PyUnicode_Type", "PyBytes_Type", "_Py_PrintReferences")
+_ELF_SYMBOLS: dict[int, dict[str, int]] = {}  # pid -> address of each of _ELF_NAMES found in the mapped files
+
+
+def _is_cpython_file(path: str) -> bool:
+    base = path.rsplit("/", 1)[-1]
+    return base.startswith(("libpython", "python"))
+
+
+def _elf_symbols(pid: int) -> dict[str, int]:
+    """The addresses of :data:`_ELF_NAMES` from the dynamic symbol tables of the CPython file mapped in ``pid``
+    (found through its GNU hash table with pyelftools: milliseconds), for when GDB has loaded no symbol files
+    (``set auto-solib-add off``). CPython exports all of them for its extension modules."""
+    cached = _ELF_SYMBOLS.get(pid)
+    if cached is not None:
+        return cached
+    got: dict[str, int] = {}
+    from sysbreak import sites
+    from sysbreak.gdb.elfsyms import dynamic_symbols
+    from sysbreak.sites.live import mapped_modules
+
+    try:
+        mods = mapped_modules(pid)
+    except Exception:  # noqa: BLE001 - no maps: no symbols
+        mods = []
+    for path, base in mods:
+        if base is None or not _is_cpython_file(path):
+            continue
+        try:
+            bias = sites.scan(path).load_bias(base)
+            got = {name: value + bias for name, value in dynamic_symbols(path, _ELF_NAMES).items()}
+        except Exception:  # noqa: BLE001 - an unreadable file: try the next
+            continue
+        if "_PyRuntime" in got:
+            break
+    if "_PyRuntime" in got:  # a miss is looked for again once more libraries are loaded (_retry_failed)
+        _ELF_SYMBOLS[pid] = got
+    return got
+
+
+def prepare(pid: int) -> None:
+    """Find CPython's symbols in process ``pid`` now (before an attach), not in the first stop that needs them."""
+    _elf_symbols(pid)
+
+
 def _addr_of(name: str) -> int | None:
+    pid = int(gdb.selected_inferior().pid) if name in _ELF_NAMES else 0
+    if pid and not gdb.parameter("auto-solib-add"):  # GDB has no symbol files: the ELF tables answer
+        try:
+            found = _elf_symbols(pid)
+        except ImportError:
+            found = {}
+        if name in found or "_PyRuntime" in found:
+            return found.get(name)
     try:
         return int(gdb.parse_and_eval(f"(unsigned long)&{name}"))
     except gdb.error:
@@ -619,4 +673,20 @@ def python_frames(eval_frames: list[Any]) -> list[dict[str, Any]]:
         _walk(st, inf, tid, out)
     except Exception:
         pass
+    return out
+
+
+def thread_frames(tid: int) -> list[dict[str, Any]]:
+    """The CPython frames of kernel thread ``tid`` (the thread that hit the breakpoint), innermost first, without
+    looking at its native frames (raw stacks are not unwound in the stop): ``[]`` for a thread with no Python
+    thread state, or when the frames cannot be read. Never raises."""
+    if gdb is None:
+        return []
+    try:
+        st = _state()
+    except Exception:
+        return []
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(Exception):
+        _walk(st, gdb.selected_inferior(), tid, out)
     return out

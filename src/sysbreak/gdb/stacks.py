@@ -28,10 +28,16 @@ from typing import Any
 
 import gdb
 
+from sysbreak import maps
 from sysbreak.maps import Vma
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
+#: the registers a raw stack keeps: the pc, the stack pointer and the callee-saved registers (what CFI needs to
+#: recover the callers' frames; the others are dead across calls)
+RAW_REGS = ("rip", "rsp", "rbp", "rbx", "r12", "r13", "r14", "r15")
+#: the most of a thread's stack a raw stack copies, from $rsp up (deeper callers are cut: ``truncated``)
+RAW_WINDOW = 32768
 _BUCKET = 21  # 2 MiB buckets of executable address space, for a fast first test of each stack word
 # The outermost frames of a thread: nothing above them is real (GDB unwinds on into garbage without CFI).
 OUTERMOST = frozenset({"_start", "_dl_start_user", "clone", "clone3", "__clone", "__clone3"})
@@ -77,21 +83,29 @@ class StackReader:
         # share a pc and differ in type (INLINE_FRAME vs NORMAL_FRAME)
         self._sym: dict[tuple[int, int], dict[str, Any]] = {}
         self._pyframes: Any = None
+        self._rw: list[tuple[int, int]] = []
+        self._rw_starts: list[int] = []
+        self._stack_end: dict[int, tuple[int, int]] = {}  # thread id -> the mapping holding its stack
         if python:
             from sysbreak.gdb import pyframes
 
             self._pyframes = pyframes
 
     def set_maps(self, pid: int, vmas: list[Vma]) -> None:
-        """The executable ranges of the process, from its maps (code pointers are recognised by them)."""
+        """The executable ranges of the process, from its maps (code pointers are recognised by them), and the
+        writable ones (a raw stack is copied up to the end of the mapping that holds $rsp)."""
         execs = sorted((v.start, v.end) for v in vmas if "x" in v.perms)
+        self._rw = sorted((v.start, v.end) for v in vmas if "w" in v.perms)
+        self._rw_starts = [r[0] for r in self._rw]
         self._pid = pid
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
         self._exec_buckets = frozenset(b for lo, hi in execs for b in range(lo >> _BUCKET, ((hi - 1) >> _BUCKET) + 1))
 
-    def _key(self, pc: int, sp: int, base: int) -> tuple[int, ...]:
+    def _key(self, pc: int, sp: int, base: int, data: bytes | None = None) -> tuple[int, ...]:
         n = base - sp
-        words = struct.unpack_from(f"<{n // 8}Q", bytes(gdb.selected_inferior().read_memory(sp, n)))
+        if data is None:
+            data = bytes(gdb.selected_inferior().read_memory(sp, n))
+        words = struct.unpack_from(f"<{n // 8}Q", data)
         buckets, starts, execs = self._exec_buckets, self._exec_starts, self._exec
         key = [pc, n]
         for i, v in enumerate(words):
@@ -117,6 +131,51 @@ class StackReader:
         except gdb.error:
             pass
         return {"pc": pc, "module": module, "offset": offset, "function": name, "file": file, "line": line}
+
+    # ------------------------------------------------------------------------------------------- raw stacks
+    def _mapping_end(self, tid: int, sp: int) -> int | None:
+        """The end of the writable mapping that holds ``sp`` (a thread's stack), cached per thread."""
+        cached = self._stack_end.get(tid)
+        if cached is not None and cached[0] <= sp < cached[1]:
+            return cached[1]
+        for attempt in range(2):
+            i = bisect.bisect_right(self._rw_starts, sp) - 1
+            if i >= 0 and sp < self._rw[i][1]:
+                self._stack_end[tid] = self._rw[i]
+                return self._rw[i][1]
+            if attempt == 0 and self._pid:  # a thread started after the last read of the maps
+                try:
+                    self.set_maps(self._pid, maps.read_maps(self._pid).vmas)
+                except Exception:  # noqa: BLE001 - no maps: no window
+                    return None
+        return None
+
+    def capture_raw(self, frame: Any, tid: int) -> tuple[tuple[Any, ...], dict[str, Any], list[dict[str, Any]]]:
+        """What an offline unwinder needs, copied while the thread is stopped: (key, raw, python frames).
+
+        ``raw`` is ``{"regs": {name: value}, "stack": bytes from $rsp, "truncated": bool}``: the registers of
+        :data:`RAW_REGS` and one read of the stack from ``$rsp`` to the end of its mapping (at most
+        :data:`RAW_WINDOW` bytes). No unwinding and no symbol lookup happen here. ``key`` identifies the call path
+        exactly as :meth:`capture`'s cache key does (the pc, the window's length and every word in it that points
+        into executable code, with its offset): two events with the same key unwind to the same frames.
+        """
+        regs = {name: int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF for name in RAW_REGS}
+        sp = regs["rsp"]
+        end = self._mapping_end(tid, sp)
+        data = b""
+        truncated = False
+        if end is not None and sp % 8 == 0:
+            n = min(end - sp, RAW_WINDOW)
+            truncated = end - sp > RAW_WINDOW
+            try:
+                data = bytes(gdb.selected_inferior().read_memory(sp, n))
+            except gdb.MemoryError:
+                data = b""
+        key: tuple[Any, ...] = self._key(regs["rip"], sp, sp + len(data), data) if data else (regs["rip"], sp)
+        python: list[dict[str, Any]] = []
+        if self._pyframes is not None:
+            python = self._pyframes.thread_frames(tid)
+        return key, {"regs": regs, "stack": data, "truncated": truncated}, python
 
     def describe_pc(self, pc: int, function: str | None) -> dict[str, Any]:
         """A frame record for a pc that is not on the unwound stack (a synthetic frame)."""

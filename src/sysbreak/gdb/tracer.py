@@ -52,6 +52,7 @@ class Config:
     max_depth: int = 64
     stack_cache: bool = True
     releases_before: bool = True  # munmap logged before the kernel acts (docs/event-log.md, "Order")
+    raw_stacks: bool = False  # copy registers + the raw stack window; unwind offline (GDB has no symbols)
 
 
 @dataclass
@@ -109,6 +110,35 @@ class ExitProbe(_TracerProbe):
 
 _PROBE_CLASS = {"exit-only": ExitOnlyProbe, "before": BeforeProbe, "entry": EntryProbe, "exit": ExitProbe}
 
+#: offset of ``r_state`` in glibc's ``struct r_debug`` (x86-64); RT_CONSISTENT is 0
+R_STATE_OFFSET = 24
+
+
+class SolibProbe(ProbeBreakpoint):
+    """On the dynamic linker's notification function (``_dl_debug_state``, what ``r_debug.r_brk`` points to),
+    for when GDB tracks no shared libraries (``set sysroot`` to nowhere: GDB opens none of them at attach).
+
+    ld.so calls it before and after it changes the link map. Only when the map is consistent again and
+    /proc/PID/maps changed does :meth:`hit` stop the target: the stop handler then arms the new modules (before
+    their initialisers run, as they run after this call) and resumes (:func:`sysbreak.gdb.commands._on_stop`)."""
+
+    def __init__(self, tracer: Tracer, address: int, r_debug: int | None) -> None:
+        self.tracer = tracer
+        self.r_debug = r_debug
+        super().__init__(address)
+
+    def hit(self) -> bool:
+        t = self.tracer
+        if not t.active or t.limit_reached:
+            return False
+        if self.r_debug is not None:
+            state = int.from_bytes(
+                bytes(gdb.selected_inferior().read_memory(self.r_debug + R_STATE_OFFSET, 4)), "little"
+            )
+            if state != 0:  # RT_ADD / RT_DELETE: the link map is being changed; the consistent call follows
+                return False
+        return t.maps_changed(remember=False)
+
 
 class Tracer:
     def __init__(self, config: Config) -> None:
@@ -139,6 +169,11 @@ class Tracer:
             open(config.restore_file, "a", encoding="utf-8") if config.restore_file else None  # noqa: SIM115
         )
         self._header_written = False
+        self.raw = config.raw_stacks
+        self._maps_text: bytes | None = None  # /proc/PID/maps as last armed from (skip the work when unchanged)
+        self._raw_serial = 0
+        self.solib_probe_wanted = False  # arming happens at stops of our own SolibProbe (GDB tracks no solibs)
+        self.solib_probe: SolibProbe | None = None
 
     # ----------------------------------------------------------------------------------------------- arming
     def _write_header(self) -> None:
@@ -163,6 +198,23 @@ class Tracer:
         )
         self._header_written = True
 
+    def maps_changed(self, remember: bool = True) -> bool:
+        """Whether /proc/PID/maps differs from what the modules were last armed from (one read, no parsing);
+        ``remember`` makes what was read the new reference (arming does it itself)."""
+        inf = gdb.selected_inferior()
+        if inf is None or inf.pid == 0:
+            return False
+        try:
+            with open(f"/proc/{inf.pid}/maps", "rb") as fh:
+                text = fh.read()
+        except OSError:
+            return True
+        if text == self._maps_text and inf.pid == self.pid:
+            return False
+        if remember:
+            self._maps_text = text
+        return True
+
     def arm_new_modules(self) -> list[str]:
         """Scan and arm every mapped ELF file not armed yet. Returns the one-line notes to print."""
         if not self.active:
@@ -173,6 +225,7 @@ class Tracer:
         if inf.pid != self.pid:
             self.pid = inf.pid
         self._write_header()
+        self.maps_changed()  # remember what this arming starts from
         try:
             vmas = maps.read_maps(inf.pid).vmas  # read once: for the modules here, for the stack reader below
         except SysbreakError as exc:
@@ -202,6 +255,8 @@ class Tracer:
         self.modules.update([(r[0], r[1], r[4]) for r in files if r[4] in biases], biases)
         self.stacks.set_maps(inf.pid, vmas)
         notes = []
+        if self.solib_probe_wanted and self.solib_probe is None:
+            self._place_solib_probe(scans, biases)
         if self.wrapper_return is None:
             self._find_wrapper(scans, biases)
             if self.wrapper_return is not None:
@@ -216,9 +271,40 @@ class Tracer:
                 continue
             if self.lib_re is not None and not self.lib_re.search(path):
                 self.skipped[path] = "does not match --lib"
+                if self.writer is not None and self.raw:  # an offline unwinder needs every module's bias
+                    self.writer.module(
+                        path=path,
+                        base=min(r[0] for r in by_path[path]),
+                        bias=biases[path],
+                        build_id=scan.build_id,
+                        sites=len(scan.sites),
+                        breakpoints=0,
+                        maps=[[r[0], r[1], r[2], r[3]] for r in by_path[path]],
+                    )
                 continue
             notes.append(self._arm(path, scan, biases[path], by_path[path]))
         return [n for n in notes if n]
+
+    def _place_solib_probe(self, scans: dict[str, Any], biases: dict[str, int]) -> None:
+        """Put :class:`SolibProbe` on the dynamic linker's ``_dl_debug_state`` (found in its dynamic symbols)."""
+        from sysbreak.gdb.elfsyms import dynamic_symbols
+
+        for path in scans:
+            name = os.path.basename(path)
+            if not name.startswith(("ld-linux", "ld64", "ld-")):
+                continue
+            try:
+                syms = dynamic_symbols(path, ("_dl_debug_state", "_r_debug"))
+            except Exception:  # noqa: BLE001 - unreadable: no library-load arming (said in status)
+                continue
+            if "_dl_debug_state" not in syms:
+                continue
+            addr = syms["_dl_debug_state"] + biases[path]
+            r_debug = syms["_r_debug"] + biases[path] if "_r_debug" in syms else None
+            if not self._remember_original(addr):
+                return
+            self.solib_probe = SolibProbe(self, addr, r_debug)
+            return
 
     def _find_wrapper(self, scans: dict[str, Any], biases: dict[str, int]) -> None:
         """Find libc's syscall() and check it is glibc's, whose registers after return hold the kernel args."""
@@ -294,6 +380,7 @@ class Tracer:
                 sites=len(scan.sites),
                 breakpoints=len(armed.breakpoints),
                 **uncovered_fields(scan),
+                maps=[[r[0], r[1], r[2], r[3]] for r in rows],  # what an offline unwinder needs (/3)
             )
         if armed.breakpoints:
             return f"armed {len(armed.breakpoints)} breakpoint(s) in {os.path.basename(path)}"
@@ -307,14 +394,22 @@ class Tracer:
             if isinstance(bp, _TracerProbe)
         )
 
+    def _remember_original(self, address: int) -> bool:
+        """Append the byte at ``address`` to the restore file (before a breakpoint goes there); False when it
+        cannot be read (then no breakpoint goes there)."""
+        if self._restore is None:
+            return True
+        try:
+            orig = bytes(gdb.selected_inferior().read_memory(address, 1)).hex()
+        except gdb.MemoryError:
+            return False
+        self._restore.write(json.dumps({"pid": self.pid, "addr": address, "orig": orig}) + "\n")
+        self._restore.flush()
+        return True
+
     def _place(self, armed: ArmedModule, spec: Breakpoint) -> None:
-        if self._restore is not None:
-            try:
-                orig = bytes(gdb.selected_inferior().read_memory(spec.address, 1)).hex()
-                self._restore.write(json.dumps({"pid": self.pid, "addr": spec.address, "orig": orig}) + "\n")
-                self._restore.flush()
-            except gdb.MemoryError:
-                return
+        if not self._remember_original(spec.address):
+            return
         bp = _PROBE_CLASS[spec.role](self, spec)
         armed.breakpoints.append(bp)
 
@@ -326,7 +421,29 @@ class Tracer:
         module, offset = self.modules.lookup(spec.site_address)
         return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
 
+    def _raw_stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
+        """The stack as registers + raw stack bytes, unwound and symbolised later, outside the stop."""
+        key, raw, python = self.stacks.capture_raw(newest, gdb.selected_thread().ptid[1])
+        top: list[dict[str, Any]] = []
+        if exit_only:
+            if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
+                top = [self.stacks.describe_pc(self.wrapper_pc, "syscall")]  # inside libc's syscall()
+            else:
+                raw["pc0"] = spec.site_address  # frame 0 is the syscall instruction, not the one after it
+        if not self.stacks.cache:
+            self._raw_serial += 1
+            key = (*key, self._raw_serial)
+        full = (key, tuple(f["pc"] for f in top), tuple((p["file"], p["line"], p["function"]) for p in python))
+        if self.writer is None:
+            return 0
+        sid = self.writer.known_stack(full)
+        if sid is None:
+            sid = self.writer.raw_stack(full, top, python, raw)
+        return sid
+
     def _stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
+        if self.raw:
+            return self._raw_stack(spec, exit_only, newest)
         pcs, frames, python = self.stacks.capture(newest, gdb.selected_thread().ptid[1])
         if spec.role == "before" and frames and spec.synthetic_wrapper_frame:
             # at the call: the caller's pc as the return address, libc's syscall() above it, as after the call
@@ -492,6 +609,11 @@ class Tracer:
                 removed += 1
         self.armed.clear()
         self.skipped.clear()
+        if self.solib_probe is not None:  # on the old ld.so: placed again on the new one as it is armed
+            self.solib_probe.remove()
+            self.solib_probe = None
+            removed += 1
+        self._maps_text = None
         self.flush_pending()  # calls that entered the kernel in the old image: their return is never seen
         self.wrapper_return = self.wrapper_pc = None
         self.modules = ModuleMap()
@@ -529,6 +651,10 @@ class Tracer:
                 bp.remove()
                 removed += 1
             armed.breakpoints.clear()
+        if self.solib_probe is not None:
+            self.solib_probe.remove()
+            self.solib_probe = None
+            removed += 1
         self.limit_reached = True
         self.flush_pending()
         if self.writer is not None:
@@ -554,6 +680,8 @@ class Tracer:
                 for m in self.armed.values()
             ],
             "glibc_wrapper_verified": self.wrapper_return is not None,
+            "raw_stacks": self.raw,
+            "library_breakpoint": self.solib_probe.address if self.solib_probe is not None else None,
             "internal_errors": probe_errors()[:5],
             "stack_cache": {
                 "enabled": self.stacks.cache,
