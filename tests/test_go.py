@@ -117,7 +117,9 @@ def test_attach_to_a_running_go_program(tmp_path: Path, gomapper: Path, spawn: S
     res = run_sysbreak("attach", proc.pid, "-q", "-s", "mmap", "--max-events", "5", "--duration", "20", "-o", out)
     assert res.returncode == 0, res.stderr
     got = [json.loads(ln) for ln in (out / "events.jsonl").read_text().splitlines()]
-    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in got if r.get("type") == "stack"}
+    stacks = {  # through the format's reader: raw stacks are unwound there
+        r.id: [f.function for f in r.frames] for r in read_events(out / "events.jsonl") if isinstance(r, StackRecord)
+    }
     events = [r for r in got if r.get("type") == "syscall"]
     assert len(events) == 5
     assert all("main.mapWithSyscall" in stacks[e["stack"]] and e["args"][1] == MIB for e in events)

@@ -17,6 +17,8 @@ from gdbutil import BUILD, build_fixtures
 
 from sysbreak import sites
 from sysbreak.arming import GLIBC_SYSCALL_WRAPPER
+from sysbreak.capture import read_events
+from sysbreak.capture.schema import StackRecord
 from sysbreak.elfscan import scanner, x86
 
 
@@ -166,7 +168,11 @@ def test_fixture_capture_costs_one_stop_per_call(tmp_path: Path, consts: Path) -
     assert res.returncode == 0, res.stderr
     assert "DONE 5" in res.stdout
     records = [json.loads(ln) for ln in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
-    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in records if r.get("type") == "stack"}
+    stacks = {  # through the format's reader: raw stacks are unwound there
+        r.id: [f.function for f in r.frames]
+        for r in read_events(tmp_path / "cap" / "events.jsonl")
+        if isinstance(r, StackRecord)
+    }
     ours = [r for r in records if r.get("type") == "syscall" and (r["site"]["module"] or "").endswith("/consts")]
     maps = [r for r in ours if r["name"] == "mmap"]
     unmaps = [r for r in ours if r["name"] == "munmap"]
@@ -284,7 +290,11 @@ def test_wrapper_chain_capture(tmp_path: Path, consts: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "CHAIN 3" in res.stdout
     records = [json.loads(ln) for ln in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
-    stacks = {r["id"]: [f.get("function") for f in r["frames"]] for r in records if r.get("type") == "stack"}
+    stacks = {  # through the format's reader: raw stacks are unwound there
+        r.id: [f.function for f in r.frames]
+        for r in read_events(tmp_path / "cap" / "events.jsonl")
+        if isinstance(r, StackRecord)
+    }
     ours = [r for r in records if r.get("type") == "syscall" and "sb_inner" in stacks[r["stack"]]]
     assert len(ours) == 3 and all(r["args"][:4] == [0, 4096, 3, 0x22] and r["ret"] > 0 for r in ours)
     assert all("sb_outer" in stacks[r["stack"]] and "main" in stacks[r["stack"]] for r in ours)
