@@ -124,6 +124,10 @@ def test_culprits_by_their_innermost_layer_frame() -> None:
     go = (f(GO, 0x1, "runtime.sysMmap"), f(GO, 0x2, "main.main"))
     assert culprit_of(go).name == "go-runtime"  # type: ignore[union-attr]
     assert culprit_of((f(LIBC, 0x1, "mmap64"), f(APP, 0x2, "main"))) is None
+    # glibc's realloc (named __GI___libc_realloc with debug info) under a CPython list: glibc, not pymalloc
+    realloc = (f(LIBC, 0x1, "__GI___mremap"), f(LIBC, 0x2, "mremap_chunk"), f(LIBC, 0x3, "__GI___libc_realloc"))
+    assert culprit_of((*realloc, f(PY, 0x4, "list_resize"))).name == "glibc-malloc"  # type: ignore[union-attr]
+    assert culprit_of((f(LIBC, 0x1, "mmap64"), f(PY, 0x4, "list_resize"))) is None  # a CPython frame, not pymalloc
 
 
 def test_a_hint_only_when_the_culprit_owns_the_growth() -> None:

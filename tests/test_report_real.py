@@ -354,3 +354,47 @@ def test_resident_bytes_are_exact_inside_a_merged_vma(tmp_path: Path, fixture_pa
         4 * MiB,
     )
     assert list((cap / "snapshots").glob("resident-*.txt"))
+
+
+def test_hint_for_cpython_arenas(tmp_path: Path) -> None:
+    """A Python program keeping 32 MiB of small objects: they live in pymalloc's 1 MiB arenas, mapped by
+    _PyObject_ArenaMmap; the stacks that own the growth are CPython's, and the hint names PYTHONMALLOC."""
+    script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "py_grow.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        proc.stdin.write("objects 1\n")  # page in the code first
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("KEPT")
+        cap = tmp_path / "cap"
+        attach = subprocess.Popen(
+            [*sysbreak_argv(), "attach", str(proc.pid), "-d", "5", "-o", str(cap), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        index = cap / "snapshots" / "index.jsonl"
+        deadline = time.monotonic() + 60
+        while not (index.exists() and index.read_text().strip()):
+            assert attach.poll() is None and time.monotonic() < deadline, attach.communicate()
+            time.sleep(0.05)
+        proc.stdin.write("objects 32\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("KEPT")
+        _, err = attach.communicate(timeout=60)
+        assert attach.returncode == 0, err
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    text, doc = report(cap)
+    hints = {h["culprit"]: h for h in doc["hints"]}
+    assert "cpython-obmalloc" in hints, doc["headline"]
+    owned = [s for s in doc["stacks"] if s["id"] in hints["cpython-obmalloc"]["stacks"]]
+    assert all("_PyObject_ArenaMmap" in [f["function"] for f in s["frames"]] for s in owned)
+    assert sum(s["rss_growth_bytes"] for s in owned) >= 16 * MiB
+    assert "PYTHONMALLOC=malloc" in text
+    # the labels name CPython's callers of the allocator, never the allocator itself
+    assert not any(s["label"].startswith(("_PyObject_", "new_arena", "pymalloc")) for s in owned)

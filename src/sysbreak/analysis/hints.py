@@ -45,7 +45,7 @@ CULPRITS: tuple[Culprit, ...] = (
         "glibc-malloc",
         _LIBC,
         re.compile(
-            r"^(?:__libc_)?(?:malloc|calloc|realloc|memalign|posix_memalign|aligned_alloc|valloc|pvalloc)$"
+            r"^(?:__GI_+)?(?:__libc_)?(?:malloc|calloc|realloc|memalign|posix_memalign|aligned_alloc|valloc|pvalloc)$"
             r"|^(?:sysmalloc|_int_malloc|_int_realloc|_int_memalign|new_heap|alloc_new_heap|grow_heap|_int_new_arena"
             r"|arena_get2|tcache_init)(?:\.\w+)?$"
         ),
@@ -62,7 +62,7 @@ CULPRITS: tuple[Culprit, ...] = (
             r"^(?:_PyObject_ArenaMmap|_PyObject_ArenaMalloc|new_arena|allocate_from_new_pool|pymalloc_alloc"
             r"|_PyObject_Malloc|_PyObject_Calloc|_PyObject_Realloc|PyObject_Malloc|PyObject_Calloc|PyObject_Realloc)$"
         ),
-        False,
+        True,  # its functions in the interpreter: any other CPython frame is not the allocator
         "CPython's small-object allocator (pymalloc) maps 1 MiB arenas and returns one to the system only when "
         "every object in it is freed, so a few survivors keep a whole arena resident; PYTHONMALLOC=malloc routes "
         "small objects through malloc instead (to tell the two apart)",
