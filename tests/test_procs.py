@@ -136,29 +136,49 @@ def test_run_follow_children_through_a_shell(tmp_path: Path, fixture_paths: Fixt
     assert len(calls_in(cap, leaker[0], "leak_region")) == 5  # through libucm and raw syscall()
 
 
-def test_run_follow_children_multiprocessing_spawn_workers(tmp_path: Path) -> None:
-    """vLLM-style: a multiprocessing `spawn` parent; one worker leaks through raw syscall() (ctypes: a call
-    through a pointer, hence --exhaustive), one through libucm (pymalloc arenas)."""
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_run_follow_children_multiprocessing_workers(tmp_path: Path, method: str) -> None:
+    """vLLM-style: a multiprocessing parent with each start method; one worker leaks through raw syscall()
+    (ctypes: a call through a pointer, hence --exhaustive), one through libucm (pymalloc arenas). `spawn`
+    workers are vforked + exec'd by the parent, `fork` workers forked by it, `forkserver` workers forked by the
+    fork server (itself spawned by the parent): each is caught from its first instruction."""
     cap = tmp_path / "cap"
-    argv = ["/usr/bin/python3.11", MP_WORKERS, "spawn", "4"]
+    argv = ["/usr/bin/python3.11", MP_WORKERS, method, "4"]
     res = run_sysbreak("run", "-f", "-s", "mmap", "--exhaustive", "-i", "0", "-o", cap, "--", *argv, timeout=240)
     assert res.returncode == 0, res.stderr
+    assert "PARENT DONE 0 0" in res.stdout
+    said = dict(line.split()[1:3] for line in res.stdout.splitlines() if line.startswith("WORKER "))
+    assert set(said) == {"raw", "ucm"}, res.stdout
     procs = processes(cap)
-    workers = {p["pid"]: p for p in procs if any("spawn_main" in a for a in p["argv"])}
-    assert len(workers) == 2
-    assert all(p["ppid"] == procs[0]["pid"] and p["how"] == "vfork" for p in workers.values())
-    raw = ucm = 0
+    by_pid = {p["pid"]: p for p in procs}
+    root = procs[0]
+    workers = {name: by_pid[int(pid)] for name, pid in said.items()}  # both workers are in the capture
     for p in workers.values():
+        assert p["end"] == "exited with status 0"
+        if method == "spawn":
+            assert p["ppid"] == root["pid"] and p["how"] == "vfork"
+            assert any("spawn_main" in a for a in p["argv"])
+        elif method == "fork":
+            assert p["ppid"] == root["pid"] and p["how"] == "fork"
+        else:
+            server = by_pid[p["ppid"]]  # forked by the fork server, which the parent started
+            assert p["how"] == "fork" and server["ppid"] == root["pid"] and server["how"] == "vfork"
+            assert any("forkserver" in a for a in server["argv"])
+    counts: dict[str, tuple[int, int]] = {}
+    for name, p in workers.items():
         recs = records(cap / p["dir"] / "events.jsonl")
         stacks = {r["id"]: r for r in recs if r["type"] == "stack"}
+        raw = ucm = 0
         for e in (r for r in recs if r["type"] == "syscall"):
+            assert e["pid"] == p["pid"]
             mods = [f.get("module") or "" for f in stacks[e["stack"]]["frames"]]
             if e["args"][1] == 65536 and any("libffi" in m for m in mods):
                 raw += 1
             if any("libucm" in m for m in mods):
                 ucm += 1
-    assert raw == 4  # leak_raw's four 64 KiB regions, in the raw worker
-    assert ucm >= 1  # the ucm worker's arenas, through libucm
+        counts[name] = (raw, ucm)
+    assert counts["raw"][0] == 4  # leak_raw's four 64 KiB regions, in the raw worker, every one
+    assert counts["ucm"][1] >= 1  # the ucm worker's arenas, through libucm
 
 
 # --------------------------------------------------------------------------------------------- attach several
