@@ -466,3 +466,29 @@ def test_an_exec_ends_every_mapping_of_the_old_image(tmp_path: Path) -> None:
     w.close()
     live = {s.frames[0].function: s.live_bytes for s in analyze(str(log)).stacks}
     assert live == {"in_env": 0, "in_prog": 1 << 20}  # the same address, mapped again in the new image
+
+
+def test_collapsed_report_starts_each_line_with_its_process(chain_capture: Path) -> None:
+    procs = processes(chain_capture)
+    res = run_sysbreak("report", chain_capture, "-f", "collapsed")
+    assert res.returncode == 0, res.stderr
+    leaks = sorted(line for line in res.stdout.splitlines() if ";main;leak_here;" in line)
+    assert leaks == sorted(f"proctree-{p['pid']};main;leak_here;syscall 8192" for p in procs)  # 2 pages each
+    merged = run_sysbreak("report", chain_capture, "-f", "collapsed", "--no-process-frames")
+    assert "main;leak_here;syscall 24576" in merged.stdout.splitlines()
+    bad = run_sysbreak("report", chain_capture, "--process-frames")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "collapsed only" in bad.stderr
+
+
+def test_diff_of_two_trees_matches_stacks_and_names_the_processes(chain_capture: Path) -> None:
+    res = run_sysbreak("diff", chain_capture, chain_capture, "-f", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    pids = [p["pid"] for p in processes(chain_capture)]
+    assert [p["pid"] for p in doc["a"]["processes"]] == pids
+    leak = [s for s in doc["stacks"] if any(f["function"] == "leak_here" for f in s["frames"])]
+    assert len(leak) == 1 and leak[0]["status"] == "both"  # one stack of three processes, matched
+    assert leak[0]["a"]["pids"] == leak[0]["b"]["pids"] == sorted(pids)
+    text = run_sysbreak("diff", chain_capture, chain_capture, env={**os.environ, "COLUMNS": "250"})
+    assert text.returncode == 0, text.stderr
+    assert "processes A" in text.stdout and f"proctree-{pids[0]}" in text.stdout

@@ -48,6 +48,8 @@ class StackStats:
         default_factory=list
     )  # (t since start, estimated resident bytes), top stacks
     pids: tuple[int, ...] = ()  # the processes it was seen in (sysbreak.analysis.processes)
+    # a merged stack of several processes: each process's own numbers for it (empty in one process's analysis)
+    by_pid: dict[int, StackStats] = field(default_factory=dict)
 
     @property
     def resident_growth(self) -> int:

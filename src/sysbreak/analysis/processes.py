@@ -5,8 +5,9 @@ one capture directory per process: the top one for the first process and ``procs
 its own event log and smaps snapshots. Address spaces are separate, so each process is replayed on its own ledger
 against its own snapshots (:func:`sysbreak.analysis.pipeline.analyze`). The merged report then lists every stack
 once, however many processes made it: the same frames (module, offset, function, and the Python frames) in
-several processes are one stack whose numbers are the sums and whose ``pids`` name those processes. Regions keep
-the ``pid`` of the process they belong to.
+several processes are one stack whose numbers are the sums and whose ``pids`` name those processes; its
+``by_pid`` keeps each process's own numbers (the collapsed reporter's per-process lines). Regions keep the ``pid``
+of the process they belong to.
 """
 
 from __future__ import annotations
@@ -136,8 +137,18 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
             m = by_key.get(key)
             if m is None:
                 m = dataclasses.replace(st, id=len(by_key) + 1, by_syscall=dict(st.by_syscall), series=list(st.series))
+                m.by_pid = {tag: st} if tag is not None else {}
                 by_key[key] = m
             else:
+                if tag is not None:
+                    mine = m.by_pid.get(tag)
+                    if mine is None:
+                        m.by_pid[tag] = st
+                    else:  # the same frames twice in one process: that process's numbers are their sums
+                        both = dataclasses.replace(mine)
+                        for name in _SUMMED:
+                            setattr(both, name, getattr(mine, name) + getattr(st, name))
+                        m.by_pid[tag] = both
                 for name in _SUMMED:
                     setattr(m, name, getattr(m, name) + getattr(st, name))
                 for k, v in st.by_syscall.items():

@@ -159,6 +159,15 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        process_frames: Annotated[
+            bool | None,
+            typer.Option(
+                "--process-frames/--no-process-frames",
+                help="collapsed only: start each line with its process (COMM-PID, as stackcollapse-perf.pl --pid); "
+                "default: when the capture holds several processes.",
+                show_default=False,
+            ),
+        ] = None,
         all_regions: Annotated[
             bool,
             typer.Option("--all-regions", help="text only: list unchanged regions that hold no captured mapping too."),
@@ -192,6 +201,8 @@ def register(app: typer.Typer) -> None:
             raise SysbreakError(f"--weight {weight!r}: choose one of {', '.join(WEIGHTS)}")
         if weight is not None and fmt != "collapsed":
             raise SysbreakError("--weight applies to --format collapsed only")
+        if process_frames is not None and fmt != "collapsed":
+            raise SysbreakError("--process-frames/--no-process-frames apply to --format collapsed only")
         if top is not None and top < 1:
             raise SysbreakError(f"--top must be 1 or more, not {top}")
         if output is None and reporter.default_output is not None:
@@ -204,5 +215,12 @@ def register(app: typer.Typer) -> None:
         color, width = (False, None)
         if reporter.terminal and (output is None or str(output) == "-"):
             color, width = color_terminal()
-        options = ReportOptions(top=top, weight=weight or "live", color=color, width=width, all_regions=all_regions)
+        options = ReportOptions(
+            top=top,
+            weight=weight or "live",
+            color=color,
+            width=width,
+            all_regions=all_regions,
+            process_frames=process_frames,
+        )
         emit(reporter.render(analysis, options), output, f"{fmt} report")

@@ -116,15 +116,19 @@ def render(
     color: bool = False,
     width: int | None = None,
     all_regions: bool = False,
+    process_frames: bool | None = None,
 ) -> str:
     """The report in one of the registered formats (:data:`FORMATS` and any :func:`register_reporter` added),
     as a string.
 
     ``top`` limits the stacks shown (text: 10, html: 50 by default; json and collapsed: all unless given).
     ``weight`` (collapsed only) is one of :data:`WEIGHTS`. ``color`` and ``width`` are for text on a terminal;
-    ``all_regions`` makes the text report list unchanged regions too.
+    ``all_regions`` makes the text report list unchanged regions too. ``process_frames`` (collapsed only): a
+    ``COMM-PID`` root frame on each line (default: when the analysis has several processes).
     """
     if fmt not in REPORTERS:
         raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(REPORTERS)}")
-    options = ReportOptions(top=top, weight=weight, color=color, width=width, all_regions=all_regions)
+    options = ReportOptions(
+        top=top, weight=weight, color=color, width=width, all_regions=all_regions, process_frames=process_frames
+    )
     return REPORTERS[fmt].render(analysis, options)

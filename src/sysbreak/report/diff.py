@@ -9,6 +9,11 @@ program's own stack across a change that removes a layer: with ``UCX_MEM_MMAP_HO
 ``register_kv_block`` reaches the kernel through libc instead of libucm. A stack made only of layer frames (the
 dynamic loader's) is matched by all its frames. Stacks of one analysis with the same signature are added together.
 
+Captures of several processes (``run -f``, ``attach --children``) are compared as their merged trees: a stack is
+matched whichever processes made it (pids change from run to run), and each side says the processes it was seen
+in (``pids``; in text and HTML as ``COMM-PID``, the collapsed reporter's process frames), with a ``processes``
+total per side.
+
 The headline says what changed in the process's RSS growth (per minute when the captures differ in length by more
 than 10%), then the matched stack whose resident growth changed most (live bytes without snapshots).
 """
@@ -67,6 +72,7 @@ class Side:
     """One analysis' numbers for one matched stack."""
 
     ids: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # the processes it was seen in, in this analysis
     live_bytes: int = 0
     rss_bytes: int = 0
     rss_growth_bytes: int = 0
@@ -82,6 +88,7 @@ class Side:
         elif stack.kind == "candidate":
             self.kind = "candidate"
         self.ids.append(stack.id)
+        self.pids = sorted({*self.pids, *stack.pids})
         self.live_bytes += stack.live_bytes
         self.rss_bytes += stack.rss_bytes
         self.rss_growth_bytes += stack.resident_growth
@@ -156,6 +163,7 @@ class Totals:
     rss_growth_bytes: int | None  # process RSS, last snapshot minus first
     rss_span: float  # seconds between the first and the last snapshot
     unexplained_bytes: int
+    processes: int = 1  # the processes of the capture (several: run -f, attach --children)
 
     @staticmethod
     def of(analysis: Analysis) -> Totals:
@@ -171,6 +179,7 @@ class Totals:
             rss_growth_bytes=rss_change(analysis),
             rss_span=rss_span(analysis),
             unexplained_bytes=sum(r.unexplained_bytes for r in analysis.regions),
+            processes=max(1, len(analysis.processes)),
         )
 
 
@@ -193,6 +202,11 @@ class AnalysisDiff:
     @property
     def common(self) -> list[StackChange]:
         return [c for c in self.stacks if c.status == "both"]
+
+    @property
+    def several_processes(self) -> bool:
+        """Whether either side is a capture of several processes (then each stack says its processes)."""
+        return max(self.a_totals.processes, self.b_totals.processes) > 1
 
 
 def diff(a: Analysis, b: Analysis) -> AnalysisDiff:
@@ -293,7 +307,7 @@ def diff_headline(d: AnalysisDiff) -> str:
 def _side_dict(side: Side | None) -> dict[str, Any] | None:
     if side is None:
         return None
-    return {
+    out: dict[str, Any] = {
         "ids": side.ids,
         "kind": side.kind,
         "live_bytes": side.live_bytes,
@@ -304,6 +318,9 @@ def _side_dict(side: Side | None) -> dict[str, Any] | None:
         "mapped_bytes": side.mapped_bytes,
         "events": side.events,
     }
+    if side.pids:  # analyses of a capture directory (their stacks know their processes)
+        out["pids"] = side.pids
+    return out
 
 
 def _totals_dict(t: Totals, analysis: Analysis) -> dict[str, Any]:
@@ -320,6 +337,7 @@ def _totals_dict(t: Totals, analysis: Analysis) -> dict[str, Any]:
         "growth_bytes": t.growth_bytes,
         "rss_growth_bytes": t.rss_growth_bytes,
         "unexplained_bytes": t.unexplained_bytes,
+        "processes": [{k: p.get(k) for k in ("pid", "ppid", "argv") if k in p} for p in analysis.processes],
     }
 
 
@@ -392,6 +410,17 @@ def idle_line(d: AnalysisDiff) -> str:
     )
 
 
+def side_processes(side: Side | None, analysis: Analysis, limit: int = 3) -> str:
+    """The processes one side of a stack was seen in, as ``COMM-PID`` names (``-`` when absent on that side)."""
+    from sysbreak.report.collapsed import process_frame
+
+    if side is None:
+        return "-"
+    names = [process_frame(pid, analysis.processes) for pid in side.pids]
+    shown = ", ".join(names[:limit])
+    return shown + (f" +{len(names) - limit}" if len(names) > limit else "")
+
+
 def _signed(side: Side | None, name: str) -> str:
     if side is None:
         return "-"
@@ -422,6 +451,8 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
     totals.add_row("duration", human_duration(ta.duration), human_duration(tb.duration), "")
     row("events", ta.events, tb.events, is_bytes=False)
     row("stacks", ta.stacks, tb.stacks, is_bytes=False)
+    if d.several_processes:
+        row("processes", ta.processes, tb.processes, is_bytes=False)
     row("live bytes", ta.live_bytes, tb.live_bytes)
     row("mapped bytes", ta.mapped_bytes, tb.mapped_bytes)
     row("region growth", ta.growth_bytes, tb.growth_bytes)
@@ -446,7 +477,11 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
     table.add_column("stack", overflow="fold")
     for name in ("RSS growth A", "RSS growth B", "change", "live A", "live B", "events A", "events B"):
         table.add_column(name, justify="right", no_wrap=True)
+    if d.several_processes:
+        table.add_column("processes A", overflow="fold")
+        table.add_column("processes B", overflow="fold")
     for change in shown:
+        extra = [side_processes(change.a, d.a), side_processes(change.b, d.b)] if d.several_processes else []
         table.add_row(
             Text(_STATUS[change.status] + (" (libraries)" if change.kind == "library" else ""), style="bold"),
             change.label,
@@ -457,6 +492,7 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
             _num(change.b, "live_bytes"),
             _num(change.a, "events", is_bytes=False),
             _num(change.b, "events", is_bytes=False),
+            *extra,
         )
     console.print(table)
     line = idle_line(d)

@@ -370,7 +370,7 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
     """``sysbreak diff -f html``: the comparison as one self-contained page."""
     from sysbreak import __version__
     from sysbreak.report.diff import DEFAULT_TOP as DIFF_TOP
-    from sysbreak.report.diff import diff_headline
+    from sysbreak.report.diff import diff_headline, side_processes
     from sysbreak.report.diff import idle_line as diff_idle_line
 
     top = DIFF_TOP if top is None else top
@@ -392,6 +392,9 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
             "events_a": side(c.a, "events"),
             "events_b": side(c.b, "events"),
             "frames": [f"{f.function or '??'} ({module_offset(f)})" for f in c.frames],
+            "processes": (
+                f"A: {side_processes(c.a, d.a)}; B: {side_processes(c.b, d.b)}" if d.several_processes else ""
+            ),
         }
         for c in d.stacks
         if c.kind != "idle"
@@ -415,6 +418,8 @@ def render_diff_html(d: AnalysisDiff, *, top: int | None = None) -> str:
         ("events", f"{ta.events:,}", f"{tb.events:,}", f"{tb.events - ta.events:+,}"),
         ("stacks", f"{ta.stacks:,}", f"{tb.stacks:,}", f"{tb.stacks - ta.stacks:+,}"),
     ]
+    if d.several_processes:
+        totals.append(("processes", f"{ta.processes:,}", f"{tb.processes:,}", f"{tb.processes - ta.processes:+,}"))
     template = _environment().get_template("diff.html.j2")
     return template.render(
         headline=diff_headline(d),

@@ -26,6 +26,7 @@ class ReportOptions:
     color: bool = False  # text on a terminal
     width: int | None = None  # text on a terminal: its width
     all_regions: bool = False  # text: list unchanged regions too
+    process_frames: bool | None = None  # collapsed: a COMM-PID root frame per line (None: with several processes)
 
 
 @runtime_checkable
@@ -119,7 +120,7 @@ class CollapsedReporter:
     def render(self, analysis: Analysis, options: ReportOptions) -> str:
         from sysbreak.report.collapsed import render_collapsed
 
-        return render_collapsed(analysis, weight=options.weight, top=options.top)
+        return render_collapsed(analysis, weight=options.weight, top=options.top, process_frames=options.process_frames)
 
 
 _BUILTIN: tuple[Reporter, ...] = (TextReporter(), JsonReporter(), HtmlReporter(), CollapsedReporter())
