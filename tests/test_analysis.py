@@ -541,3 +541,32 @@ def test_big_log_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert int(events) > 300_000
     assert int(me_kb) < 500 * 1024 and int(kid_kb) < 500 * 1024
     assert int(events) / float(dt) > 10_000  # a floor for gross regressions only: machines differ
+
+
+def test_records_with_the_same_frames_are_one_stack(tmp_path: Path) -> None:
+    """A log of raw stacks keys each record by its bytes: the same call path with other local values comes as
+    another record. The analysis makes them one stack (stack_ids lists the records), so they are one row."""
+    d = tmp_path / "cap"
+    d.mkdir()
+    log = Log(d / "events.jsonl")
+    log.mmap(101.0, A, 4 * P, "leak")
+    log.mmap(102.0, A + 8 * P, 4 * P, "leak")
+    log.close(103.0)
+    lines = (d / "events.jsonl").read_text().splitlines()
+    first_stack = next(json.loads(ln) for ln in lines if json.loads(ln).get("type") == "stack")
+    twin = {**first_stack, "id": 999}
+    # the second event's stack: the same frames under another id
+    out = []
+    seen = 0
+    for ln in lines:
+        rec = json.loads(ln)
+        if rec.get("type") == "syscall" and rec.get("stack") == first_stack["id"]:
+            seen += 1
+            if seen == 2:
+                out.append(json.dumps(twin))
+                rec["stack"] = 999
+        out.append(json.dumps(rec))
+    (d / "events.jsonl").write_text("\n".join(out) + "\n")
+    a = analyze(d / "events.jsonl")
+    leaks = [s for s in a.stacks if s.label.startswith("leak_region")]
+    assert len(leaks) == 1 and leaks[0].live_bytes == 8 * P and sorted(leaks[0].stack_ids) == [first_stack["id"], 999]

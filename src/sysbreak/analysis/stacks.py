@@ -55,8 +55,25 @@ class StackGroups:
         if sid in self.group_of:
             return
         if not self.folding:
-            self.group_of[sid] = sid
-            self.groups[sid] = Group(sid, frames, python, [sid])
+            # Records with the same frames are one stack: a log of raw stacks (sysbreak-events/3) keys them by their
+            # bytes, so the same call path recorded with other local values comes as another record.
+            same: tuple[Any, ...] = (
+                (
+                    "same",
+                    tuple((f.module, f.offset, f.pc if f.offset is None else None, f.function) for f in frames),
+                    tuple((p.file, p.line, p.function) for p in python),
+                )
+                if frames
+                else ("raw", sid)
+            )
+            first = self._by_key.get(same)
+            if first is None:
+                self._by_key[same] = sid
+                self.group_of[sid] = sid
+                self.groups[sid] = Group(sid, frames, python, [sid])
+            else:
+                self.group_of[sid] = first
+                self.groups[first].members.append(sid)
             return
         key_frames = frames
         if self.outside is not None:
