@@ -445,6 +445,9 @@ class PrepareCommand(gdb.Command):
         except SysbreakError as err:  # not ours to read: the attach that follows says why, with its hint
             gdb.write(f"sysbreak: nothing scanned before attaching: {err}\n")
             return
+        from sysbreak.gdb.elfsyms import dynamic_symbols
+        from sysbreak.gdb.tracer import DYNAMIC_LINKER_SYMBOLS, is_dynamic_linker
+
         scanned = 0
         for path, _base in mods:
             try:
@@ -452,6 +455,9 @@ class PrepareCommand(gdb.Command):
                 scanned += 1
             except SysbreakError:
                 continue
+            if is_dynamic_linker(path):  # where the library-load breakpoint goes: found now, not in the stop
+                with contextlib.suppress(Exception):
+                    dynamic_symbols(path, DYNAMIC_LINKER_SYMBOLS)
         gdb.write(f"sysbreak: scanned {scanned} mapped file(s) of process {ns.pid} in {time.monotonic() - t:.2f} s\n")
 
 

@@ -8,12 +8,29 @@ pyelftools' name table of a large ``.symtab`` costs seconds. Plain Python: no ``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+
+_CACHE: dict[tuple[str, int, int, tuple[str, ...]], dict[str, int]] = {}
 
 
 def dynamic_symbols(path: str, names: Iterable[str]) -> dict[str, int]:
     """``{name: st_value}`` (file addresses, add the load bias) of the ``names`` defined in ``path``'s dynamic
-    symbol table; names not found are left out. Raises OSError / pyelftools' errors on unreadable files."""
+    symbol table; names not found are left out. Remembered per file (path, inode, mtime): `sysbreak prepare`
+    looks them up before the attach, so the stop only finds them here. Raises OSError / pyelftools' errors on
+    unreadable files."""
+    wanted = tuple(names)
+    st = os.stat(path)
+    key = (path, st.st_ino, st.st_mtime_ns, wanted)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return dict(hit)
+    got = _lookup(path, wanted)
+    _CACHE[key] = dict(got)
+    return got
+
+
+def _lookup(path: str, names: tuple[str, ...]) -> dict[str, int]:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.hash import ELFHashSection, GNUHashSection
     from elftools.elf.sections import SymbolTableSection

@@ -112,6 +112,11 @@ _PROBE_CLASS = {"exit-only": ExitOnlyProbe, "before": BeforeProbe, "entry": Entr
 
 #: offset of ``r_state`` in glibc's ``struct r_debug`` (x86-64); RT_CONSISTENT is 0
 R_STATE_OFFSET = 24
+DYNAMIC_LINKER_SYMBOLS = ("_dl_debug_state", "_r_debug")
+
+
+def is_dynamic_linker(path: str) -> bool:
+    return os.path.basename(path).startswith(("ld-linux", "ld64", "ld-"))
 
 
 class SolibProbe(ProbeBreakpoint):
@@ -290,11 +295,10 @@ class Tracer:
         from sysbreak.gdb.elfsyms import dynamic_symbols
 
         for path in scans:
-            name = os.path.basename(path)
-            if not name.startswith(("ld-linux", "ld64", "ld-")):
+            if not is_dynamic_linker(path):
                 continue
             try:
-                syms = dynamic_symbols(path, ("_dl_debug_state", "_r_debug"))
+                syms = dynamic_symbols(path, DYNAMIC_LINKER_SYMBOLS)
             except Exception:  # noqa: BLE001 - unreadable: no library-load arming (said in status)
                 continue
             if "_dl_debug_state" not in syms:
