@@ -198,6 +198,7 @@ def one_attach(tmp: Path, cache: Path, timeout: float = 180.0) -> dict[str, Any]
         if res.get("gdb_pid"):
             res["gdb_rss_mb"] = _vm_hwm_mb(int(res["gdb_pid"]))
         t_int = time.monotonic()
+        res["allocs_armed"] = len([1 for a, b in target.allocs() if a > armed_t and b < t_int])
         os.kill(sb.pid, signal.SIGINT)
         try:
             sb.wait(60)
@@ -379,8 +380,10 @@ def _rows(cfg: Config, tmp: Path) -> list[Row]:
             )
         )
     ev = med("events")
-    al = med("allocs")
-    rows.append(Row(SECTION, "tensor mmaps captured", f"{ev or 0:.0f}", note=f"of ~{al or 0:.0f} made while armed"))
+    al = med("allocs_armed")
+    rows.append(
+        Row(SECTION, "tensor mmaps captured", f"{ev or 0:.0f}", note=f"the target made {al or 0:.0f} while armed")
+    )
     rss = med("gdb_rss_mb")
     rows.append(
         Row(
