@@ -492,3 +492,21 @@ def test_diff_of_two_trees_matches_stacks_and_names_the_processes(chain_capture:
     text = run_sysbreak("diff", chain_capture, chain_capture, env={**os.environ, "COLUMNS": "250"})
     assert text.returncode == 0, text.stderr
     assert "processes A" in text.stdout and f"proctree-{pids[0]}" in text.stdout
+
+
+def test_the_merged_time_line_adds_up_every_process(chain_capture: Path, tmp_path: Path) -> None:
+    procs = processes(chain_capture)
+    merged = json.loads(run_sysbreak("report", chain_capture, "-f", "json").stdout)
+    last_rss = 0
+    for p in procs:  # each process's own report: its RSS at its last snapshot
+        own = json.loads(run_sysbreak("report", chain_capture, "-f", "json", "--pid", p["pid"]).stdout)
+        rss = [s["rss_bytes"] for s in own["timeline"] if s["rss_bytes"] is not None]
+        assert rss, p
+        last_rss += rss[-1]
+    tree = [s["rss_bytes"] for s in merged["timeline"] if s["rss_bytes"] is not None]
+    assert tree[-1] == last_rss  # the tree's RSS at the end: every process's, added up
+    html = tmp_path / "r.html"
+    assert run_sysbreak("report", chain_capture, "-f", "html", "-o", html).returncode == 0
+    text = html.read_text()
+    assert f"RSS of the tree: its {len(procs)} processes added up" in text
+    assert all(f"proctree-{p['pid']}" in text for p in procs)

@@ -85,6 +85,7 @@ DOCUMENTED_STACK_KEYS = {
 def test_exact_document() -> None:
     doc = json.loads(render(tiny(), "json"))
     assert doc.pop("tool").startswith("sysbreak ")
+    assert doc.pop("process_rss") == {}  # one process: no per-process RSS lines (test_report_processes.py)
     # fields the model gained later come along under their own names (test_fields_added_to_the_model_show_up)
     for stack in doc["stacks"]:
         for key in set(stack) - DOCUMENTED_STACK_KEYS:

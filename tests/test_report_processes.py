@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sysbreak.analysis.model import Analysis, Frame, StackStats
-from sysbreak.analysis.processes import _tag, merge
+from sysbreak.analysis.model import Analysis, Frame, Sample, StackStats
+from sysbreak.analysis.processes import _tag, merge, step_sum
 from sysbreak.report import diff, render, render_diff
 
 LEAK = (Frame(0x1010, "/bin/srv", 0x1010, "syscall"), Frame(0x1200, "/bin/srv", 0x1200, "leak_here"))
@@ -88,3 +88,45 @@ def test_diff_of_one_process_captures_says_no_processes() -> None:
     text = render_diff(diff(a, b), "text", width=250)
     assert "processes" not in text
     assert "processes A" not in render_diff(diff(a, b), "html")
+
+
+def test_step_sum_holds_each_series_at_its_latest_point() -> None:
+    assert step_sum([[(0.0, 10), (2.0, 30)], [(1.0, 5), (3.0, 0)]]) == [(0.0, 10), (1.0, 15), (2.0, 35), (3.0, 30)]
+    assert step_sum([]) == []
+
+
+def timed(pid: int, t0: float, rss: list[tuple[float, int]], live: int) -> Analysis:
+    a = one(pid, live)
+    a.t0, a.t1 = t0, t0 + rss[-1][0]
+    a.timeline = [Sample(t, n, live) for t, n in rss]
+    a.stacks[0].series = [(t, n // 2) for t, n in rss]
+    return a
+
+
+def test_the_merged_time_line_is_the_trees() -> None:
+    root = timed(10, 100.0, [(0.0, 1000), (4.0, 3000)], 4096)
+    worker = timed(11, 101.0, [(0.0, 500), (2.0, 700)], 8192)  # started a second later
+    m = merge([root, worker])
+    assert [(s.t, s.rss_bytes, s.live_bytes) for s in m.timeline] == [
+        (0.0, 1000, 4096),
+        (1.0, 1500, 12288),  # the worker's first snapshot, on the merged clock
+        (3.0, 1700, 12288),
+        (4.0, 3700, 12288),  # the root's last plus the worker's last
+    ]
+    assert m.process_rss == {10: [(0.0, 1000), (4.0, 3000)], 11: [(1.0, 500), (3.0, 700)]}
+    assert m.stacks[0].series == [(0.0, 500), (1.0, 750), (3.0, 850), (4.0, 1850)]  # the stack's, summed too
+    m.processes = [{"pid": 10, "ppid": 1, "argv": ["srv"]}, {"pid": 11, "ppid": 10, "argv": ["worker"]}]
+    html = render(m, "html")
+    assert "RSS of the tree: its 2 processes added up" in html
+    assert 'RSS of <span class="mono">srv-10</span>' in html and "worker-11" in html
+    assert html.count('class="proc-line"') == 2
+    single = render(root, "html")
+    assert "process RSS (snapshots)" in single and 'class="proc-line"' not in single
+
+
+def test_json_report_has_each_processs_numbers() -> None:
+    a = tree([10, 11], [4096, 8192])
+    doc = json.loads(render(a, "json"))
+    leak = next(s for s in doc["stacks"] if s["frames"][1]["function"] == "leak_here")
+    assert {pid: part["live_bytes"] for pid, part in leak["by_pid"].items()} == {"10": 4096, "11": 8192}
+    assert doc["process_rss"] == {"10": [], "11": []}  # no snapshots in these analyses

@@ -144,6 +144,8 @@ class Analysis:
     # releases logged after an allocation that reused their range, replayed before it (kernel order), by syscall
     reordered: dict[str, int] = field(default_factory=dict)
     processes: list[dict[str, Any]] = field(default_factory=list)  # pid, ppid, argv (, exe, how, end) per process
+    # a merged analysis of several processes: each one's RSS at its snapshots, (seconds since t0, bytes), by pid
+    process_rss: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:

@@ -8,6 +8,12 @@ once, however many processes made it: the same frames (module, offset, function,
 several processes are one stack whose numbers are the sums and whose ``pids`` name those processes; its
 ``by_pid`` keeps each process's own numbers (the collapsed reporter's per-process lines). Regions keep the ``pid``
 of the process they belong to.
+
+The merged time line is the tree's: each process's samples moved onto the merged clock (the earliest ``t0``; all
+processes' ``t0`` are CLOCK_MONOTONIC of one machine), and at each moment any process sampled, the tree's RSS and
+live bytes are the sums of every process's value at its latest sample at or before that moment (a process counts
+from its first snapshot on, and at its last one after it). ``process_rss`` keeps each process's own RSS line, and
+a merged stack's ``series`` is the same sum over the processes it was seen in.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 from typing import Any
 
 from sysbreak.analysis import rank
-from sysbreak.analysis.model import Analysis, BlindSpots, StackStats
+from sysbreak.analysis.model import Analysis, BlindSpots, Sample, StackStats
 from sysbreak.errors import SysbreakError
 
 _SUMMED = (
@@ -116,6 +122,34 @@ def _stack_key(st: StackStats) -> tuple[Any, ...]:
     )
 
 
+def step_sum(series: list[list[tuple[float, int]]]) -> list[tuple[float, int]]:
+    """At each time any of ``series`` (each in time order) has a point: the sum of every series' latest value at or
+    before that time (a series adds 0 before its first point)."""
+    times = sorted({t for one in series for t, _ in one})
+    at = [0] * len(series)
+    current = [0] * len(series)
+    out: list[tuple[float, int]] = []
+    for t in times:
+        for i, one in enumerate(series):
+            while at[i] < len(one) and one[at[i]][0] <= t:
+                current[i] = one[at[i]][1]
+                at[i] += 1
+        out.append((t, sum(current)))
+    return out
+
+
+def _tree_timeline(parts: list[tuple[float, Analysis]]) -> list[Sample]:
+    """The tree's samples from each (shift onto the merged clock, process analysis) (see the module docstring)."""
+    rss = [[(s.t + shift, s.rss_bytes) for s in a.timeline if s.rss_bytes is not None] for shift, a in parts]
+    live = [sorted((s.t + shift, s.live_bytes) for s in a.timeline) for shift, a in parts]
+    rss_at = dict(step_sum([sorted(one) for one in rss]))
+    out = [Sample(t=t, rss_bytes=None, live_bytes=n) for t, n in step_sum(live) if t not in rss_at]
+    live_at = dict(step_sum(live))
+    out += [Sample(t=t, rss_bytes=n, live_bytes=live_at.get(t, 0)) for t, n in rss_at.items()]
+    out.sort(key=lambda x: (x.t, x.rss_bytes is None))
+    return out
+
+
 def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
     """One analysis of several processes' (each stack tagged with its pid): equal stacks summed, ids renumbered."""
     if not parts:
@@ -126,11 +160,23 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
     t1s = [a.t1 for a in parts if a.t1 is not None]
     out.t0 = min(t0s) if t0s else None
     out.t1 = max(t1s) if t1s else None
-    out.timeline = list(root.timeline)  # the first process's; each process's own is in its --pid report
+    clock0 = out.t0
+
+    def shift(a: Analysis) -> float:
+        return (a.t0 - clock0) if a.t0 is not None and clock0 is not None else 0.0
+
+    if len(parts) == 1:
+        out.timeline = list(root.timeline)
+    else:
+        out.timeline = _tree_timeline([(shift(a), a) for a in parts])
+    series_of: dict[int, list[list[tuple[float, int]]]] = {}
     by_key: dict[tuple[Any, ...], StackStats] = {}
     unexplained = regions_unexplained = 0
     for a in parts:
         tag = a.stacks[0].pids[0] if a.stacks and a.stacks[0].pids else a.pid
+        moved = shift(a)
+        if tag is not None and len(parts) > 1:
+            out.process_rss[tag] = [(s.t + moved, s.rss_bytes) for s in a.timeline if s.rss_bytes is not None]
         remap: dict[int, int] = {}
         for st in a.stacks:
             key = _stack_key(st)
@@ -162,6 +208,8 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
                 if st.kind == "candidate":
                     m.kind = "candidate"
             remap[st.id] = m.id
+            if st.series:
+                series_of.setdefault(m.id, []).append([(t + moved, n) for t, n in st.series])
         for r in a.regions:
             owners = [dataclasses.replace(o, stack_id=remap.get(o.stack_id, o.stack_id)) for o in r.owners]
             out.regions.append(dataclasses.replace(r, owners=owners))
@@ -181,4 +229,8 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
         out.blind_spots = dataclasses.replace(base, unexplained_growth_bytes=unexplained, regions=regions_unexplained)
     out.by_syscall = dict(sorted(out.by_syscall.items(), key=lambda kv: -kv[1]))
     out.stacks = list(by_key.values())
+    if len(parts) > 1:
+        for m in out.stacks:
+            lines = series_of.get(m.id, [])
+            m.series = step_sum(lines) if len(lines) > 1 else (lines[0] if lines else [])
     return rank.resort(out, sort)

@@ -292,16 +292,18 @@ def headline(analysis: Analysis) -> str:
     rss = rss_change(analysis)
     span = rss_span(analysis) or analysis.duration
     when = f"in {human_duration(span)}" if span > 0 else "between the first and last snapshot"
+    # a merged tree: its time line adds up every process's RSS (sysbreak.analysis.processes)
+    what = f"the RSS of its {len(analysis.processes)} processes" if len(analysis.processes) > 1 else "process RSS"
     if rss is not None:
         if rss > 0:
-            text = f"process RSS grew by {human_bytes(rss)} {when}"
+            text = f"{what} grew by {human_bytes(rss)} {when}"
             rate = rate_text(rss, span)
             if rate:
                 text += f" ({rate})"
         elif rss < 0:
-            text = f"process RSS shrank by {human_bytes(-rss)} {when}"
+            text = f"{what} shrank by {human_bytes(-rss)} {when}"
         else:
-            text = f"process RSS did not change {when}"
+            text = f"{what} did not change {when}"
     elif analysis.regions:
         grew = growing(analysis)
         text = f"{plural(len(grew), 'region')} grew by {human_bytes(region_growth(analysis))} {when}"

@@ -30,6 +30,7 @@ from sysbreak.report._common import (
     source_location,
     stack_label,
 )
+from sysbreak.report.collapsed import process_frame
 from sysbreak.report.diff import AnalysisDiff
 from sysbreak.report.text import by_syscall_text, change_text, region_order
 
@@ -38,6 +39,7 @@ MAX_PLOT_POINTS = 1500
 PLOT_STACKS = 5  # stacks drawn as their own line in the plot
 OPEN_ROWS = 10  # stack rows shown before the rest fold into a <details>
 OPEN_REGIONS = 40  # region rows shown before the rest fold
+PROCESS_COLORS = ("#e8590c", "#3b5bdb", "#a61e4d", "#087f5b", "#5f3dc4")  # one RSS line per process
 STACK_COLORS = ("#2b8a3e", "#9c36b5", "#1098ad", "#c2255c", "#5c940d")
 
 _UNIT_NAMES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -60,6 +62,9 @@ class Plot:
     live_path: str = ""
     live_area: str = ""
     stack_lines: list[dict[str, Any]] = field(default_factory=list)  # {rank, label, color, path}
+    # a tree of processes: one RSS line per process (the biggest), {label, color, points, dots, last}
+    process_lines: list[dict[str, Any]] = field(default_factory=list)
+    processes: int = 0  # how many processes the RSS line adds up (0: one process)
     live_clipped: str = ""  # the largest live bytes, when the live line is clipped at the top of the scale
     empty: bool = True
 
@@ -140,9 +145,14 @@ def _downsample(samples: list[Sample]) -> list[Sample]:
     return result
 
 
-def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> Plot:  # type: ignore[assignment]
+def plot(
+    timeline: list[Sample],
+    stacks: list[tuple[int, StackStats]] = (),  # type: ignore[assignment]
+    processes: list[tuple[str, list[tuple[float, int]]]] = (),  # type: ignore[assignment]
+) -> Plot:
     """The plot of total RSS and live bytes, with one line per stack of ``stacks`` ((rank, stack)) that has a
-    series: its live bytes at each snapshot."""
+    series: its live bytes at each snapshot; for a tree of processes (``processes``: (name, its RSS at its
+    snapshots)), the RSS line is the tree's and the biggest processes get a line each."""
     p = Plot()
     samples = sorted(timeline, key=lambda s: s.t)
     if len(samples) < 2 or samples[-1].t <= samples[0].t:
@@ -151,8 +161,12 @@ def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> P
     t_first = samples[0].t
     span = samples[-1].t - t_first
     drawn = [(rank, st) for rank, st in stacks if len(st.series) >= 2][:PLOT_STACKS]
+    procs = sorted((p for p in processes if p[1]), key=lambda p: -p[1][-1][1])[:PLOT_STACKS]
+    p.processes = len(processes) if len(processes) > 1 else 0
     resident_max = max(
-        max((s.rss_bytes or 0) for s in samples), max((n for _, st in drawn for _, n in st.series), default=0)
+        max((s.rss_bytes or 0) for s in samples),
+        max((n for _, st in drawn for _, n in st.series), default=0),
+        max((n for _, line in procs for _, n in line), default=0),
     )
     live_max = max(s.live_bytes for s in samples)
     vmax = max(resident_max, live_max, 1)
@@ -199,6 +213,18 @@ def plot(timeline: list[Sample], stacks: list[tuple[int, StackStats]] = ()) -> P
                 "last": human_bytes(st.series[-1][1]),
             }
         )
+    if p.processes:
+        for i, (name, line) in enumerate(procs):
+            clamp = [(x(min(max(t, t_first), t_first + span)), y(n)) for t, n in line]
+            p.process_lines.append(
+                {
+                    "label": name,
+                    "color": PROCESS_COLORS[i % len(PROCESS_COLORS)],
+                    "points": " ".join(f"{px},{py}" for px, py in clamp) if len(clamp) >= 2 else "",
+                    "dots": clamp[:120],
+                    "last": human_bytes(line[-1][1]),
+                }
+            )
     return p
 
 
@@ -361,7 +387,11 @@ def render_html(analysis: Analysis, *, top: int | None = None) -> str:
         more_regions=rows[OPEN_REGIONS:],
         lib_regions=lib_rows,
         other_regions=others,
-        plot=plot(analysis.timeline, [(shown[st.id], st) for st in listed]),
+        plot=plot(
+            analysis.timeline,
+            [(shown[st.id], st) for st in listed],
+            [(process_frame(pid, analysis.processes), line) for pid, line in analysis.process_rss.items()],
+        ),
         version=__version__,
     )
 

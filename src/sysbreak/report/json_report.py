@@ -65,6 +65,7 @@ _STACK_FIELDS = frozenset(
     | {"growth_bytes", "growth_per_min", "first_t", "last_t", "label", "stack_ids"}
     | {"first_rss_bytes", "rss_growth_bytes", "anon_rss_bytes", "file_rss_bytes", "reserved_bytes", "after_last_bytes"}
     | {"peak_bytes", "rss_growth_per_min", "kind", "series", "pids"}
+    | {"by_pid"}
 )
 _REGION_FIELDS = frozenset(
     {"start", "end", "perms", "path", "size", "rss", "first_size", "first_rss", "status", "owners"}
@@ -75,6 +76,7 @@ _SAMPLE_FIELDS = frozenset({"t", "rss_bytes", "live_bytes"})
 _ANALYSIS_FIELDS = frozenset(
     {"source", "pid", "exe", "syscalls", "t0", "t1", "events", "by_syscall", "stacks", "regions", "timeline"}
     | {"snapshots", "warnings", "sort", "hints", "processes"}
+    | {"process_rss"}
 )
 
 
@@ -136,8 +138,15 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
             "stack_ids": list(stack.stack_ids),
             "series": [[t, n] for t, n in stack.series],
             "pids": list(stack.pids),
+            "by_pid": {str(pid): _per_process(part) for pid, part in sorted(stack.by_pid.items())},
         },
     )
+
+
+def _per_process(stack: StackStats) -> dict[str, Any]:
+    """One process's own numbers for a merged stack (``by_pid``)."""
+    names = ("events", "live_bytes", "rss_bytes", "rss_growth_bytes", "after_last_bytes", "peak_bytes")
+    return {name: getattr(stack, name) for name in (*names, "mapped_bytes", "growth_bytes")}
 
 
 def region_dict(region: Region, exe: str | None = None) -> dict[str, Any]:
@@ -183,6 +192,7 @@ def to_dict(analysis: Analysis, *, top: int | None = None) -> dict[str, Any]:
         "source": analysis.source,
         "pid": analysis.pid,
         "processes": [dict(p) for p in analysis.processes],
+        "process_rss": {str(pid): [[t, n] for t, n in line] for pid, line in analysis.process_rss.items()},
         "exe": analysis.exe,
         "syscalls": list(analysis.syscalls),
         "t0": analysis.t0,
