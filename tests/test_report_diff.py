@@ -213,3 +213,34 @@ def test_html_rendering() -> None:
     assert "1 stack holds nothing on either side" in page and "scratch_buffer" not in page
     assert "Decoder::step&lt;float&gt;(int)" in page  # escaped
     assert not re.search(r"https?://", page)
+
+
+def test_diff_formats_come_from_one_registry() -> None:
+    """``sysbreak diff`` formats are reporters behind one Protocol, as ``sysbreak report``'s are."""
+    import pytest
+
+    from sysbreak.errors import SysbreakError
+    from sysbreak.report import reporters
+
+    assert reporters.diff_formats() == ("text", "json", "html")
+    d = diff(sample_analysis(), after_fix())
+
+    class Tsv:
+        name = "tsv-test"
+        description = "test only"
+        default_output = None
+        terminal = False
+
+        def render(self, d: object, options: reporters.DiffOptions) -> str:
+            return f"top\t{options.top}\n"
+
+    reporters.register_diff_reporter(Tsv())
+    try:
+        assert render_diff(d, "tsv-test", top=3) == "top\t3\n"
+    finally:
+        del reporters.DIFF_REPORTERS["tsv-test"]
+    assert json.loads(render_diff(d, "json"))["format"] == "sysbreak-diff/2"
+    with pytest.raises(SysbreakError, match="sysbreak diff writes one of text, json, html"):
+        render_diff(d, "xml")
+    with pytest.raises(TypeError):
+        reporters.register_diff_reporter(object())  # type: ignore[arg-type]

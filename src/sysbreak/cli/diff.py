@@ -9,9 +9,10 @@ import typer
 
 from sysbreak.cli.report import check_output, color_terminal, emit
 from sysbreak.errors import SysbreakError
+from sysbreak.report.reporters import diff_formats, get_diff_reporter
 
-FORMATS = ("text", "json", "html")
-HTML_DEFAULT = "sysbreak-diff.html"
+FORMATS = diff_formats()
+HTML_DEFAULT = get_diff_reporter("html").default_output
 
 HELP = (
     "Compare two captures stack by stack: what grew less, what went away, what is new.\n\n"
@@ -69,12 +70,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        if fmt not in FORMATS:
-            raise SysbreakError(f"--format {fmt!r}: sysbreak diff writes one of {', '.join(FORMATS)}")
+        reporter = get_diff_reporter(fmt)
         if top is not None and top < 1:
             raise SysbreakError(f"--top must be 1 or more, not {top}")
-        if output is None and fmt == "html":
-            output = Path(HTML_DEFAULT)
+        if output is None and reporter.default_output is not None:
+            output = Path(reporter.default_output)
         if output is not None and str(output) != "-":
             check_output(output)
         from sysbreak.report import diff, load_analysis, render_diff
@@ -83,6 +83,6 @@ def register(app: typer.Typer) -> None:
         after = load_analysis(b, depth=depth, group_outside=group_outside)
 
         color, width = (False, None)
-        if fmt == "text" and (output is None or str(output) == "-"):
+        if reporter.terminal and (output is None or str(output) == "-"):
             color, width = color_terminal()
         emit(render_diff(diff(before, after), fmt, top=top, color=color, width=width), output, f"{fmt} diff")

@@ -21,7 +21,6 @@ than 10%), then the matched stack whose resident growth changed most (live bytes
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,6 @@ from sysbreak.report._common import (
 )
 
 FORMAT = "sysbreak-diff/2"
-FORMATS = ("text", "json", "html")
 DEFAULT_TOP = 20
 
 Signature = tuple[tuple[Any, ...], ...]
@@ -505,13 +503,7 @@ def render_diff_text(d: AnalysisDiff, *, top: int | None = None, color: bool = F
 def render_diff(
     d: AnalysisDiff, fmt: str = "text", *, top: int | None = None, color: bool = False, width: int | None = None
 ) -> str:
-    """The diff as ``text`` (a terminal table), ``json`` (format ``sysbreak-diff/2``) or ``html`` (one page)."""
-    if fmt == "text":
-        return render_diff_text(d, top=top, color=color, width=width)
-    if fmt == "html":
-        from sysbreak.report.html_report import render_diff_html
+    """The diff in one of the registered diff formats (``text``, ``json`` = ``sysbreak-diff/2``, ``html``)."""
+    from sysbreak.report.reporters import DiffOptions, get_diff_reporter
 
-        return render_diff_html(d, top=top)
-    if fmt == "json":
-        return json.dumps(diff_to_dict(d, top=top), indent=2, ensure_ascii=False) + "\n"
-    raise ValueError(f"unknown diff format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return get_diff_reporter(fmt).render(d, DiffOptions(top=top, color=color, width=width))

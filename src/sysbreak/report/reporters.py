@@ -15,6 +15,7 @@ from sysbreak.errors import SysbreakError
 
 if TYPE_CHECKING:
     from sysbreak.analysis.model import Analysis
+    from sysbreak.report.diff import AnalysisDiff
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,92 @@ class CollapsedReporter:
 _BUILTIN: tuple[Reporter, ...] = (TextReporter(), JsonReporter(), HtmlReporter(), CollapsedReporter())
 for _builtin in _BUILTIN:
     register_reporter(_builtin)
+
+
+# ------------------------------------------------------------------------------------------------ diffs
+@dataclass(frozen=True)
+class DiffOptions:
+    """What a diff reporter may be asked; each one uses the fields that apply to it."""
+
+    top: int | None = None
+    color: bool = False
+    width: int | None = None
+
+
+@runtime_checkable
+class DiffReporter(Protocol):
+    """One output format of ``sysbreak diff``: the same registry pattern as :class:`Reporter`."""
+
+    name: str
+    description: str
+    default_output: str | None
+    terminal: bool
+
+    def render(self, d: AnalysisDiff, options: DiffOptions) -> str:
+        """The whole comparison as a string."""
+        ...
+
+
+DIFF_REPORTERS: dict[str, DiffReporter] = {}
+
+
+def register_diff_reporter(reporter: DiffReporter) -> DiffReporter:
+    """Make ``reporter`` available as ``sysbreak diff --format reporter.name``."""
+    if not isinstance(reporter, DiffReporter):
+        raise TypeError(f"{reporter!r} does not implement sysbreak.report.reporters.DiffReporter")
+    DIFF_REPORTERS[reporter.name] = reporter
+    return reporter
+
+
+def diff_formats() -> tuple[str, ...]:
+    return tuple(DIFF_REPORTERS)
+
+
+def get_diff_reporter(name: str) -> DiffReporter:
+    """The diff reporter for ``--format name``; a one-line error naming the choices for an unknown one."""
+    try:
+        return DIFF_REPORTERS[name]
+    except KeyError:
+        raise SysbreakError(f"--format {name!r}: sysbreak diff writes one of {', '.join(DIFF_REPORTERS)}") from None
+
+
+class TextDiffReporter:
+    name = "text"
+    description = "(the default) totals side by side, then the stacks matched by their frames"
+    default_output: str | None = None
+    terminal = True
+
+    def render(self, d: AnalysisDiff, options: DiffOptions) -> str:
+        from sysbreak.report.diff import render_diff_text
+
+        return render_diff_text(d, top=options.top, color=options.color, width=options.width)
+
+
+class JsonDiffReporter:
+    name = "json"
+    description = "format sysbreak-diff/2 (docs/report-json.md)"
+    default_output: str | None = None
+    terminal = False
+
+    def render(self, d: AnalysisDiff, options: DiffOptions) -> str:
+        import json
+
+        from sysbreak.report.diff import diff_to_dict
+
+        return json.dumps(diff_to_dict(d, top=options.top), indent=2, ensure_ascii=False) + "\n"
+
+
+class HtmlDiffReporter:
+    name = "html"
+    description = "one self-contained page"
+    default_output: str | None = "sysbreak-diff.html"
+    terminal = False
+
+    def render(self, d: AnalysisDiff, options: DiffOptions) -> str:
+        from sysbreak.report.html_report import render_diff_html
+
+        return render_diff_html(d, top=options.top)
+
+
+for _diff_builtin in (TextDiffReporter(), JsonDiffReporter(), HtmlDiffReporter()):
+    register_diff_reporter(_diff_builtin)
