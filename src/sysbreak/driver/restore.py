@@ -120,3 +120,50 @@ def restore(pid: int, path: str | os.PathLike[str]) -> RestoreResult:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     return result
+
+
+def write_back(pid: int, path: str | os.PathLike[str]) -> RestoreResult:
+    """Put the original bytes back at every int3 listed in ``path`` *without* stopping ``pid`` first.
+
+    For the instant GDB is found dying (:class:`GdbGuard`): the target is then still traced by a tracer that will
+    never answer, so a SIGSTOP would leave it in a ptrace stop, and any int3 it runs into from now on kills it
+    (the kernel delivers that SIGTRAP once the dying tracer has detached). Writing at once is strictly better
+    than waiting; :func:`restore` runs afterwards as usual (it finds nothing left to write and wakes any thread
+    the dead tracer left stopped)."""
+    result = RestoreResult()
+    entries = read_entries(path, pid)
+    result.checked = len(entries)
+    try:
+        with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+            for entry in entries:
+                try:
+                    mem.seek(entry.addr)
+                    current = mem.read(1)
+                    if not current or current[0] != INT3 or entry.orig[0] == INT3:
+                        continue
+                    mem.seek(entry.addr)
+                    mem.write(entry.orig[:1])
+                    result.restored += 1
+                except OSError as exc:
+                    result.errors.append(f"{entry.addr:#x}: {exc.strerror}")
+    except OSError as exc:
+        result.errors.append(f"cannot open /proc/{pid}/mem: {exc.strerror}")
+    return result
+
+
+PF_EXITING = 0x4  # /proc/PID/stat flags: the task has begun to exit
+
+
+def exiting(pid: int) -> bool:
+    """Whether process ``pid`` has begun to exit (killed or exiting: PF_EXITING on its main thread), is a
+    zombie, or is gone. A SIGKILLed GDB sets this within microseconds, while its pipes close (and so the driver
+    reads end of file) only once every thread of it has torn down its memory: 5-12 ms later here."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return True
+    try:
+        return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & PF_EXITING)
+    except (IndexError, ValueError):
+        return False

@@ -40,7 +40,7 @@ from sysbreak.capture import directory as capdir
 from sysbreak.capture.follow import EventTail
 from sysbreak.driver import gdbenv, process
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
-from sysbreak.driver.restore import RestoreResult, int3_addresses, read_entries, restore
+from sysbreak.driver.restore import RestoreResult, exiting, int3_addresses, read_entries, restore, write_back
 from sysbreak.driver.tree import ProcessTree
 from sysbreak.errors import ExitCode, SysbreakError
 
@@ -196,6 +196,7 @@ class CaptureSession:
         self.t_capture: float | None = None
         self._quitting = False
         self._restore_lock = threading.Lock()
+        self._guard_stop = threading.Event()
         self.probe: gdbenv.GdbProbe | None = None
         # a process tree (driver/tree.py): the root session makes it; a child's session shares its root's
         self.tree = tree if tree is not None else ProcessTree(self, follow=opts.follow_children)
@@ -380,6 +381,7 @@ class CaptureSession:
             self._attach()
             if not self._stopping():
                 self._arm()
+                self._start_guard()
                 self._catch_forks()
                 self._attach_children()
             if not self._stopping():
@@ -897,6 +899,7 @@ class CaptureSession:
     def _finish(self) -> None:
         """Leave the target running, untouched: every path of a capture ends here exactly once."""
         self._phase = "stopping"
+        self._guard_stop.set()
         mi = self.mi
         if mi is not None and not mi.alive():
             # GDB died with its breakpoints in: the bytes go back first, before anything else is waited for (the
@@ -1042,6 +1045,58 @@ class CaptureSession:
                     f"(sysbreak) GDB gone: {done} breakpoint byte(s) put back in {1000 * (time.monotonic() - t):.1f} ms"
                 )
 
+    #: how often the guard looks at GDB (s): a hit between GDB's death and the write-back kills the target
+    GUARD_PERIOD = 0.001
+
+    def _start_guard(self) -> None:
+        """Watch GDB from a thread while the breakpoints are in, and put the bytes back the instant it dies.
+
+        End of file on GDB's pipes comes only once every GDB thread has exited and torn down its memory: 5-12 ms
+        after a SIGKILL on this 2-core VM (measured; notes/processes.md). A target that runs into an int3 in that
+        window dies of SIGTRAP: while the dying GDB still traces it, the hit parks it in a ptrace stop whose
+        SIGTRAP the kernel delivers at the detach; after the detach, the int3 itself kills it. PF_EXITING on
+        GDB's main thread is visible within microseconds of the SIGKILL: the guard then writes the original
+        bytes back at once, without stopping the target (see restore.write_back)."""
+        if self.mi is None or self.directory is None or self.pid <= 0:
+            return
+        gdb_pid = self.mi.pid
+        path = self.directory / capdir.RESTORE
+
+        def guard() -> None:
+            while not self._guard_stop.wait(self.GUARD_PERIOD):
+                if self._quitting:
+                    return
+                if exiting(gdb_pid):
+                    break
+            else:
+                return
+            if self._quitting or not process.alive(self.pid):
+                return
+            t = time.monotonic()
+            with self._restore_lock:
+                res = write_back(self.pid, path)
+                self._merge_restore(res)
+            if self.mi is not None:
+                self.mi.write_log(
+                    f"(sysbreak) GDB dying: {res.restored} breakpoint byte(s) put back by the guard in "
+                    f"{1000 * (time.monotonic() - t):.1f} ms"
+                )
+
+        threading.Thread(target=guard, name=f"sysbreak-guard-{self.pid}", daemon=True).start()
+
+    def _merge_restore(self, res: RestoreResult) -> None:
+        if self.restored is None:
+            self.restored = res
+        else:
+            self.restored.restored += res.restored
+            self.restored.errors += res.errors
+        if res.restored:
+            self.warnings.append(
+                f"restored the original bytes at {res.restored} breakpoint address(es) GDB left behind"
+            )
+        for err in res.errors:
+            self.warnings.append(f"restore: {err}")
+
     def _restore_if_needed(self, only_if_int3: bool) -> None:
         """Put back the original bytes wherever an int3 from restore.jsonl is still in the target's memory."""
         if self.directory is None or self.pid <= 0 or not process.alive(self.pid):
@@ -1058,17 +1113,7 @@ class CaptureSession:
                 return
             # with nothing to write this is still SIGSTOP + SIGCONT, which wakes threads a dead tracer left stopped
             res = restore(self.pid, path)
-            if self.restored is None:
-                self.restored = res
-            else:
-                self.restored.restored += res.restored
-                self.restored.errors += res.errors
-            if res.restored:
-                self.warnings.append(
-                    f"restored the original bytes at {res.restored} breakpoint address(es) GDB left behind"
-                )
-            for err in res.errors:
-                self.warnings.append(f"restore: {err}")
+            self._merge_restore(res)
 
     def _check_leftover_int3(self) -> None:
         self._restore_if_needed(only_if_int3=self.end_reason != "gdb-died")
