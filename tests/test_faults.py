@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -216,3 +217,31 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
             sb.wait()
         if (out / "meta.json").exists() and process.alive(meta(out)["pid"]):
             os.kill(meta(out)["pid"], signal.SIGKILL)
+
+
+def test_sigkill_of_gdb_at_any_moment_of_the_sleep_leaves_the_target_alive(
+    fixture_paths: FixturePaths, spawn: Spawn, tmp_path: Path
+) -> None:
+    # GDB is killed at a random moment while the server sleeps between two calls 50 ms apart. GDB's pipes close
+    # only 5-12 ms after the SIGKILL (its threads tear down its memory first); a server waking in that window ran
+    # into an int3 and died of SIGTRAP in about half of these kills before the guard (session._start_guard) put
+    # the bytes back at the first sign of GDB's exit.
+    rng = random.Random(1)
+    for i in range(16):
+        server = spawn([fixture_paths.leaky_server, "--interval-ms", "50"])
+        server.wait_lines(1)
+        out = tmp_path / f"cap{i}"
+        sb = start_capture(server.pid, out, "-s", "mmap", "-i", "0")
+        time.sleep(rng.random() * 0.1)
+        stat = Path(f"/proc/{server.pid}/stat")
+        deadline = time.monotonic() + 5
+        while stat.read_text().rpartition(")")[2].split()[0] != "S" and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert int3_addresses(server.pid, read_entries(out / "restore.jsonl", server.pid))
+        os.kill(meta(out)["gdb_pid"], signal.SIGKILL)
+        _, stderr = sb.communicate(timeout=60)
+        assert process.alive(server.pid), f"kill {i}: the server died: {stderr}"
+        assert meta(out)["target_alive"] is True
+        assert int3_addresses(server.pid, read_entries(out / "restore.jsonl", server.pid)) == []
+        server.assert_alive_and_beating(timeout=5)
+        server.popen.kill()
