@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -47,6 +50,7 @@ OTHER = 0
 BATCH = 2048  # items per batch (about 80 KB pickled)
 PIPE_BYTES = 1 << 20  # the pipe's buffer: the most an unprivileged process may ask for by default
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
+READ_AHEAD = 64  # chunks (each at most a pipe's buffer, PIPE_BYTES) read ahead of the main process (see _ReadAhead)
 _U64_FAIL = (1 << 64) - 4095
 
 Batch = list[tuple[Any, ...]]
@@ -201,6 +205,63 @@ def _worker(path: str, allow_empty: bool, out: IO[bytes]) -> None:
     out.flush()
 
 
+class _ReadAhead(io.RawIOBase):
+    """The worker's pipe, drained by a thread into at most :data:`READ_AHEAD` chunks ahead of the reader.
+
+    Without it the worker stops at every full pipe (1 MiB, some 25 batches) while the main process does
+    something else than reading, e.g. parsing the first and last snapshots before the replay (0.4-0.8 s on the
+    1,000,000-event benchmark): the worker is the slower side, so every such pause adds to the analysis' time.
+    ``os.read`` releases the GIL, so the thread costs the main process next to nothing."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._q: queue.Queue[bytes] = queue.Queue(READ_AHEAD)
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._thread = threading.Thread(target=self._drain, name="sysbreak-decode-read", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                chunk = os.read(self._fd, PIPE_BYTES)
+            except OSError:
+                chunk = b""
+            while True:
+                try:
+                    self._q.put(chunk, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._stop.is_set():
+                        return
+            if not chunk:
+                return
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._pos >= len(self._buf):
+            if self._eof:
+                return 0
+            self._buf, self._pos = self._q.get(), 0
+            if not self._buf:
+                self._eof = True
+                return 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def stop(self) -> None:
+        """Stop the thread (the worker is dead or killed: its pipe ends)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | None:
     if not sys.executable:
         return None
@@ -232,10 +293,12 @@ def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Gen
         return (yield from batches(path, allow_empty))
     assert proc.stdout is not None
     load = pickle.load
+    ahead = _ReadAhead(proc.stdout.fileno())
+    src = io.BufferedReader(ahead, 1 << 16)
     try:
         while True:
             try:
-                msg = load(proc.stdout)
+                msg = load(src)
             except (EOFError, pickle.UnpicklingError):
                 raise SysbreakError(f"{path}: the process decoding the log died (out of memory?)") from None
             kind = msg[0]
@@ -252,6 +315,7 @@ def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Gen
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        ahead.stop()
         proc.stdout.close()
 
 
