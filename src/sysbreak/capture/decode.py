@@ -3,8 +3,9 @@ process when the log is big.
 
 Decoding JSON is most of the cost of an analysis; replaying the ledger is the rest, and it must run in log
 order. So a big log is decoded by a worker process (``python -m sysbreak.capture.decode LOG``) while the main
-process replays: the worker writes pickled batches of compact items to a pipe (whose buffer bounds the memory
-in flight), the main process applies them. A small log (or where no process can be started) is decoded in
+process replays: the worker writes pickled batches of compact items to a pipe, a thread of the main process
+reads them ahead (the pipe's buffer plus :data:`READ_AHEAD` chunks bound the memory in flight), the main process
+applies them. A small log (or where no process can be started) is decoded in
 process, by the same code.
 
 Items of a batch, in log order:
@@ -50,7 +51,7 @@ OTHER = 0
 BATCH = 2048  # items per batch (about 80 KB pickled)
 PIPE_BYTES = 1 << 20  # the pipe's buffer: the most an unprivileged process may ask for by default
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
-READ_AHEAD = 64  # chunks (each at most a pipe's buffer, PIPE_BYTES) read ahead of the main process (see _ReadAhead)
+READ_AHEAD = 16  # chunks (each at most a pipe's buffer, PIPE_BYTES) read ahead of the main process (see _ReadAhead)
 _U64_FAIL = (1 << 64) - 4095
 
 Batch = list[tuple[Any, ...]]
@@ -206,7 +207,7 @@ def _worker(path: str, allow_empty: bool, out: IO[bytes]) -> None:
 
 
 class _ReadAhead(io.RawIOBase):
-    """The worker's pipe, drained by a thread into at most :data:`READ_AHEAD` chunks ahead of the reader.
+    """The worker's pipe, drained by a thread into at most :data:`READ_AHEAD` chunks (16 MiB) ahead of the reader.
 
     Without it the worker stops at every full pipe (1 MiB, some 25 batches) while the main process does
     something else than reading, e.g. parsing the first and last snapshots before the replay (0.4-0.8 s on the
