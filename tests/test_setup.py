@@ -17,7 +17,8 @@ def bash(script: str, env: dict[str, str] | None = None) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **(env or {})},
+        # the caller's own SYSBREAK_NO_LINK (say a set-up run with it) must not change what is tested
+        env={**{k: v for k, v in os.environ.items() if k != "SYSBREAK_NO_LINK"}, **(env or {})},
         check=False,
     )
 
