@@ -41,20 +41,9 @@ class CaptureArgs:
     def options(self, **extra: Any) -> CaptureOptions:
         from sysbreak.driver.session import CaptureOptions
 
-        return CaptureOptions(
-            syscalls=list(self.syscall or []),
-            lib=self.lib,
-            duration=self.duration,
-            max_events=self.max_events,
-            output=self.output,
-            interval=self.interval,
-            python_stacks=self.python_stacks,
-            exhaustive=self.exhaustive,
-            quiet=self.quiet,
-            gdb=self.gdb,
-            non_stop=self.non_stop,
-            **extra,
-        )
+        # every field but `syscall` has the driver's name: copied by name, so a new option cannot be forgotten here
+        same = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "syscall"}
+        return CaptureOptions(syscalls=list(self.syscall or []), **same, **extra)
 
 
 #: name -> the typer annotation of each shared option (the default is CaptureArgs')
