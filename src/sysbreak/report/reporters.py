@@ -9,7 +9,7 @@ no other change. The built-in ones import their modules (rich, jinja2) only when
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from sysbreak.errors import SysbreakError
 
@@ -48,15 +48,31 @@ class Reporter(Protocol):
         ...
 
 
+_R = TypeVar("_R")
+
+
+def _add(table: dict[str, _R], reporter: _R, protocol: type[Any], what: str) -> _R:
+    """Register ``reporter`` in ``table`` under its name (a later one with the same name replaces it)."""
+    if not isinstance(reporter, protocol):
+        raise TypeError(f"{reporter!r} does not implement {what}")
+    table[reporter.name] = reporter
+    return reporter
+
+
+def _find(table: dict[str, _R], name: str, choices: str) -> _R:
+    """``table[name]``, or a one-line error naming the choices for an unknown one."""
+    try:
+        return table[name]
+    except KeyError:
+        raise SysbreakError(f"--format {name!r}: {choices} {', '.join(table)}") from None
+
+
 REPORTERS: dict[str, Reporter] = {}
 
 
 def register_reporter(reporter: Reporter) -> Reporter:
     """Make ``reporter`` available as ``--format reporter.name`` (a later one with the same name replaces it)."""
-    if not isinstance(reporter, Reporter):
-        raise TypeError(f"{reporter!r} does not implement sysbreak.report.Reporter")
-    REPORTERS[reporter.name] = reporter
-    return reporter
+    return _add(REPORTERS, reporter, Reporter, "sysbreak.report.Reporter")
 
 
 def formats() -> tuple[str, ...]:
@@ -65,10 +81,7 @@ def formats() -> tuple[str, ...]:
 
 def get_reporter(name: str) -> Reporter:
     """The reporter for ``--format name``; a one-line error naming the choices for an unknown one."""
-    try:
-        return REPORTERS[name]
-    except KeyError:
-        raise SysbreakError(f"--format {name!r}: choose one of {', '.join(REPORTERS)}") from None
+    return _find(REPORTERS, name, "choose one of")
 
 
 class TextReporter:
@@ -158,10 +171,7 @@ DIFF_REPORTERS: dict[str, DiffReporter] = {}
 
 def register_diff_reporter(reporter: DiffReporter) -> DiffReporter:
     """Make ``reporter`` available as ``sysbreak diff --format reporter.name``."""
-    if not isinstance(reporter, DiffReporter):
-        raise TypeError(f"{reporter!r} does not implement sysbreak.report.reporters.DiffReporter")
-    DIFF_REPORTERS[reporter.name] = reporter
-    return reporter
+    return _add(DIFF_REPORTERS, reporter, DiffReporter, "sysbreak.report.reporters.DiffReporter")
 
 
 def diff_formats() -> tuple[str, ...]:
@@ -170,10 +180,7 @@ def diff_formats() -> tuple[str, ...]:
 
 def get_diff_reporter(name: str) -> DiffReporter:
     """The diff reporter for ``--format name``; a one-line error naming the choices for an unknown one."""
-    try:
-        return DIFF_REPORTERS[name]
-    except KeyError:
-        raise SysbreakError(f"--format {name!r}: sysbreak diff writes one of {', '.join(DIFF_REPORTERS)}") from None
+    return _find(DIFF_REPORTERS, name, "sysbreak diff writes one of")
 
 
 class TextDiffReporter:
