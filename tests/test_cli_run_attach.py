@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import FixturePaths, Spawn
-from support.cli import AS_NOBODY, error_line, run_sysbreak, sysbreak_argv
+from support.cli import AS_NOBODY, error_line, run_sysbreak, sysbreak_argv, wait_for_first_syscall
 
 from sysbreak.capture import read_events
 from sysbreak.capture.schema import StackRecord
@@ -361,10 +361,7 @@ def test_ctrl_c_during_run_ends_the_capture_then_the_program(fixture_paths: Fixt
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (out / "events.jsonl").exists() or '"syscall"' not in (out / "events.jsonl").read_text():
-            assert time.monotonic() < deadline, "no event caught"
-            time.sleep(0.05)
+        wait_for_first_syscall(out)
         sb.send_signal(signal.SIGINT)
         stdout, stderr = sb.communicate(timeout=60)
         assert sb.returncode == 0, stderr

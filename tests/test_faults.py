@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import FixturePaths, Proc, Spawn, run_sysbreak, sysbreak_argv
+from support.cli import wait_for_first_syscall
 
 from sysbreak.driver import process
 from sysbreak.driver.restore import int3_addresses, read_entries
@@ -195,10 +196,7 @@ def test_ctrl_c_during_run_stops_the_capture_then_is_passed_to_the_program(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (out / "events.jsonl").exists() or '"syscall"' not in (out / "events.jsonl").read_text():
-            assert time.monotonic() < deadline, "no event caught"
-            time.sleep(0.05)
+        wait_for_first_syscall(out)
         sb.send_signal(signal.SIGINT)  # ends the capture; with --wait the program runs on and sysbreak waits for it
         deadline = time.monotonic() + 30
         while "end_reason" not in meta(out):

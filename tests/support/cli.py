@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,12 @@ def error_line(res: subprocess.CompletedProcess[str]) -> str:
 
 #: run a command as user nobody (setpriv ships with util-linux)
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def wait_for_first_syscall(out: Path, timeout: float = 30) -> None:
+    """Wait until the capture directory ``out`` has logged its first syscall record."""
+    log = out / "events.jsonl"
+    deadline = time.monotonic() + timeout
+    while not log.exists() or '"syscall"' not in log.read_text():
+        assert time.monotonic() < deadline, "no event caught"
+        time.sleep(0.05)
