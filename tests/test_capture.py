@@ -297,3 +297,32 @@ def test_batch_decoder_and_typed_reader_agree(tmp_path: Path, recs: list[dict[st
     assert got == expect
     assert summary.skipped == reader.skipped
     assert summary.counts == dict(Counter((r.stack, r.name) for r in typed))
+
+
+# --------------------------------------------------------------------------------------------- --max-events budget
+def _take_many(path: str, n: int, out: Any) -> None:
+    from sysbreak.capture.budget import Budget
+
+    b = Budget(path)
+    out.send([b.take() for _ in range(n)])
+    b.close()
+
+
+def test_the_budget_numbers_every_call_of_several_processes_once(tmp_path: Path) -> None:
+    """Four processes counting at once into one budget file: every number 1..2000 handed out exactly once."""
+    import multiprocessing
+
+    from sysbreak.capture.budget import taken
+
+    path = str(tmp_path / "budget")
+    assert taken(path) == 0  # not there yet: nothing counted
+    ctx = multiprocessing.get_context("fork")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(4)]
+    procs = [ctx.Process(target=_take_many, args=(path, 500, w)) for _, w in pipes]
+    for p in procs:
+        p.start()
+    numbers = [n for r, _ in pipes for n in r.recv()]
+    for p in procs:
+        p.join()
+    assert sorted(numbers) == list(range(1, 2001))
+    assert taken(path) == 2000

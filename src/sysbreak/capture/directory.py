@@ -21,6 +21,7 @@ from typing import Any
 
 from sysbreak.capture.residency import format_resident, partial_vmas, read_resident
 from sysbreak.capture.schema import (
+    BUDGET,
     CAPTURE_FORMAT,
     EVENTS,
     GDB_LOG,
@@ -35,6 +36,7 @@ from sysbreak.files import atomic_write
 from sysbreak.maps import sum_rss_kb
 
 __all__ = [
+    "BUDGET",
     "EVENTS",
     "GDB_LOG",
     "GDB_MI",

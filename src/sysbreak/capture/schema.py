@@ -30,6 +30,7 @@ SNAPSHOT_INDEX = "index.jsonl"  # inside SNAPSHOTS
 GDB_LOG = "gdb.log"
 GDB_MI = "gdb-mi.log"
 RESTORE = "restore.jsonl"
+BUDGET = "budget"  # the --max-events count of the whole tree, one byte per call (capture/budget.py)
 
 _U64_FAIL = (1 << 64) - 4095
 

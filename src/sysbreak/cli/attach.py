@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         help=(
             "Attach to PID (or several: one GDB each) and record every mmap/munmap/mremap/brk it makes, with full "
             "stacks, then detach; --children adds every descendant, running now or started later.\n\n"
-            "The capture ends when --duration is up or --max-events calls were caught, when the process exits, "
+            "The capture ends when --duration is up or --max-events calls were caught (by all the processes "
+            "together), when the process exits, "
             "or on Ctrl-C/SIGTERM/SIGHUP. Then sysbreak removes every breakpoint and detaches; the process runs "
             "on untouched. Even if sysbreak is killed (SIGKILL), GDB detaches on its own; if GDB itself dies, "
             "sysbreak puts the original bytes back."

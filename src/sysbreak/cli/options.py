@@ -72,7 +72,18 @@ SHARED: dict[str, Any] = {
     ],
     "max_events": Annotated[
         int | None,
-        typer.Option("--max-events", "-n", metavar="N", help="End the capture after N calls.", show_default=False),
+        typer.Option(
+            "--max-events",
+            "-n",
+            metavar="N",
+            help=(
+                "End the capture after N calls, counted over every traced process together (-f, --children, "
+                "several PIDs): the process whose call is the Nth stops being traced at once, the others at their "
+                "next call; every process runs on untraced. Calls other processes were already stopped at then "
+                "are kept (meta.json: events_total, max_events_overshoot)."
+            ),
+            show_default=False,
+        ),
     ],
     "output": Annotated[
         str | None,

@@ -27,7 +27,8 @@ STOP_GRACE = 5.0
 
 HELP = (
     "Start CMD under GDB and record every mmap/munmap/mremap/brk it makes, with full stacks.\n\n"
-    "The capture ends when the program exits, when --duration is up or --max-events calls were caught, or on "
+    "The capture ends when the program exits, when --duration is up or --max-events calls were caught (with "
+    "-f, by the whole process tree together), or on "
     "Ctrl-C/SIGTERM/SIGHUP. sysbreak then removes its breakpoints and detaches. A program that exited on its "
     "own gives sysbreak its exit status (128+N if killed by signal N). Otherwise sysbreak ends the program it "
     f"started, as timeout(1) and py-spy record --duration do: SIGTERM, then SIGKILL after {STOP_GRACE:g} s, and "
@@ -55,7 +56,7 @@ def status_text(status: int | None) -> str:
 def _limit_text(res: CaptureResult) -> str:
     from sysbreak.driver.frontend import end_reason_text
 
-    return end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events)
+    return end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events, overshoot=res.overshoot)
 
 
 def after_capture(

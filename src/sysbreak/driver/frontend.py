@@ -56,12 +56,17 @@ def progress_text(p: Progress, order: list[str], *, hint: bool = True) -> str:
     return line + ("   Ctrl-C ends the capture" if hint else "")
 
 
-def end_reason_text(reason: str, *, duration: float | None = None, max_events: int | None = None) -> str:
+def end_reason_text(
+    reason: str, *, duration: float | None = None, max_events: int | None = None, overshoot: int = 0
+) -> str:
     """Why a capture ended, as the end of "the capture ran until ...": ``the program exited``."""
     if reason == "duration":
         return f"--duration {duration:g} s was up" if duration else "--duration was up"
     if reason == "max-events":
-        return f"--max-events {max_events} calls were caught" if max_events else "--max-events was reached"
+        if not max_events:
+            return "--max-events was reached"
+        more = f" ({overshoot} more already in flight were kept)" if overshoot else ""
+        return f"--max-events {max_events} calls were caught{more}"
     texts = {
         "exited": "the program exited",
         "interrupted": "you pressed Ctrl-C (SIGINT)",
@@ -87,7 +92,7 @@ def summary_line(res: CaptureResult, *, after: str | None = None) -> str:
             after = f"it {status_text(res.exit_status)}"
         else:
             after = "the process has exited"
-    why = end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events)
+    why = end_reason_text(res.end_reason, duration=res.duration, max_events=res.max_events, overshoot=res.overshoot)
     return (
         f"sysbreak: caught {_calls(res.events, res.counts, res.syscalls)} from pid {res.pid}{_more(res)} "
         f"in {res.elapsed:.1f} s, "

@@ -36,6 +36,7 @@ from typing import Any
 
 import sysbreak
 from sysbreak import syscalls as syscall_table
+from sysbreak.capture import budget
 from sysbreak.capture import directory as capdir
 from sysbreak.capture.follow import EventTail
 from sysbreak.driver import gdbenv, process
@@ -129,6 +130,7 @@ class CaptureResult:
     processes: list[dict[str, Any]] = field(default_factory=list)  # meta.json's list: the whole tree, root first
     duration: float | None = None  # the limits the capture ran with (for the summary's wording)
     max_events: int | None = None
+    overshoot: int = 0  # calls beyond --max-events: in flight in other processes when the tree reached it
 
 
 def validate_syscalls(names: list[str]) -> list[str]:
@@ -578,7 +580,8 @@ class CaptureSession:
             args.append("--exhaustive")
         args.append("--quiet")  # a console line per call would only fill gdb.log: events.jsonl has them all
         if self.opts.max_events:
-            args += ["--max-events", str(self.opts.max_events)]
+            # one count for the whole tree: every process's GDB appends to the root's budget file
+            args += ["--max-events", str(self.opts.max_events), "--budget-file", str(self.budget_path())]
         cmd = "sysbreak break " + " ".join(_gdb_quote(a) for a in args)
         try:
             out = self.mi.console_output(cmd, timeout=300)
@@ -638,7 +641,7 @@ class CaptureSession:
                 if other.get("type") == "exec":
                     self._on_exec(other)
             self._release_adopted()
-            if self.is_root and self.opts.max_events and self.tree.events() >= self.opts.max_events:
+            if self.is_root and self.budget_reached():
                 self.end_reason = "max-events"
                 return
             if len(self.tail.modules) != n_modules:
@@ -875,13 +878,24 @@ class CaptureSession:
             if deadline is not None and now >= deadline:
                 self.end_reason = "duration"
                 return
-            if self.opts.max_events and self.tree.events() >= self.opts.max_events:
+            if self.budget_reached():
                 self.end_reason = "max-events"
                 return
             if now - last_progress >= 0.2:
                 last_progress = now
                 self._progress()
             self._stop.wait(0.05)
+
+    def budget_path(self) -> Path:
+        """The tree's --max-events count (capture/budget.py), in the root's directory."""
+        root = self.tree.root.directory
+        assert root is not None
+        return root / capdir.BUDGET
+
+    def budget_reached(self) -> bool:
+        """Whether the whole tree has caught --max-events calls (the budget file, counted by every GDB)."""
+        n = self.opts.max_events
+        return bool(n) and budget.taken(self.budget_path()) >= (n or 0)
 
     def how_it_ended(self) -> str:
         """One phrase for meta.json's process list: how this process's capture ended."""
@@ -944,6 +958,12 @@ class CaptureSession:
                 fields["target_exit"] = self.exit_text
             if self.restored is not None:
                 fields["restored"] = {"checked": self.restored.checked, "restored": self.restored.restored}
+            if self.is_root:
+                # every process's calls (the others' captures are over: stop_all joined them)
+                total = self.tree.events()
+                fields["events_total"] = total
+                if self.opts.max_events:
+                    fields["max_events_overshoot"] = max(0, total - self.opts.max_events)
             if self.warnings:
                 fields["warnings"] = self.warnings
             self.meta.update(**fields)
@@ -1145,6 +1165,7 @@ class CaptureSession:
             syscalls=self.syscalls,
             duration=self.opts.duration,
             max_events=self.opts.max_events,
+            overshoot=int((self.meta.data.get("max_events_overshoot") if self.meta else 0) or 0),
         )
 
 

@@ -156,7 +156,7 @@ class SysbreakPrefix(gdb.Command):
 
     Commands:
       sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
-                     [--max-events N] [--restore-file FILE]
+                     [--max-events N [--budget-file FILE]] [--restore-file FILE]
                                              arm breakpoints in every module, now and as libraries load
       sysbreak sites [SYSCALL...] [--lib REGEX] [--all] [--exhaustive]
                                              list the syscall sites and what `break` would do with each
@@ -218,7 +218,7 @@ class BreakCommand(gdb.Command):
     """Arm sysbreak: catch SYSCALL... (default mmap munmap mremap brk) with full stacks.
 
     Usage: sysbreak break [SYSCALL...] [--lib REGEX] [--log FILE] [--python-stacks] [--exhaustive] [--quiet]
-                          [--max-events N] [--restore-file FILE]
+                          [--max-events N [--budget-file FILE]] [--restore-file FILE]
 
       SYSCALL        names or numbers, space or comma separated (mmap, 9, SYS_mmap)
       --lib REGEX    only place breakpoints in modules whose path matches REGEX (e.g. libucm)
@@ -228,6 +228,8 @@ class BreakCommand(gdb.Command):
                      statically (function pointers, JIT) at the price of a stop for EVERY syscall() call
       --quiet        no line per caught call on the console
       --max-events N stop the inferior and remove the breakpoints after N calls
+      --budget-file FILE  count --max-events in FILE (one byte appended per call), shared with the other GDBs
+                     that name the same FILE: the N calls are of all their processes together
       --restore-file FILE  append {"pid","addr","orig"} per breakpoint so bytes can be restored if GDB dies
 
     Works before `run` (arms when the process starts), on a running process (`attach`, gdb -p) and for
@@ -244,6 +246,7 @@ class BreakCommand(gdb.Command):
         p.add_argument("--exhaustive", action="store_true", default=None)
         p.add_argument("--quiet", action="store_true", default=None)
         p.add_argument("--max-events", type=int, default=0)
+        p.add_argument("--budget-file")
         p.add_argument("--restore-file")
         self.parser = p
 
@@ -254,6 +257,7 @@ class BreakCommand(gdb.Command):
         "--exhaustive": None,
         "--quiet": None,
         "--max-events": "value",
+        "--budget-file": "file",
         "--restore-file": "file",
     }
 
@@ -279,6 +283,13 @@ class BreakCommand(gdb.Command):
                 open(log, "a").close()
             except OSError as err:
                 raise gdb.GdbError(f"sysbreak break: cannot write the log {log}: {err.strerror}") from None
+        if ns.budget_file:
+            try:
+                open(os.path.expanduser(ns.budget_file), "a").close()
+            except OSError as err:
+                raise gdb.GdbError(
+                    f"sysbreak break: cannot write the budget file {ns.budget_file}: {err.strerror}"
+                ) from None
         config = Config(
             syscalls=_syscall_list(ns.syscalls),
             lib=ns.lib,
@@ -287,6 +298,7 @@ class BreakCommand(gdb.Command):
             exhaustive=bool(ns.exhaustive if ns.exhaustive is not None else param("exhaustive")),
             quiet=bool(ns.quiet if ns.quiet is not None else param("quiet")),
             max_events=ns.max_events,
+            budget_file=os.path.abspath(os.path.expanduser(ns.budget_file)) if ns.budget_file else None,
             restore_file=ns.restore_file,
             max_depth=int(param("max-depth")) or 64,
             stack_cache=bool(param("stack-cache")),

@@ -31,6 +31,7 @@ from sysbreak.arming import (
     to_unsigned,
 )
 from sysbreak.capture import EventLogWriter
+from sysbreak.capture.budget import Budget
 from sysbreak.errors import SysbreakError
 from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.probes import errors as probe_errors
@@ -48,6 +49,7 @@ class Config:
     exhaustive: bool = False
     quiet: bool = False
     max_events: int = 0
+    budget_file: str | None = None  # the --max-events count shared by every GDB of a process tree
     restore_file: str | None = None
     max_depth: int = 64
     stack_cache: bool = True
@@ -164,6 +166,9 @@ class Tracer:
         self.counts: dict[str, int] = {}
         self.events = 0
         self.limit_reached = False
+        # one count for the whole tree (capture/budget.py): a call's number there decides the --max-events end
+        self.budget = Budget(config.budget_file) if config.max_events and config.budget_file else None
+        self.budget_number = 0  # the tree-wide number of this process's last call
         self.active = True
         self.pid = 0
         self.wrapper_return: int | None = None
@@ -586,10 +591,22 @@ class Tracer:
         if not self.config.quiet:
             call = describe_call(name, args, ret).removesuffix(" = ?") if before else describe_call(name, args, ret)
             gdb.write(f"sysbreak: [{tid}] {call}  {self._where(site)}\n")
-        if self.config.max_events and self.events >= self.config.max_events:
+        if self.config.max_events and self._counted() >= self.config.max_events:
             self.limit_reached = True
             return True  # stop the inferior: the stop handler disarms (breakpoints can't change during a hit)
         return False
+
+    def _counted(self) -> int:
+        """How many calls count against --max-events now, this one included: the whole tree's with a budget
+        file, else this process's. A number above the limit is a call that was in flight in this process when
+        another one reached it: logged all the same (the driver reports the overshoot)."""
+        if self.budget is None:
+            return self.events
+        try:
+            self.budget_number = self.budget.take()
+        except OSError:  # the file is gone (directory removed): this process's own count
+            return self.events
+        return self.budget_number
 
     def _where(self, site: dict[str, Any]) -> str:
         module = site.get("module")
@@ -666,6 +683,8 @@ class Tracer:
             self.writer.close()
         if self._restore is not None:
             self._restore.close()
+        if self.budget is not None:
+            self.budget.close()
         return removed
 
     def status(self) -> dict[str, Any]:
