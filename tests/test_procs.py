@@ -525,6 +525,27 @@ def test_collapsed_report_starts_each_line_with_its_process(chain_capture: Path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "collapsed only" in bad.stderr
 
 
+def test_a_saved_json_report_of_a_tree_reads_back_whole(chain_capture: Path, tmp_path: Path) -> None:
+    """`report saved.json` and `diff a.json b.json` keep what the JSON carries: each stack's by_pid, process_rss."""
+    saved = tmp_path / "tree.json"
+    first = run_sysbreak("report", chain_capture, "-f", "json")
+    assert first.returncode == 0, first.stderr
+    saved.write_text(first.stdout)
+    doc = json.loads(first.stdout)
+    assert len(doc["process_rss"]) == 3 and any(len(s["by_pid"]) == 3 for s in doc["stacks"])
+    again = run_sysbreak("report", saved, "-f", "json")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout  # render, read back, render: the same document
+    for args in (["-f", "collapsed"], ["-f", "collapsed", "--weight", "events"]):
+        a, b = run_sysbreak("report", chain_capture, *args), run_sysbreak("report", saved, *args)
+        assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+        assert b.stdout == a.stdout  # each process's own numbers, as from the capture
+    from_caps = run_sysbreak("diff", chain_capture, chain_capture, "-f", "json")
+    from_json = run_sysbreak("diff", saved, saved, "-f", "json")
+    assert from_json.returncode == 0, from_json.stderr
+    assert json.loads(from_json.stdout)["stacks"] == json.loads(from_caps.stdout)["stacks"]
+
+
 def test_diff_of_two_trees_matches_stacks_and_names_the_processes(chain_capture: Path) -> None:
     res = run_sysbreak("diff", chain_capture, chain_capture, "-f", "json")
     assert res.returncode == 0, res.stderr

@@ -130,3 +130,33 @@ def test_json_report_has_each_processs_numbers() -> None:
     leak = next(s for s in doc["stacks"] if s["frames"][1]["function"] == "leak_here")
     assert {pid: part["live_bytes"] for pid, part in leak["by_pid"].items()} == {"10": 4096, "11": 8192}
     assert doc["process_rss"] == {"10": [], "11": []}  # no snapshots in these analyses
+
+
+def test_a_json_report_of_a_tree_reads_back_whole() -> None:
+    """Render JSON, read it back, render again: the same document, and the same per-process views from it (the
+    collapsed process frames, the HTML plot's process lines, diff's processes), as from the analysis itself."""
+    from sysbreak.analysis.model import BlindSpots
+    from sysbreak.report import from_dict
+
+    root = timed(10, 100.0, [(0.0, 1000), (4.0, 3000)], 4096)
+    worker = timed(11, 101.0, [(0.0, 500), (2.0, 700)], 8192)
+    a = merge([root, worker])
+    a.processes = [{"pid": 10, "ppid": 1, "argv": ["srv"]}, {"pid": 11, "ppid": 10, "argv": ["worker"]}]
+    a.blind_spots = BlindSpots(0, 0, [{"module": "/bin/srv", "offset": 16, "symbol": "f", "symbol_offset": 3}], 1)
+    a.blind_spots.summary = "1 syscall site could not be watched"
+    a.reordered = {"mremap": 2}
+    text = render(a, "json")
+    back = from_dict(json.loads(text))
+    assert render(back, "json") == text
+    leak = next(s for s in back.stacks if s.frames == LEAK)
+    assert {pid: (s.live_bytes, s.events) for pid, s in leak.by_pid.items()} == {10: (4096, 1), 11: (8192, 2)}
+    assert back.process_rss == a.process_rss == {10: [(0.0, 1000), (4.0, 3000)], 11: [(1.0, 500), (3.0, 700)]}
+    assert back.blind_spots == a.blind_spots and back.reordered == a.reordered
+    for weight in ("live", "events", "peak"):
+        assert render(back, "collapsed", weight=weight) == render(a, "collapsed", weight=weight)
+    assert render(back, "collapsed").splitlines()[:1] == ["srv-10;leak_here;syscall 4096"]  # not the tree's sum
+    assert 'class="proc-line"' in render(back, "html")
+    assert render(back, "html").count('class="proc-line"') == render(a, "html").count('class="proc-line"') == 2
+    assert render(back, "text") == render(a, "text")
+    other = tree([20, 21], [4096, 4096])
+    assert render_diff(diff(back, other), "json") == render_diff(diff(a, other), "json")

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from sysbreak.analysis.model import Analysis, Frame, Hint, PyFrame, Region, RegionOwner, Sample, StackStats
+from sysbreak.analysis.model import Analysis, BlindSpots, Frame, Hint, PyFrame, Region, RegionOwner, Sample, StackStats
 from sysbreak.errors import SysbreakError
 from sysbreak.report._common import (
     candidates,
@@ -143,10 +143,22 @@ def stack_dict(stack: StackStats, rank: int) -> dict[str, Any]:
     )
 
 
+#: the numbers each process has of its own in a merged stack's ``by_pid`` (written and read back alike)
+PER_PROCESS = (
+    "events",
+    "live_bytes",
+    "rss_bytes",
+    "rss_growth_bytes",
+    "after_last_bytes",
+    "peak_bytes",
+    "mapped_bytes",
+    "growth_bytes",
+)
+
+
 def _per_process(stack: StackStats) -> dict[str, Any]:
     """One process's own numbers for a merged stack (``by_pid``)."""
-    names = ("events", "live_bytes", "rss_bytes", "rss_growth_bytes", "after_last_bytes", "peak_bytes")
-    return {name: getattr(stack, name) for name in (*names, "mapped_bytes", "growth_bytes")}
+    return {name: getattr(stack, name) for name in PER_PROCESS}
 
 
 def region_dict(region: Region, exe: str | None = None) -> dict[str, Any]:
@@ -281,6 +293,74 @@ def _opt_float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def _stack_from(s: dict[str, Any]) -> StackStats:
+    """One ``stacks`` entry read back, with each process's own numbers (``by_pid``) when it has them."""
+    stack = StackStats(
+        id=int(s["id"]),
+        frames=tuple(
+            Frame(
+                pc=f.get("pc"),
+                module=f.get("module"),
+                offset=f.get("offset"),
+                function=f.get("function"),
+                file=f.get("file"),
+                line=f.get("line"),
+            )
+            for f in s.get("frames", [])
+        ),
+        python=tuple(PyFrame(file=p["file"], line=p.get("line"), function=p["function"]) for p in s.get("python", [])),
+        events=int(s.get("events", 0)),
+        by_syscall={str(k): int(v) for k, v in s.get("by_syscall", {}).items()},
+        mapped_bytes=int(s.get("mapped_bytes", 0)),
+        unmapped_bytes=int(s.get("unmapped_bytes", 0)),
+        live_bytes=int(s.get("live_bytes", 0)),
+        rss_bytes=int(s.get("rss_bytes", 0)),
+        growth_bytes=int(s.get("growth_bytes", 0)),
+        growth_per_min=_opt_float(s.get("growth_per_min", 0.0)),
+        rss_growth_per_min=_opt_float(s.get("rss_growth_per_min")),
+        series=[(float(t), int(n)) for t, n in s.get("series", [])],
+        first_t=s.get("first_t"),
+        last_t=s.get("last_t"),
+        label=str(s.get("label", "")),
+        stack_ids=tuple(int(i) for i in s.get("stack_ids", [])),
+        first_rss_bytes=int(s.get("first_rss_bytes", 0)),
+        rss_growth_bytes=int(s.get("rss_growth_bytes", 0)),
+        anon_rss_bytes=int(s.get("anon_rss_bytes", 0)),
+        file_rss_bytes=int(s.get("file_rss_bytes", 0)),
+        reserved_bytes=int(s.get("reserved_bytes", 0)),
+        after_last_bytes=int(s.get("after_last_bytes", 0)),
+        peak_bytes=int(s.get("peak_bytes", 0)),
+        kind=str(s.get("kind", "candidate" if int(s.get("live_bytes", 0)) else "idle")),
+        pids=tuple(int(p) for p in s.get("pids", [])),
+        **_extra_kwargs(StackStats, _STACK_FIELDS, s),
+    )
+    by_pid = s.get("by_pid") or {}
+    if by_pid:
+        stack.by_pid = {int(pid): _part_from(stack, int(pid), part) for pid, part in by_pid.items()}
+    return stack
+
+
+def _part_from(stack: StackStats, pid: int, part: dict[str, Any]) -> StackStats:
+    """A merged stack's numbers in one process (``by_pid``): the stack's frames and label, that process's sums."""
+    one = StackStats(id=stack.id, frames=stack.frames, python=stack.python, label=stack.label, pids=(pid,))
+    for name in PER_PROCESS:
+        setattr(one, name, int(part.get(name, 0)))
+    return one
+
+
+def _blind_spots_from(data: Any) -> BlindSpots | None:
+    if data is None:
+        return None
+    return BlindSpots(
+        unexplained_growth_bytes=int(data.get("unexplained_growth_bytes", 0)),
+        regions=int(data.get("regions", 0)),
+        uncovered_sites=[dict(x) for x in data.get("uncovered_sites", [])],
+        uncovered_count=int(data.get("uncovered_count", 0)),
+        unscanned_modules=[dict(x) for x in data.get("unscanned_modules", [])],
+        summary=str(data.get("summary", "")),
+    )
+
+
 def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
     """Rebuild the :class:`Analysis` a ``sysbreak-report/2`` (or ``/1``) document was made from, as far as it can."""
     fmt = data.get("format")
@@ -288,50 +368,7 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
         raise SysbreakError(f"{name} is a {fmt!r} report; this sysbreak reads {' and '.join(map(repr, READS))}")
     v1 = fmt == READS[0]
     try:
-        stacks = [
-            StackStats(
-                id=int(s["id"]),
-                frames=tuple(
-                    Frame(
-                        pc=f.get("pc"),
-                        module=f.get("module"),
-                        offset=f.get("offset"),
-                        function=f.get("function"),
-                        file=f.get("file"),
-                        line=f.get("line"),
-                    )
-                    for f in s.get("frames", [])
-                ),
-                python=tuple(
-                    PyFrame(file=p["file"], line=p.get("line"), function=p["function"]) for p in s.get("python", [])
-                ),
-                events=int(s.get("events", 0)),
-                by_syscall={str(k): int(v) for k, v in s.get("by_syscall", {}).items()},
-                mapped_bytes=int(s.get("mapped_bytes", 0)),
-                unmapped_bytes=int(s.get("unmapped_bytes", 0)),
-                live_bytes=int(s.get("live_bytes", 0)),
-                rss_bytes=int(s.get("rss_bytes", 0)),
-                growth_bytes=int(s.get("growth_bytes", 0)),
-                growth_per_min=_opt_float(s.get("growth_per_min", 0.0)),
-                rss_growth_per_min=_opt_float(s.get("rss_growth_per_min")),
-                series=[(float(t), int(n)) for t, n in s.get("series", [])],
-                first_t=s.get("first_t"),
-                last_t=s.get("last_t"),
-                label=str(s.get("label", "")),
-                stack_ids=tuple(int(i) for i in s.get("stack_ids", [])),
-                first_rss_bytes=int(s.get("first_rss_bytes", 0)),
-                rss_growth_bytes=int(s.get("rss_growth_bytes", 0)),
-                anon_rss_bytes=int(s.get("anon_rss_bytes", 0)),
-                file_rss_bytes=int(s.get("file_rss_bytes", 0)),
-                reserved_bytes=int(s.get("reserved_bytes", 0)),
-                after_last_bytes=int(s.get("after_last_bytes", 0)),
-                peak_bytes=int(s.get("peak_bytes", 0)),
-                kind=str(s.get("kind", "candidate" if int(s.get("live_bytes", 0)) else "idle")),
-                pids=tuple(int(p) for p in s.get("pids", [])),
-                **_extra_kwargs(StackStats, _STACK_FIELDS, s),
-            )
-            for s in data.get("stacks", [])
-        ]
+        stacks = [_stack_from(s) for s in data.get("stacks", [])]
         regions = [
             Region(
                 start=int(r["start"]),
@@ -370,6 +407,12 @@ def from_dict(data: dict[str, Any], *, name: str = "report") -> Analysis:
             warnings=[str(w) for w in data.get("warnings", [])],
             sort="live" if v1 else str(data.get("sort", "rss-growth")),  # version 1 ranked by live bytes
             processes=[dict(p) for p in data.get("processes", []) if isinstance(p, dict)],
+            process_rss={
+                int(pid): [(float(t), int(n)) for t, n in line] for pid, line in (data.get("process_rss") or {}).items()
+            },
+            blind_spots=_blind_spots_from(data.get("blind_spots")),
+            reordered={str(k): int(v) for k, v in (data.get("reordered") or {}).items()},
+            **_extra_kwargs(Analysis, _ANALYSIS_FIELDS | {"blind_spots", "reordered"}, data),
             hints=[
                 Hint(
                     culprit=str(h["culprit"]),
