@@ -231,7 +231,7 @@ def test_watch_capture_reports_its_growth(grower: Callable[[], Grower], tmp_path
 def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> None:
     """numpy's arrays come through default_malloc and glibc's malloc: the label is the numpy function that made
     the array, it is row #1 and the headline's stack, with the resident growth of the four 8 MiB arrays."""
-    pytest.importorskip("numpy")  # a test extra (pyproject); scripts/setup.sh installs it
+    pytest.importorskip("numpy")  # a dependency (pyproject: the scan of big modules); scripts/setup.sh installs it
     script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "numpy_grow.py"
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True

@@ -93,11 +93,23 @@ class FunctionIndex:
         # entries: (start, size, name offset, bind)
         entries.sort()
         self._strtab = strtab
-        self._entries = entries
         self.starts = [e[0] for e in entries]
+        self._sizes = [e[1] for e in entries]
+        self._names = [e[2] for e in entries]
+        self._binds = [e[3] for e in entries]
+
+    @classmethod
+    def from_columns(
+        cls, strtab: bytes, starts: list[int], sizes: list[int], names: list[int], binds: list[int]
+    ) -> FunctionIndex:
+        """An index of columns already sorted as ``(start, size, name offset, bind)`` tuples would be (no tuple
+        per symbol: for libtorch_cpu's 380,000 symbols those cost 0.2 s)."""
+        self = cls.__new__(cls)
+        self._strtab, self.starts, self._sizes, self._names, self._binds = strtab, starts, sizes, names, binds
+        return self
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.starts)
 
     def _name(self, offset: int) -> str:
         end = self._strtab.find(b"\0", offset)
@@ -110,7 +122,7 @@ class FunctionIndex:
         best_start = None
         steps = 0
         while i >= 0 and steps < 64:
-            start, size, name_off, bind = self._entries[i]
+            start, size, name_off, bind = self.starts[i], self._sizes[i], self._names[i], self._binds[i]
             if best_start is not None and start != best_start:
                 break  # aliases share a start; the innermost covering start wins
             if start <= vaddr < start + size:
@@ -130,7 +142,7 @@ class FunctionIndex:
         offsets = _name_offsets(self._strtab, name)
         if not offsets:
             return []
-        return [(e[0], e[1]) for e in self._entries if e[2] in offsets]
+        return [(self.starts[i], self._sizes[i]) for i, n in enumerate(self._names) if n in offsets]
 
 
 def _name_offsets(strtab: bytes, name: str) -> set[int]:
@@ -400,6 +412,12 @@ class ElfFile:
         if found is None:
             return None
         _sec, table, strtab = found
+        from sysbreak.elfscan.scanner import BULK_MIN_ENTRIES, use_bulk
+
+        if use_bulk(len(table) // SYM_SIZE, BULK_MIN_ENTRIES):
+            from sysbreak.elfscan import bulk  # (libtorch_cpu's 380,000 symbols: 0.3 s here, 0.03 s there)
+
+            return FunctionIndex.from_columns(strtab, *bulk.function_symbols(table, (STT_FUNC, STT_GNU_IFUNC)))
         entries = []
         for st_name, st_info, _other, st_shndx, st_value, st_size in struct.iter_unpack("<IBBHQQ", table):
             kind = st_info & 0xF

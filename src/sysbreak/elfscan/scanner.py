@@ -20,6 +20,7 @@ How it stays fast (a libc in a few tens of milliseconds, where ``objdump -d`` ta
 from __future__ import annotations
 
 import bisect
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -138,6 +139,11 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     cands: list[_Cand] = []
     for r in regions:
         code = r.code
+        if use_bulk(len(code), BULK_MIN_BYTES):
+            from sysbreak.elfscan import bulk
+
+            cands.extend(_Cand(r.vaddr + p, 2, "syscall", False) for p in bulk.pair_offsets(code, 0x0F, 0x05))
+            continue
         pos = code.find(b"\x0f\x05")
         while pos >= 0:
             cands.append(_Cand(r.vaddr + pos, 2, "syscall", False))
@@ -154,12 +160,8 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     # FDE starts are function starts, but not always instruction boundaries: glibc's __restore_rt has its FDE
     # one byte early, inside the padding before it, for the unwinder's sake. Compiled functions are 16-byte
     # aligned, so only aligned FDE starts are trusted; other code decodes from an earlier point (as objdump does).
-    sync = {f for f in fdes if not f & 15}
-    for index in (symtab, dynsym):
-        if index is not None:
-            sync.update(index.starts)
-    sync.update(r.vaddr for r in regions)
-    sync_points = sorted(sync)
+    indexes = [i.starts for i in (symtab, dynsym) if i is not None]
+    sync_points = _sync_points(fdes, [*indexes, [r.vaddr for r in regions]])
 
     found = _confirm(regions, cands, sync_points)
 
@@ -185,6 +187,34 @@ def _scan_elf(elf: ElfFile) -> RawScan:
         sites.append(RawSite(insn_addr, insn_size, cand.kind, nr, symbol, offset, cand.tail, generic, pre, early))
     sites.sort(key=lambda s: s.vaddr)
     return RawScan(build_id, first, sites)
+
+
+def _sync_points(fdes: list[int], starts: list[list[int]]) -> list[int]:
+    """The decode starts, ascending: the 16-byte aligned FDE starts and every start of ``starts``."""
+    if use_bulk(len(fdes) + sum(len(s) for s in starts), BULK_MIN_ENTRIES):
+        from sysbreak.elfscan import bulk
+
+        return bulk.sync_points(fdes, starts, 16)
+    sync = {f for f in fdes if not f & 15}
+    for s in starts:
+        sync.update(s)
+    return sorted(sync)
+
+
+#: Regions at least this big are searched with numpy (:mod:`sysbreak.elfscan.bulk`), and symbol tables or sets
+#: of synchronisation points with at least this many entries handled with it; smaller ones in pure Python
+#: (importing numpy, ~80-140 ms here, costs more than a whole libc scan).
+BULK_MIN_BYTES = 8 << 20
+BULK_MIN_ENTRIES = 50_000
+
+
+def use_bulk(size: int, threshold: int) -> bool:
+    """Whether a table of ``size`` (bytes or entries) goes through :mod:`sysbreak.elfscan.bulk`.
+    ``SYSBREAK_SCAN_BULK=always|never`` forces one way (tests, benchmarks)."""
+    force = os.environ.get("SYSBREAK_SCAN_BULK")
+    if force in ("always", "never"):
+        return force == "always"
+    return size >= threshold
 
 
 def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
@@ -240,6 +270,34 @@ def _branches_to(r: _Region, direct: set[int], got: set[int]) -> list[_Cand]:
     base = r.vaddr
     n = len(code)
     hits: dict[int, _Cand] = {}
+    if use_bulk(n, BULK_MIN_BYTES):
+        from sysbreak.elfscan import bulk
+
+        for p, oplen, op in bulk.rel32_branches(code, base, direct, got):
+            # jmp / jcc rel32 and jmp [rip + disp32] are tail calls
+            tail = op != 0xE8 and not (op == 0xFF and code[p + 1] == 0x15)
+            hits[p] = _Cand(base + p, oplen + 4, "call", tail)
+    else:
+        _rel32_search(r, direct, got, hits)
+    # Short jumps (jmp rel8, jcc rel8) can only reach a target within 128 bytes.
+    for target in direct:
+        if not base <= target < r.end:
+            continue
+        for p in range(max(0, target - base - 129), min(n - 1, target - base + 127)):
+            op = code[p]
+            if op == 0xEB or 0x70 <= op <= 0x7F:
+                disp = code[p + 1] - 256 if code[p + 1] > 127 else code[p + 1]
+                if base + p + 2 + disp == target:
+                    hits.setdefault(p, _Cand(base + p, 2, "call", True))
+    return [hits[p] for p in sorted(hits)]
+
+
+def _rel32_search(r: _Region, direct: set[int], got: set[int], hits: dict[int, _Cand]) -> None:
+    """The rel32 and ``[rip + disp32]`` branches of :func:`_branches_to`, found by byte searches keyed on the
+    displacement's upper bytes (pure Python; see :func:`_branches_to`)."""
+    code = r.code
+    base = r.vaddr
+    n = len(code)
     for first_byte, opcode, oplen, is_call, indirect in _REL32_FORMS:
         targets = got if indirect else direct
         if not targets:
@@ -293,17 +351,6 @@ def _branches_to(r: _Region, direct: set[int], got: set[int]) -> list[_Cand]:
                         # finditer does not return overlapping matches: re-check every start inside this match.
                         if code[q] == first_byte and q < c_hi and rx.match(code, q, end):
                             check(q)
-    # Short jumps (jmp rel8, jcc rel8) can only reach a target within 128 bytes.
-    for target in direct:
-        if not base <= target < r.end:
-            continue
-        for p in range(max(0, target - base - 129), min(n - 1, target - base + 127)):
-            op = code[p]
-            if op == 0xEB or 0x70 <= op <= 0x7F:
-                disp = code[p + 1] - 256 if code[p + 1] > 127 else code[p + 1]
-                if base + p + 2 + disp == target:
-                    hits.setdefault(p, _Cand(base + p, 2, "call", True))
-    return list(hits.values())
 
 
 def _outside(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
@@ -406,7 +453,7 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts:
             targets = _jump_targets(code, r.vaddr, [row for row in rows if row[2] in _BRANCH_FIRST])
         # The basic block before the site: back to the previous branch, or to a known branch target.
         j = k
-        while j > 0 and rows[j][0] not in targets and rows[j][0] not in starts.set and not w.is_control_flow(j - 1):
+        while j > 0 and rows[j][0] not in targets and not starts.has(rows[j][0]) and not w.is_control_flow(j - 1):
             j -= 1
         family = x86.RAX if c.kind == "syscall" else x86.RDI
         block = [w.text(i) for i in range(j, k)]
@@ -414,7 +461,7 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts:
         # it is in the same block (so every path to the syscall passes it and nothing branches in between) and
         # leaves the six argument registers alone (so they hold what the kernel will read).
         t = x86.trace(block, family)
-        if t.const is None and t.at == 0 and t.reg is not None and rows[j][0] not in starts.set:
+        if t.const is None and t.at == 0 and t.reg is not None and not starts.has(rows[j][0]):
             # the value comes from before the block: the same constant on every path into it?
             const = _Function.of(r, rows[j][0], starts).const_at(rows[j][0], t.reg)
             if const is not None:
@@ -455,8 +502,12 @@ class _Starts:
 
     def __init__(self, points: list[int]) -> None:
         self.sorted = points
-        self.set = frozenset(points)
         self.functions: dict[tuple[int, int], _Function] = {}  # decoded whole, for this scan only
+
+    def has(self, addr: int) -> bool:
+        """``addr`` is a known function start (a bisection: no set of a big module's 700,000 starts is built)."""
+        i = bisect.bisect_left(self.sorted, addr)
+        return i < len(self.sorted) and self.sorted[i] == addr
 
     def around(self, addr: int) -> tuple[int, int]:
         """The function start at or before ``addr`` and the next one after it (its end)."""

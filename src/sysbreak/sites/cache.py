@@ -54,7 +54,7 @@ def _cache_version() -> str:
     if _version is None:
         here = Path(__file__).parent.parent / "elfscan"
         stamp = []
-        for name in ("elf.py", "scanner.py", "x86.py"):
+        for name in ("elf.py", "scanner.py", "x86.py", "bulk.py"):
             try:
                 st = (here / name).stat()
                 stamp.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
