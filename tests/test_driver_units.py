@@ -15,7 +15,7 @@ from sysbreak.capture.follow import EventTail
 from sysbreak.driver import process
 from sysbreak.driver.mi import mi_quote
 from sysbreak.driver.restore import INT3, int3_addresses, read_entries, restore
-from sysbreak.driver.session import _describe_exit, _gdb_quote, validate_syscalls
+from sysbreak.driver.session import _describe_exit, _gdb_quote, _is_exit_record, validate_syscalls
 from sysbreak.errors import SysbreakError
 from sysbreak.maps import sum_rss_kb
 
@@ -153,6 +153,12 @@ def test_quoting_and_exit_records() -> None:
         -9,
     )
     assert _describe_exit({"payload": {"id": "i1", "exit-code": "03"}}) == ("exited with status 3", 3)
+    # which records say how the process ended: a killed process's =thread-group-exited has no exit code (the
+    # *stopped after it names the signal); a library event's *stopped (no reason) says nothing
+    assert _is_exit_record({"message": "thread-group-exited", "payload": {"id": "i1", "exit-code": "0"}})
+    assert not _is_exit_record({"message": "thread-group-exited", "payload": {"id": "i1"}})
+    assert _is_exit_record({"message": "stopped", "payload": {"reason": "exited-signalled", "signal-name": "SIGSEGV"}})
+    assert not _is_exit_record({"message": "stopped", "payload": {}})
     assert validate_syscalls([]) == ["mmap", "munmap", "mremap", "brk"]
     assert validate_syscalls(["mmap,9", "SYS_brk"]) == ["mmap", "brk"]
     with pytest.raises(SysbreakError, match="did you mean mmap"):

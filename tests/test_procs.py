@@ -154,9 +154,7 @@ def test_run_follow_children_multiprocessing_workers(tmp_path: Path, method: str
     root = procs[0]
     workers = {name: by_pid[int(pid)] for name, pid in said.items()}  # both workers are in the capture
     for p in workers.values():
-        # "exited with status 0" as a rule; a forkserver worker's status was lost 2 times in 6 runs on 2026-12-01
-        # ("exited": GDB's =thread-group-exited,exit-code="0" was in its MI log), not yet pinned down
-        assert p["end"].startswith("exited"), p
+        assert p["end"] == "exited with status 0", p
         if method == "spawn":
             assert p["ppid"] == root["pid"] and p["how"] == "vfork"
             assert any("spawn_main" in a for a in p["argv"])

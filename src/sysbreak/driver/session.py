@@ -153,6 +153,15 @@ def _describe_exit(rec: Record) -> tuple[str, int | None]:
     return "exited", None
 
 
+def _is_exit_record(rec: Record) -> bool:
+    """A record that says how the process ended: ``*stopped,reason="exited..."``, or ``=thread-group-exited``
+    with an exit code (without one, the process was killed: the ``*stopped`` that follows names the signal)."""
+    payload = rec.get("payload") or {}
+    if rec.get("message") == "stopped":
+        return str(payload.get("reason", "")).startswith("exited")
+    return rec.get("message") == "thread-group-exited" and "exit-code" in payload
+
+
 class CaptureSession:
     """Runs one capture. Create it, then :meth:`execute` in the main thread (it installs signal handlers)."""
 
@@ -530,8 +539,7 @@ class CaptureSession:
                     if rec.get("message") == "thread-group-exited" or str(
                         (rec.get("payload") or {}).get("reason", "")
                     ).startswith("exited"):
-                        self.target_gone = True
-                        self.exit_text, self.exit_status = _describe_exit(rec)
+                        self._take_exit(rec)
                         raise _EarlyEnd("exited")
                     if (rec.get("payload") or {}).get("reason") == "exec":
                         break
@@ -650,10 +658,12 @@ class CaptureSession:
             if self.tail.end is not None:
                 self.end_reason = str(self.tail.end.get("reason") or "max-events")
                 if self.end_reason == "exited":
-                    self._wait_exit_record(2.0)
+                    self._wait_exit_record(5.0)
                 return
-            for rec in mi.pop_async():
+            batch = mi.pop_async()
+            for i, rec in enumerate(batch):
                 if self._handle_async(rec):
+                    self._note_exit(batch[i + 1 :])  # the records after the one that ended it: how it exited
                     return
             if not mi.alive():
                 self.end_reason = "gdb-died"
@@ -670,16 +680,28 @@ class CaptureSession:
             self._stop.wait(0.05)
 
     def _wait_exit_record(self, timeout: float) -> None:
+        """The process is gone: take how it ended from GDB's records (``=thread-group-exited`` with its exit code
+        comes first, ``*stopped,reason="exited..."`` after it; a killed process's status is only in the latter)."""
         assert self.mi is not None
-        rec = self.mi.wait_async(
-            lambda r: (
-                r.get("message") == "stopped" and str((r.get("payload") or {}).get("reason", "")).startswith("exited")
-            ),
-            timeout,
-        )
         self.target_gone = True
+        if self.exit_text:
+            return
+        rec = self.mi.wait_async(_is_exit_record, timeout)
         if rec is not None:
             self.exit_text, self.exit_status = _describe_exit(rec)
+
+    def _note_exit(self, records: list[Record]) -> None:
+        """How the process ended, from records popped with the one that ended the capture (they are not looked
+        at again: a status lost here was meta.json's bare "exited")."""
+        if self.exit_text:
+            return
+        for rec in records:
+            if _is_exit_record(rec):
+                self.target_gone = True
+                self.exit_text, self.exit_status = _describe_exit(rec)
+                return
+        if self.end_reason == "exited":
+            self._wait_exit_record(5.0)  # not come yet (slow on a loaded machine)
 
     def _handle_async(self, rec: Record) -> bool:
         """React to one async record during the capture; True when the capture is over."""
@@ -688,9 +710,9 @@ class CaptureSession:
         payload = rec.get("payload") or {}
         if msg == "thread-group-exited":
             self.target_gone = True
-            if self.exit_status is None:
+            if _is_exit_record(rec):  # with its exit code; a killed process's signal is in the *stopped after it
                 self.exit_text, self.exit_status = _describe_exit(rec)
-            self.end_reason = "exited"
+            self.end_reason = "exited"  # _note_exit looks for the *stopped in the records after this one
             return True
         if msg != "stopped":
             return False
@@ -708,6 +730,12 @@ class CaptureSession:
         # A stop we did not ask for: the extension's --max-events stop, or a SIGINT someone sent the program.
         status = self._extension_status()
         if status is not None and not status.get("active", True):
+            if (status.get("ended") or {}).get("reason") == "exited":
+                # the process exited after this stop was reported (a library event's, say): GDB's exit records
+                # follow; reading the inactive extension as a --max-events end lost the exit status
+                self.end_reason = "exited"
+                self._wait_exit_record(5.0)
+                return True
             self.end_reason = "max-events"
             return True
         if not reason or (reason == "breakpoint-hit" and str(payload.get("bkptno", "")).startswith("-")):
@@ -1014,7 +1042,10 @@ class CaptureSession:
             time.sleep(0.05)
             if self._all_stopped(mi):
                 return
-        mi.pop_async()
+        for old in mi.pop_async():
+            if old.get("message") == "thread-group-exited" or _is_exit_record(old):
+                self._take_exit(old)  # it ended just now: its status is in these records
+                return
         try:
             mi.command("-exec-interrupt", timeout=10)
         except MiError:
@@ -1026,8 +1057,15 @@ class CaptureSession:
             raise MiTimeout("the program did not stop within 10 s of -exec-interrupt")
         payload = rec.get("payload") or {}
         if rec.get("message") == "thread-group-exited" or str(payload.get("reason", "")).startswith("exited"):
-            self.target_gone = True
+            self._take_exit(rec)
+
+    def _take_exit(self, rec: Record) -> None:
+        """``rec`` says the process is gone: its status from it, or from the ``*stopped`` that follows it."""
+        self.target_gone = True
+        if _is_exit_record(rec):
             self.exit_text, self.exit_status = _describe_exit(rec)
+        else:
+            self._wait_exit_record(5.0)
 
     def _wait_stopped_all(self, timeout: float) -> None:
         assert self.mi is not None
