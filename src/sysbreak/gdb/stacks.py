@@ -30,6 +30,8 @@ import gdb
 
 from sysbreak import maps
 from sysbreak.maps import Vma
+from sysbreak.stackkey import CodeRanges, StackKeyer
+from sysbreak.tracee import Tracee
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
@@ -86,6 +88,8 @@ class StackReader:
         self._rw: list[tuple[int, int]] = []
         self._rw_starts: list[int] = []
         self._stack_end: dict[int, tuple[int, int]] = {}  # thread id -> the mapping holding its stack
+        self.keyer = StackKeyer()  # raw stacks' keys, each thread's from what changed since its last stop
+        self._tracee: Tracee | None = None  # registers and memory read directly (sysbreak.tracee)
         if python:
             from sysbreak.gdb import pyframes
 
@@ -97,9 +101,38 @@ class StackReader:
         execs = sorted((v.start, v.end) for v in vmas if "x" in v.perms)
         self._rw = sorted((v.start, v.end) for v in vmas if "w" in v.perms)
         self._rw_starts = [r[0] for r in self._rw]
+        if pid != self._pid or self._tracee is None:
+            if self._tracee is not None:
+                self._tracee.close()
+            self._tracee = Tracee(pid) if pid else None
+            self.keyer.forget()
         self._pid = pid
+        if execs != self._exec:
+            self.keyer.set_code(CodeRanges(execs))
         self._exec, self._exec_starts = execs, [r[0] for r in execs]
         self._exec_buckets = frozenset(b for lo, hi in execs for b in range(lo >> _BUCKET, ((hi - 1) >> _BUCKET) + 1))
+
+    def close(self) -> None:
+        if self._tracee is not None:
+            self._tracee.close()
+            self._tracee = None
+
+    def thread_regs(self, tid: int) -> dict[str, int] | None:
+        """Every register of the stopped thread ``tid`` in one ptrace request (:mod:`sysbreak.tracee`), or None
+        when that is not possible here (the caller then reads them through a GDB frame)."""
+        return self._tracee.regs(tid) if self._tracee is not None else None
+
+    def read(self, address: int, size: int) -> bytes:
+        """Target memory: straight from /proc/PID/mem once ptrace proved the target is ours, else through GDB."""
+        tracee = self._tracee
+        if tracee is not None and tracee.direct:
+            try:
+                data = tracee.read(address, size)
+            except OSError:
+                data = b""
+            if len(data) == size:
+                return data
+        return bytes(gdb.selected_inferior().read_memory(address, size))
 
     def _key(self, pc: int, sp: int, base: int, data: bytes | None = None) -> tuple[int, ...]:
         n = base - sp
@@ -150,17 +183,18 @@ class StackReader:
                     return None
         return None
 
-    def capture_raw(self, frame: Any, tid: int) -> tuple[tuple[Any, ...], dict[str, Any], list[dict[str, Any]]]:
+    def capture_raw(self, regs: Any, tid: int) -> tuple[tuple[Any, ...], dict[str, Any], list[dict[str, Any]]]:
         """What an offline unwinder needs, copied while the thread is stopped: (key, raw, python frames).
 
-        ``raw`` is ``{"regs": {name: value}, "stack": bytes from $rsp, "truncated": bool}``: the registers of
+        ``regs`` maps register names to values (:meth:`thread_regs`, or a GDB frame's registers). ``raw`` is
+        ``{"regs": {name: value}, "stack": bytes from $rsp, "truncated": bool}``: the registers of
         :data:`RAW_REGS` and one read of the stack from ``$rsp`` to the end of its mapping (at most
         :data:`RAW_WINDOW` bytes). No unwinding and no symbol lookup happen here. ``key`` identifies the call path
-        exactly as :meth:`capture`'s cache key does (the pc, the window's length and every word in it that points
-        into executable code, with its offset): two events with the same key unwind to the same frames.
+        exactly (:mod:`sysbreak.stackkey`: the pc, the window and every word in it that points into executable
+        code, with its position): two events with the same key unwind to the same frames.
         """
-        regs = {name: int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF for name in RAW_REGS}
-        sp = regs["rsp"]
+        kept = {name: int(regs[name]) & 0xFFFFFFFFFFFFFFFF for name in RAW_REGS}
+        sp = kept["rsp"]
         end = self._mapping_end(tid, sp)
         data = b""
         truncated = False
@@ -168,14 +202,16 @@ class StackReader:
             n = min(end - sp, RAW_WINDOW)
             truncated = end - sp > RAW_WINDOW
             try:
-                data = bytes(gdb.selected_inferior().read_memory(sp, n))
+                data = self.read(sp, n)
             except gdb.MemoryError:
                 data = b""
-        key: tuple[Any, ...] = self._key(regs["rip"], sp, sp + len(data), data) if data else (regs["rip"], sp)
+        key: tuple[Any, ...] = (kept["rip"], sp)
+        if data and end is not None:
+            key = self.keyer.key(tid, kept["rip"], sp, end, data)
         python: list[dict[str, Any]] = []
         if self._pyframes is not None:
             python = self._pyframes.thread_frames(tid)
-        return key, {"regs": regs, "stack": data, "truncated": truncated}, python
+        return key, {"regs": kept, "stack": data, "truncated": truncated}, python
 
     def describe_pc(self, pc: int, function: str | None) -> dict[str, Any]:
         """A frame record for a pc that is not on the unwound stack (a synthetic frame)."""

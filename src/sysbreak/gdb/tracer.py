@@ -147,6 +147,37 @@ class SolibProbe(ProbeBreakpoint):
         return t.maps_changed(remember=False)
 
 
+class _FrameRegs:
+    """Registers read one by one through GDB's newest frame (when ptrace from here is not possible)."""
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+        self._cache: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> int:
+        value = self._cache.get(name)
+        if value is None:
+            value = self._cache[name] = to_unsigned(int(self.frame.read_register(name)))
+        return value
+
+
+class _Hit:
+    """One breakpoint hit: the thread, its registers (a dict from one ptrace request, or read through GDB's
+    frame) and GDB's newest frame, made only when something needs it (GDB's own unwinder, or no ptrace)."""
+
+    __slots__ = ("tid", "regs", "_frame")
+
+    def __init__(self, tid: int, regs: dict[str, int] | None) -> None:
+        self.tid = tid
+        self._frame: Any = None
+        self.regs: Any = regs if regs is not None else _FrameRegs(self.frame())
+
+    def frame(self) -> Any:
+        if self._frame is None:
+            self._frame = gdb.newest_frame()
+        return self._frame
+
+
 class Tracer:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -430,9 +461,9 @@ class Tracer:
         module, offset = self.modules.lookup(spec.site_address)
         return {"pc": spec.site_address, "module": module, "offset": offset, "kind": spec.site_kind}
 
-    def _raw_stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
+    def _raw_stack(self, spec: Breakpoint, exit_only: bool, hit: _Hit) -> int:
         """The stack as registers + raw stack bytes, unwound and symbolised later, outside the stop."""
-        key, raw, python = self.stacks.capture_raw(newest, gdb.selected_thread().ptid[1])
+        key, raw, python = self.stacks.capture_raw(hit.regs, hit.tid)
         top: list[dict[str, Any]] = []
         if exit_only:
             if spec.synthetic_wrapper_frame and self.wrapper_pc is not None:
@@ -442,7 +473,12 @@ class Tracer:
         if not self.stacks.cache:
             self._raw_serial += 1
             key = (*key, self._raw_serial)
-        full = (key, tuple(f["pc"] for f in top), tuple((p["file"], p["line"], p["function"]) for p in python))
+        full = (
+            self.image,
+            key,
+            tuple(f["pc"] for f in top),
+            tuple((p["file"], p["line"], p["function"]) for p in python),
+        )
         if self.writer is None:
             return 0
         sid = self.writer.known_stack(full)
@@ -450,10 +486,10 @@ class Tracer:
             sid = self.writer.raw_stack(full, top, python, raw)
         return sid
 
-    def _stack(self, spec: Breakpoint, exit_only: bool, newest: Any) -> int:
+    def _stack(self, spec: Breakpoint, exit_only: bool, hit: _Hit) -> int:
         if self.raw:
-            return self._raw_stack(spec, exit_only, newest)
-        pcs, frames, python = self.stacks.capture(newest, gdb.selected_thread().ptid[1])
+            return self._raw_stack(spec, exit_only, hit)
+        pcs, frames, python = self.stacks.capture(hit.frame(), hit.tid)
         if spec.role == "before" and frames and spec.synthetic_wrapper_frame:
             # at the call: the caller's pc as the return address, libc's syscall() above it, as after the call
             ret_pc = spec.return_address or pcs[0]
@@ -489,31 +525,40 @@ class Tracer:
             sid = self.writer.stack_id(key, frames, python)
         return sid
 
-    def _regs(self, frame: Any, names: tuple[str, ...]) -> list[int]:
+    def _hit(self, probe: _TracerProbe) -> _Hit:
+        """The registers of the thread that hit ``probe``: one ptrace request when this GDB traces it
+        (:mod:`sysbreak.tracee`), else through GDB's newest frame."""
+        tid = gdb.selected_thread().ptid[1]
+        regs = self.stacks.thread_regs(tid)
+        if regs is not None:
+            regs["rip"] = probe.spec.address  # the thread is at the breakpoint (the kernel said int3 + 1)
+            return _Hit(tid, regs)
+        return _Hit(tid, None)
+
+    def _regs(self, hit: _Hit, names: tuple[str, ...]) -> list[int]:
         out = []
+        regs = hit.regs
         for reg in names:
             if reg.startswith("*sp"):  # "*sp" or "*sp+N": 8 bytes on the stack
-                sp = int(frame.read_register("rsp")) + int(reg[4:] or 0)
-                raw = bytes(gdb.selected_inferior().read_memory(sp, 8))
-                out.append(int.from_bytes(raw, "little"))
+                sp = regs["rsp"] + int(reg[4:] or 0)
+                out.append(int.from_bytes(self.stacks.read(sp, 8), "little"))
             else:
-                out.append(to_unsigned(int(frame.read_register(reg))))
+                out.append(regs[reg])
         return out
 
     def on_exit_only(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
             return False
-        frame = gdb.newest_frame()
+        hit = self._hit(probe)
         spec = probe.spec
-        ret = to_signed(int(frame.read_register("rax")))
-        if int(frame.read_register("rcx")) != spec.rcx_after and not (spec.accept_failed and ret == -1):
+        ret = to_signed(hit.regs["rax"])
+        if hit.regs["rcx"] != spec.rcx_after and not (spec.accept_failed and ret == -1):
             return False  # a branch to this address, not the return from a syscall
         t = time.monotonic()
-        args = self._regs(frame, spec.arg_regs)
-        tid = gdb.selected_thread().ptid[1]
-        sid = self._stack(spec, exit_only=True, newest=frame)
+        args = self._regs(hit, spec.arg_regs)
+        sid = self._stack(spec, exit_only=True, hit=hit)
         nr = spec.nr if spec.nr is not None else -1
-        return self._emit(t, tid, nr, args, ret, sid, probe.site)
+        return self._emit(t, hit.tid, nr, args, ret, sid, probe.site)
 
     def on_before(self, probe: _TracerProbe) -> bool:
         """A release about to enter the kernel: logged now, so that it precedes every allocation that reuses its
@@ -521,52 +566,49 @@ class Tracer:
         if self.limit_reached:
             return False
         t = time.monotonic()
-        frame = gdb.newest_frame()
+        hit = self._hit(probe)
         spec = probe.spec
-        args = self._regs(frame, spec.arg_regs)
-        tid = gdb.selected_thread().ptid[1]
-        sid = self._stack(spec, exit_only=False, newest=frame)
+        args = self._regs(hit, spec.arg_regs)
+        sid = self._stack(spec, exit_only=False, hit=hit)
         nr = spec.nr if spec.nr is not None else -1
-        return self._emit(t, tid, nr, args, None, sid, probe.site, before=True)
+        return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True)
 
     def on_entry(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
             return False
         t = time.monotonic()
-        frame = gdb.newest_frame()
+        hit = self._hit(probe)
         spec = probe.spec
         # the kernel takes the number as an int: the low 32 bits of rax
         if spec.nr is not None:
             nr = spec.nr
         elif spec.nr_reg and spec.nr_reg.startswith("*sp"):  # kept on the stack until just before the syscall
-            nr = self._regs(frame, (spec.nr_reg,))[0] & 0xFFFFFFFF
+            nr = self._regs(hit, (spec.nr_reg,))[0] & 0xFFFFFFFF
         else:
-            nr = int(frame.read_register(spec.nr_reg or "rax")) & 0xFFFFFFFF
+            nr = hit.regs[spec.nr_reg or "rax"] & 0xFFFFFFFF
         if spec.condition_nrs is not None and nr not in spec.condition_nrs:
             return False
-        args = self._regs(frame, spec.arg_regs)
-        sp = int(frame.read_register("rsp")) + spec.sp_delta  # rsp where the paired exit will see it
-        tid = gdb.selected_thread().ptid[1]
-        sid = self._stack(spec, exit_only=False, newest=frame)
+        args = self._regs(hit, spec.arg_regs)
+        sp = hit.regs["rsp"] + spec.sp_delta  # rsp where the paired exit will see it
+        sid = self._stack(spec, exit_only=False, hit=hit)
         if nr in self.log_before and spec.arg_regs:
             # a release: logged now, before the kernel acts; its exit is not waited for (a probe that reads the
             # arguments only after the syscall instruction logs the release there instead)
-            return self._emit(t, tid, nr, args, None, sid, probe.site, before=True)
-        self.pending.push(tid, sp, PendingCall(t, tid, nr, args, sid, probe.site))
+            return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True)
+        self.pending.push(hit.tid, sp, PendingCall(t, hit.tid, nr, args, sid, probe.site))
         return False
 
     def on_exit(self, probe: _TracerProbe) -> bool:
         if not self.pending.calls:
             return False
-        frame = gdb.newest_frame()
-        tid = gdb.selected_thread().ptid[1]
-        call = self.pending.pop(tid, int(frame.read_register("rsp")))
+        hit = self._hit(probe)
+        call = self.pending.pop(hit.tid, hit.regs["rsp"])
         if call is None:
             return False
-        ret = to_signed(int(frame.read_register("rax")))
+        ret = to_signed(hit.regs["rax"])
         # a probe before a syscall instruction that set its arguments late: the kernel preserved them
-        args = self._regs(frame, probe.spec.arg_regs) if probe.spec.arg_regs else call.args
-        return self._emit(call.t, tid, call.nr, args, ret, call.stack, call.site)
+        args = self._regs(hit, probe.spec.arg_regs) if probe.spec.arg_regs else call.args
+        return self._emit(call.t, hit.tid, call.nr, args, ret, call.stack, call.site)
 
     def _emit(
         self,
@@ -638,6 +680,7 @@ class Tracer:
         self.flush_pending()  # calls that entered the kernel in the old image: their return is never seen
         self.wrapper_return = self.wrapper_pc = None
         self.modules = ModuleMap()
+        self.stacks.close()  # its /proc/PID/mem is the old image's
         self.stacks = StackReader(
             self.modules,
             max_depth=self.config.max_depth,
@@ -678,6 +721,7 @@ class Tracer:
             removed += 1
         self.limit_reached = True
         self.flush_pending()
+        self.stacks.close()
         if self.writer is not None:
             self.writer.end(reason, time.monotonic())
             self.writer.close()

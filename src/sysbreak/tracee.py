@@ -1,0 +1,99 @@
+"""A stopped thread's registers and memory, read directly by its tracer (plain Python, no ``gdb``).
+
+Inside a breakpoint's ``stop()``, GDB's own way to the registers is ``gdb.newest_frame()`` then one
+``read_register`` per register: 50 us for the frame (GDB identifies it, which runs its unwinder sniffers) and
+5 us per register here, more than the registers are worth. The thread is stopped and traced by GDB, and
+``stop()`` runs in GDB's main thread, the thread that traces it; so one ``PTRACE_GETREGS`` from that thread gives
+every register at once (17 us measured from GDB's Python through ctypes), and ``pread`` on ``/proc/PID/mem``
+reads the stack without GDB's memory layers (5.8 us for 4 KiB against 11.5 us for ``read_memory``).
+
+:meth:`Tracee.regs` returns None when the request fails (this process does not trace that thread: a remote
+target, a core file, another thread of the tracer): the caller then uses GDB's API, and the memory is read
+through GDB too (:attr:`Tracee.direct` stays False until one ``PTRACE_GETREGS`` has proved that the thread is
+ours, on this machine).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+PTRACE_GETREGS = 12
+#: ``struct user_regs_struct`` of x86-64 (sys/user.h), in order
+USER_REGS = (
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "orig_rax",
+    "rip",
+    "cs",
+    "eflags",
+    "rsp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+)
+_LAYOUT = struct.Struct(f"<{len(USER_REGS)}Q")
+
+_libc: ctypes.CDLL | None = None
+
+
+def _ptrace() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.ptrace.restype = ctypes.c_long
+        _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    return _libc.ptrace
+
+
+class Tracee:
+    """Registers and memory of the threads of process ``pid``, which this thread traces."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.direct = False  # proved: a PTRACE_GETREGS of one of its threads worked from here
+        self.failed = False  # a PTRACE_GETREGS failed: not ours (or not x86-64); GDB's API is used
+        self._buf = ctypes.create_string_buffer(_LAYOUT.size)
+        self._fd: int | None = None
+
+    def regs(self, tid: int) -> dict[str, int] | None:
+        """Every register of stopped thread ``tid`` (``USER_REGS`` names, unsigned 64-bit), None when this
+        thread cannot read them (the caller asks GDB instead)."""
+        if self.failed:
+            return None
+        if _ptrace()(PTRACE_GETREGS, tid, None, self._buf) != 0:
+            self.failed = True
+            return None
+        self.direct = True
+        return dict(zip(USER_REGS, _LAYOUT.unpack(self._buf.raw), strict=True))
+
+    def read(self, address: int, size: int) -> bytes:
+        """``size`` bytes at ``address``, fewer where the memory ends (an unmapped page); OSError when none can be
+        read. Only once :attr:`direct` is True."""
+        if self._fd is None:
+            self._fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self._fd, size, address)
+
+    def close(self) -> None:
+        """Forget the open memory file (after an exec it would read the old image: open it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
