@@ -461,18 +461,15 @@ class CaptureSession:
         scans from the cache)."""
         if self.argv is not None:
             return
-        from sysbreak import sites
         from sysbreak.sites.live import mapped_modules
+        from sysbreak.sites.prescan import fill_cache
 
         try:
             mods = mapped_modules(self.pid)
         except SysbreakError:
             return  # the attach says why
-        for path, _base in mods:
-            if self._stopping():
-                return
-            with contextlib.suppress(SysbreakError, OSError):
-                sites.scan(path)
+        # the modules not cached yet, biggest first, on one lane per CPU (this thread and worker processes)
+        fill_cache([path for path, _base in mods], stopping=self._stopping)
 
     def _prepare(self) -> None:
         """Before attaching: let the extension import what a hit needs and scan every module mapped in the target

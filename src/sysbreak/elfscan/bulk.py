@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-_CHUNK = 8 << 20
+_CHUNK = 1 << 20  # (temporaries that stay in the caches: 8 MiB chunks were slower)
 
 
 def pair_offsets(code: bytes, b0: int, b1: int) -> list[int]:
@@ -35,42 +35,78 @@ def pair_offsets(code: bytes, b0: int, b1: int) -> list[int]:
     for lo in range(0, n - 1, _CHUNK):
         m = min(lo + _CHUNK, n - 1) - lo
         a = arr[lo : lo + m + 1]
-        out.extend((np.flatnonzero((a[:m] == b0) & (a[1:] == b1)) + lo).tolist())
+        hit = a[:m] == b0
+        hit &= a[1:] == b1
+        out.extend((np.flatnonzero(hit) + lo).tolist())
     return out
+
+
+_MAX_TOP_VALUES = 6  # more distinct top bytes than this (many targets): no top-byte prefilter
+
+
+def _opcodes(arr: Any, lo: int, hi: int, form: int) -> Any:
+    """The mask of offsets ``[lo, hi)`` holding the opcode bytes of ``form``: 0 ``e8``/``e9`` (call/jmp rel32),
+    1 ``0f 80``-``0f 8f`` (jcc rel32), 2 ``ff 15``/``ff 25`` (call/jmp [rip + disp32])."""
+    a = arr[lo:hi]
+    if form == 0:
+        m = a & 0xFE
+        return m == 0xE8
+    second = arr[lo + 1 : hi + 1]
+    if form == 1:
+        m = a == 0x0F
+        s = second & 0xF0
+        m &= s == 0x80
+        return m
+    m = second == 0x15
+    m |= second == 0x25
+    m &= a == 0xFF
+    return m
 
 
 def rel32_branches(code: bytes, base: int, direct: Iterable[int], got: Iterable[int]) -> list[tuple[int, int, int]]:
     """``(offset, opcode length, opcode byte)`` of every branch in ``code`` (placed at ``base``) to an address of
     ``direct`` (``e8``/``e9`` rel32, ``0f 80``-``0f 8f`` rel32) or through a slot of ``got`` (``ff 15``/``ff 25``
     ``[rip + disp32]``), ascending by offset. The displacement ends the instruction, so its length is opcode
-    length + 4."""
+    length + 4.
+
+    Per chunk of code, the displacement a branch at ``p`` needs to reach target ``t`` is ``t - base - length -
+    p``: over a 1 MiB chunk its top byte takes at most two values per target, so the offsets whose opcode bytes
+    match AND whose fourth displacement byte is one of those are the only candidates (a far target's top byte
+    is rare in code: few survive); each is then checked exactly."""
     n = len(code)
     if n < 6:
         return []
     arr = np.frombuffer(code, dtype=np.uint8)
     # disp[q]: the little-endian int32 at offset q, for every q (an unaligned view one byte apart: no copy)
     disp: Any = np.ndarray(shape=(n - 3,), dtype="<i4", buffer=code, offset=0, strides=(1,))
-    wanted_direct = np.array(sorted(direct), dtype=np.int64)
-    wanted_got = np.array(sorted(got), dtype=np.int64)
+    direct_l, got_l = sorted(set(direct)), sorted(set(got))
+    forms = [(0, 1, direct_l), (1, 2, direct_l), (2, 2, got_l)]
     found: list[tuple[int, int, int]] = []
-    for lo in range(0, n - 1, _CHUNK):
-        m = min(lo + _CHUNK, n - 1) - lo
-        a = arr[lo : lo + m + 1]
-        first, second = a[:m], a[1:]
-        forms: list[tuple[Any, int, Any]] = []
-        if len(wanted_direct):
-            forms.append((np.flatnonzero((first & 0xFE) == 0xE8), 1, wanted_direct))  # call / jmp rel32
-            jcc = (first == 0x0F) & ((second & 0xF0) == 0x80)
-            forms.append((np.flatnonzero(jcc), 2, wanted_direct))
-        if len(wanted_got):
-            ff = (first == 0xFF) & ((second == 0x15) | (second == 0x25))
-            forms.append((np.flatnonzero(ff), 2, wanted_got))  # call / jmp [rip + disp32]
-        for idx, oplen, wanted in forms:
-            length = oplen + 4
-            p = idx + lo
-            p = p[p + length <= n]
+    for form, oplen, ts in forms:
+        if not ts:
+            continue
+        wanted = np.array(ts, dtype=np.int64)
+        length = oplen + 4
+        last = n - length  # the last offset a whole instruction fits at
+        for lo in range(0, last + 1, _CHUNK):
+            hi = min(lo + _CHUNK, last + 1)  # offsets [lo, hi)
+            m = _opcodes(arr, lo, hi, form)
+            tops = set()
+            for t in ts:
+                k = t - base - length
+                tops.add(((k - lo) >> 24) & 0xFF)
+                tops.add(((k - (hi - 1)) >> 24) & 0xFF)
+            if len(tops) <= _MAX_TOP_VALUES:
+                top = arr[lo + oplen + 3 : hi + oplen + 3]
+                values = sorted(tops)
+                tm = top == values[0]
+                for v in values[1:]:
+                    tm |= top == v
+                m &= tm
+            p = np.flatnonzero(m)
             if not len(p):
                 continue
+            p += lo
             target = disp[p + oplen].astype(np.int64) + p + (base + length)
             for q in p[np.isin(target, wanted)].tolist():
                 found.append((q, oplen, code[q]))

@@ -23,7 +23,7 @@ from sysbreak.elfscan.scanner import SCANNER_VERSION, RawScan, scan_elf, scan_fi
 from sysbreak.files import atomic_write
 from sysbreak.sites.model import ModuleScan, Site
 
-__all__ = ["CACHE_FORMAT", "cache_dir", "forget_memo", "scan"]
+__all__ = ["CACHE_FORMAT", "cache_dir", "forget_memo", "is_cached", "scan"]
 
 CACHE_FORMAT = "sysbreak-sitescache/2"
 
@@ -112,6 +112,26 @@ def scan(path: str, *, cache: bool = True) -> ModuleScan:
     if hit.path != path:
         hit = dataclasses.replace(hit, path=path)
     return hit
+
+
+def is_cached(path: str) -> bool:
+    """Whether :func:`scan` would find ``path`` (at its current device, inode, size and mtime) in this process's
+    memo or in the on-disk stat index, without reading the scan (a damaged cache file still counts: scan()
+    then scans again)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _memo:
+        return True
+    stat_name = hashlib.sha1(repr(key).encode()).hexdigest()[:32]
+    root = cache_dir() / _cache_version()
+    try:
+        data_name = (root / "by-stat" / stat_name).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeError):
+        return False
+    return bool(data_name) and "/" not in data_name and (root / data_name).is_file()
 
 
 def _from_raw(path: str, raw: RawScan) -> ModuleScan:

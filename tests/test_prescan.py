@@ -1,0 +1,62 @@
+"""Filling the scan cache before an attach (sysbreak.sites.prescan): the calling thread and a worker process
+scan the modules not cached yet, biggest first; what they write is what a scan here gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FixturePaths
+
+from sysbreak import sites
+from sysbreak.sites import cache as sites_cache
+from sysbreak.sites import prescan
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(d))
+    sites.forget_memo()
+    yield d
+    sites.forget_memo()
+
+
+def test_two_lanes_fill_the_cache_with_what_a_scan_gives(
+    fixture_paths: FixturePaths, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(prescan, "PARALLEL_MIN_BYTES", 0)
+    paths = [LIBC, str(fixture_paths.mapper), str(fixture_paths.libsbstripped), str(fixture_paths.mapper)]
+    missing = str(tmp_path / "gone.so")
+    done = prescan.fill_cache([*paths, missing], lanes=2)
+    assert done.lanes == 2
+    assert done.local + done.remote == 3 and done.remote >= 1  # the worker scanned some, once each
+    assert done.failed == 1 and done.cached == 0
+    assert all(sites_cache.is_cached(p) for p in paths)
+    sites.forget_memo()
+    again = prescan.fill_cache(paths, lanes=2)
+    assert (again.cached, again.local, again.remote, again.lanes) == (3, 0, 0, 1)
+    for p in set(paths):
+        cached = sites.scan(p)
+        sites.forget_memo()
+        assert cached == sites.scan(p, cache=False)
+
+
+def test_a_worker_that_cannot_start_leaves_its_share_here(
+    fixture_paths: FixturePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prescan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(prescan.sys, "executable", "/nonexistent/python")
+    paths = [LIBC, str(fixture_paths.mapper)]
+    done = prescan.fill_cache(paths, lanes=2)
+    assert (done.local, done.remote, done.lanes) == (2, 0, 1)
+    assert all(sites_cache.is_cached(p) for p in paths)
+
+
+def test_stopping_starts_nothing(fixture_paths: FixturePaths) -> None:
+    done = prescan.fill_cache([LIBC, str(fixture_paths.mapper)], lanes=2, stopping=lambda: True)
+    assert (done.local, done.remote, done.failed) == (0, 0, 0)
+    assert not sites_cache.is_cached(LIBC)
