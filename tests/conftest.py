@@ -67,6 +67,7 @@ class Proc:
 
     popen: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    last_line_at: float = 0.0  # time.monotonic() when the last line was read
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -78,6 +79,7 @@ class Proc:
         for line in self.popen.stdout:
             with self._lock:
                 self.lines.append(line.rstrip("\n"))
+                self.last_line_at = time.monotonic()
 
     def count(self, prefix: str = "heartbeat") -> int:
         with self._lock:

@@ -63,8 +63,10 @@ class MiSession:
         env: Mapping[str, str] | None = None,
         poll_interval: float = 0.005,
         on_exit: Callable[[], None] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = list(argv)
+        self.tripwire: Any = None  # set by whoever starts GDB for a capture (sysbreak.tripwire.Tripwire)
         self.mi_path = mi_path
         self.log_path = log_path
         self._poll = poll_interval
@@ -91,6 +93,7 @@ class MiSession:
                 start_new_session=True,
                 restore_signals=False,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
             )
         finally:
             mi_out.close()

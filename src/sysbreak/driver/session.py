@@ -36,14 +36,25 @@ from typing import Any
 
 import sysbreak
 from sysbreak import syscalls as syscall_table
+from sysbreak import tripwire
 from sysbreak.capture import budget
 from sysbreak.capture import directory as capdir
 from sysbreak.capture.follow import EventTail
 from sysbreak.driver import gdbenv, process
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
-from sysbreak.driver.restore import RestoreResult, exiting, int3_addresses, read_entries, restore, write_back
+from sysbreak.driver.restore import (
+    RestoreFile,
+    RestoreResult,
+    exiting,
+    held_libc,
+    int3_addresses,
+    read_entries,
+    restore,
+    write_back,
+)
 from sysbreak.driver.tree import ProcessTree
 from sysbreak.errors import ExitCode, SysbreakError
+from sysbreak.tripwire import Tripwire
 
 #: how sysbreak's own signals end a capture
 SIGNAL_REASONS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
@@ -1100,8 +1111,10 @@ class CaptureSession:
                     f"(sysbreak) GDB gone: {done} breakpoint byte(s) put back in {1000 * (time.monotonic() - t):.1f} ms"
                 )
 
-    #: how often the guard looks at GDB (s): a hit between GDB's death and the write-back kills the target
+    #: how often the guard looks at GDB's /proc stat (s) where there is no tripwire to wait on
     GUARD_PERIOD = 0.001
+    #: how often the guard reads what was appended to the restore file meanwhile (s)
+    GUARD_REFRESH = 0.05
 
     def _start_guard(self) -> None:
         """Watch GDB from a thread while the breakpoints are in, and put the bytes back the instant it dies.
@@ -1109,32 +1122,54 @@ class CaptureSession:
         End of file on GDB's pipes comes only once every GDB thread has exited and torn down its memory: 5-12 ms
         after a SIGKILL on this 2-core VM (measured; notes/processes.md). A target that runs into an int3 in that
         window dies of SIGTRAP: while the dying GDB still traces it, the hit parks it in a ptrace stop whose
-        SIGTRAP the kernel delivers at the detach; after the detach, the int3 itself kills it. PF_EXITING on
-        GDB's main thread is visible within microseconds of the SIGKILL: the guard then writes the original
-        bytes back at once, without stopping the target (see restore.write_back)."""
+        SIGTRAP the kernel delivers at the detach; after the detach, the int3 itself kills it. So the guard
+        waits on the tripwire GDB's main thread holds (sysbreak.tripwire: the kernel wakes the waiter as that
+        thread exits, before GDB's memory is torn down), or, without one, polls PF_EXITING on GDB's main thread
+        every GUARD_PERIOD; it keeps the restore file parsed meanwhile and then only writes (restore.write_back),
+        without stopping the target."""
         if self.mi is None or self.directory is None or self.pid <= 0:
             return
         gdb_pid = self.mi.pid
-        path = self.directory / capdir.RESTORE
+        wire: Tripwire | None = self.mi.tripwire
+        known = RestoreFile(self.directory / capdir.RESTORE, self.pid)
+
+        def dying() -> bool:
+            """Block up to GUARD_REFRESH; whether GDB is dying."""
+            if wire is not None:
+                return wire.wait(self.GUARD_REFRESH) or exiting(gdb_pid)
+            deadline = time.monotonic() + self.GUARD_REFRESH
+            while time.monotonic() < deadline:
+                if self._guard_stop.wait(self.GUARD_PERIOD) or exiting(gdb_pid):
+                    return True
+            return False
 
         def guard() -> None:
-            while not self._guard_stop.wait(self.GUARD_PERIOD):
-                if self._quitting:
-                    return
-                if exiting(gdb_pid):
+            held_libc()
+            known.refresh()
+            while not self._guard_stop.is_set() and not self._quitting:
+                if dying():
                     break
+                known.refresh()
             else:
                 return
-            if self._quitting or not process.alive(self.pid):
-                return
             t = time.monotonic()
+            if self._quitting or self._guard_stop.is_set():
+                return
             with self._restore_lock:
-                res = write_back(self.pid, path)
+                res = write_back(self.pid, known.entries())  # first what is known: every microsecond counts
+                t_first = time.monotonic()
+                late = write_back(self.pid, known.refresh().entries())  # then what was appended since
+                res.restored += late.restored
+                res.errors = res.errors if res.errors else late.errors
+                if res.errors and not process.alive(self.pid):
+                    res.errors = []  # the target is gone (GDB ended with it): nothing was left to restore
                 self._merge_restore(res)
+            how = "tripwire" if wire is not None else "poll"
             if self.mi is not None:
                 self.mi.write_log(
-                    f"(sysbreak) GDB dying: {res.restored} breakpoint byte(s) put back by the guard in "
-                    f"{1000 * (time.monotonic() - t):.1f} ms"
+                    f"(sysbreak) GDB dying ({how}, seen at monotonic {t:.6f} s): {res.restored} breakpoint byte(s) "
+                    f"put back by the guard in {1000 * (t_first - t):.3f} ms "
+                    f"({1000 * (time.monotonic() - t):.2f} ms in all)"
                 )
 
         threading.Thread(target=guard, name=f"sysbreak-guard-{self.pid}", daemon=True).start()
@@ -1220,13 +1255,23 @@ def gdb_symbols_wanted(opts: CaptureOptions) -> bool:
 def launch_gdb(
     gdb_path: str, directory: Path, opts: CaptureOptions, *, on_exit: Callable[[], None] | None = None
 ) -> MiSession:
-    """Start GDB with its logs in ``directory``, set it up for a capture and load the extension (no target yet)."""
+    """Start GDB with its logs in ``directory``, set it up for a capture and load the extension (no target yet).
+
+    The returned session's ``tripwire`` is the mutex GDB's main thread holds for life (sysbreak.tripwire), or
+    None where it could not be set up (the guard then polls GDB's /proc stat)."""
+    wire: Tripwire | None = None
+    if tripwire.available():
+        try:
+            wire = Tripwire()
+        except OSError:
+            wire = None
     mi = MiSession(
         gdbenv.gdb_argv(gdb_path),
         mi_path=str(directory / capdir.GDB_MI),
         log_path=str(directory / capdir.GDB_LOG),
         env=gdbenv.gdb_env(),
         on_exit=on_exit,
+        pass_fds=(wire.fd,) if wire is not None else (),
     )
     mi.command("-gdb-set mi-async on")
     if opts.non_stop:
@@ -1259,7 +1304,22 @@ def launch_gdb(
         tail = (out or "").strip().splitlines()
         why = tail[-1] if tail else "no 'sysbreak' command after loading it"
         raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", ExitCode.TOOL) from None
+    mi.tripwire = _set_tripwire(mi, wire)
     return mi
+
+
+def _set_tripwire(mi: MiSession, wire: Tripwire | None) -> Tripwire | None:
+    """Have GDB's main thread take the tripwire; None (the guard polls instead) if it did not hold."""
+    if wire is None:
+        return None
+    fd, wire.fd = wire.fd, -1
+    try:
+        mi.console(f"python __import__('sysbreak.tripwire').tripwire.hold({fd})")
+    except MiError as err:
+        mi.write_log(f"(sysbreak) no tripwire in GDB ({err.message}): the guard polls GDB instead")
+    finally:
+        os.close(fd)
+    return wire if wire.held() else None
 
 
 class _EarlyEnd(Exception):
