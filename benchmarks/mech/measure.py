@@ -68,6 +68,12 @@ VARIANTS = [
     Variant("c_cond_local_mt8", "f) c) all-stop, 8 threads hitting", threads=8),
     Variant("f_nonstop_cond_mt8", "f) c) non-stop, 8 threads hitting", threads=8),
     Variant("base_nonstop_mt8", "non-stop, 8 threads, no breakpoint (floor)", threads=8),
+    Variant("i_after_gdb", "i) sysbreak probe after the syscall (on ret), GDB's step-over"),
+    Variant("i_after_emulated", "i) the same, stepped past by emulation (sysbreak.emulate)"),
+    Variant("i_after_gdb_mt8", "i) GDB's step-over, all-stop, 8 threads hitting", threads=8),
+    Variant("i_after_emulated_mt8", "i) emulated, all-stop, 8 threads hitting", threads=8),
+    Variant("i_after_gdb_nonstop_mt8", "i) GDB's step-over, non-stop, 8 threads hitting", threads=8),
+    Variant("i_after_emulated_nonstop_mt8", "i) emulated, non-stop, 8 threads hitting", threads=8),
 ]
 
 

@@ -20,6 +20,7 @@ import os
 import struct
 
 PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
 #: ``struct user_regs_struct`` of x86-64 (sys/user.h), in order
 USER_REGS = (
     "r15",
@@ -73,6 +74,7 @@ class Tracee:
         self.failed = False  # a PTRACE_GETREGS failed: not ours (or not x86-64); GDB's API is used
         self._buf = ctypes.create_string_buffer(_LAYOUT.size)
         self._fd: int | None = None
+        self._fd_rw: int | None = None
 
     def regs(self, tid: int) -> dict[str, int] | None:
         """Every register of stopped thread ``tid`` (``USER_REGS`` names, unsigned 64-bit), None when this
@@ -85,6 +87,25 @@ class Tracee:
         self.direct = True
         return dict(zip(USER_REGS, _LAYOUT.unpack(self._buf.raw), strict=True))
 
+    def set_regs(self, tid: int, regs: dict[str, int]) -> bool:
+        """Write every register of stopped thread ``tid`` (``regs`` holds all of ``USER_REGS``); False when the
+        request failed (nothing was changed)."""
+        if not self.direct:
+            return False
+        _LAYOUT.pack_into(self._buf, 0, *(regs[name] & 0xFFFFFFFFFFFFFFFF for name in USER_REGS))
+        return _ptrace()(PTRACE_SETREGS, tid, None, self._buf) == 0
+
+    def write(self, address: int, data: bytes) -> bool:
+        """Write ``data`` at ``address`` (only once :attr:`direct` is True); False when not all of it was written."""
+        if not self.direct:
+            return False
+        try:
+            if self._fd_rw is None:
+                self._fd_rw = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+            return os.pwrite(self._fd_rw, data, address) == len(data)
+        except OSError:
+            return False
+
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes at ``address``, fewer where the memory ends (an unmapped page); OSError when none can be
         read. Only once :attr:`direct` is True."""
@@ -94,6 +115,22 @@ class Tracee:
 
     def close(self) -> None:
         """Forget the open memory file (after an exec it would read the old image: open it again)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._fd_rw):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._fd_rw = None
+
+
+_TRACEES: dict[int, Tracee] = {}
+
+
+def for_pid(pid: int) -> Tracee:
+    """The one :class:`Tracee` of process ``pid`` in this process (the stack reader's and the step-over's)."""
+    t = _TRACEES.get(pid)
+    if t is None:
+        if len(_TRACEES) > 64:  # processes gone (a tree's children): their files closed
+            for old in _TRACEES.values():
+                old.close()
+            _TRACEES.clear()
+        t = _TRACEES[pid] = Tracee(pid)
+    return t

@@ -147,3 +147,18 @@ def connect_gdbserver():
     shown = gdb.execute("show args", to_string=True)  # gdb.parameter("args") is empty in gdb 13
     args = shown[shown.index('"') + 1 : shown.rindex('"')]
     gdb.execute(f"target remote | exec gdbserver - {prog} {args}")
+
+
+def arm_probe(symbol, emulate=True):
+    """i) sysbreak's own ProbeBreakpoint at ``symbol`` (gdb_scripts/sysbreak.py sourced first): hit() reads
+    nothing; the hit then steps past the instruction by emulation (``emulate``) or by GDB's single-step."""
+    from sysbreak.gdb import probes
+
+    probes.STEPLESS[0] = emulate
+
+    class Probe(probes.ProbeBreakpoint):
+        def hit(self):
+            HITS[0] += 1
+            return False
+
+    return Probe(int(gdb.parse_and_eval(f"(long)&{symbol}")))

@@ -139,6 +139,13 @@ def _register_params() -> None:
             "Whether sysbreak reuses the unwind of a call path it has seen (keyed by the stack's code pointers).",
             True,
         ),
+        (
+            "emulate-step-over",
+            gdb.PARAM_BOOLEAN,
+            "Whether a breakpoint hit steps past its instruction by emulating it (one stop per hit) rather than by "
+            "GDB's single-step (two stops).",
+            os.environ.get("SYSBREAK_STEP_OVER", "emulate") != "gdb",
+        ),
     ]
     for name, kind, doc, default in spec:
         _PARAMS[name] = _Param(name, kind, doc, default)
@@ -163,7 +170,8 @@ class SysbreakPrefix(gdb.Command):
       sysbreak status [--json]               what is armed and what was caught
       sysbreak clear                         remove every sysbreak breakpoint and close the log
 
-    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log|stack-cache;
+    Settings: set/show sysbreak quiet|max-depth|python-stacks|exhaustive|detach-on-exit|log|stack-cache|
+    emulate-step-over;
     `show sysbreak` lists them all. Options and syscall names complete with TAB."""
 
     def __init__(self) -> None:
@@ -309,6 +317,9 @@ class BreakCommand(gdb.Command):
             # GDB loads no symbol files: it has no CFI to unwind with, so stacks are copied raw and unwound offline
             # (capture/rawstack.py), and new libraries are armed at GDB's solib-event stops (_on_stop)
             config.raw_stacks = True
+        from sysbreak.gdb import probes
+
+        probes.STEPLESS[0] = bool(param("emulate-step-over"))
         t = Tracer(config)
         _TRACER[0] = t
         _ENDED[0] = None

@@ -31,7 +31,7 @@ import gdb
 from sysbreak import maps
 from sysbreak.maps import Vma
 from sysbreak.stackkey import CodeRanges, StackKeyer
-from sysbreak.tracee import Tracee
+from sysbreak.tracee import Tracee, for_pid
 
 EVAL_FRAME = "_PyEval_EvalFrameDefault"
 STACK_WINDOW = 16384
@@ -104,7 +104,7 @@ class StackReader:
         if pid != self._pid or self._tracee is None:
             if self._tracee is not None:
                 self._tracee.close()
-            self._tracee = Tracee(pid) if pid else None
+            self._tracee = for_pid(pid) if pid else None
             self.keyer.forget()
         self._pid = pid
         if execs != self._exec:

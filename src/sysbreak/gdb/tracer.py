@@ -33,6 +33,7 @@ from sysbreak.arming import (
 from sysbreak.capture import EventLogWriter
 from sysbreak.capture.budget import Budget
 from sysbreak.errors import SysbreakError
+from sysbreak.gdb.probes import COUNTS as probe_counts
 from sysbreak.gdb.probes import ProbeBreakpoint
 from sysbreak.gdb.probes import errors as probe_errors
 from sysbreak.gdb.stacks import ModuleMap, StackReader
@@ -532,6 +533,7 @@ class Tracer:
         regs = self.stacks.thread_regs(tid)
         if regs is not None:
             regs["rip"] = probe.spec.address  # the thread is at the breakpoint (the kernel said int3 + 1)
+            probe.hit_regs = regs  # for the step past the instruction (ProbeBreakpoint.stop)
             return _Hit(tid, regs)
         return _Hit(tid, None)
 
@@ -750,6 +752,7 @@ class Tracer:
             "raw_stacks": self.raw,
             "library_breakpoint": self.solib_probe.address if self.solib_probe is not None else None,
             "internal_errors": probe_errors()[:5],
+            "step_over": dict(probe_counts),
             "stack_cache": {
                 "enabled": self.stacks.cache,
                 "hits": self.stacks.hits,

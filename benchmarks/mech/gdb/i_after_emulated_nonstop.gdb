@@ -1,0 +1,7 @@
+# i) as i_after_emulated in non-stop mode
+set non-stop on
+source ../../../gdb_scripts/sysbreak.py
+source stops.py
+starti
+python arm_probe("sb_after", emulate=True)
+continue

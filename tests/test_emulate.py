@@ -1,0 +1,206 @@
+"""The step-over emulation (sysbreak.emulate) against the CPU: every supported form is single-stepped for real
+under ptrace from random states, and the registers and memory after it must be exactly what the emulation says.
+Unsupported forms must be refused."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from sysbreak.emulate import ARITH_FLAGS, GPR64, plan
+from sysbreak.tracee import USER_REGS
+
+LAYOUT = struct.Struct(f"<{len(USER_REGS)}Q")
+PTRACE_PEEKUSER, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_ATTACH, PTRACE_SINGLESTEP = 3, 12, 13, 16, 9
+
+# Each form, as assembled bytes (objdump of gcc's output). The sites' own instructions first.
+FORMS = {
+    "cmp rax, -0x1000": "483d00f0ffff",
+    "cmp rax, -0xfff": "483d01f0ffff",
+    "cmp rax, -1": "4883f8ff",
+    "cmp eax, 0x10": "83f810",
+    "cmp rdi, rsi": "4839f7",
+    "mov eax, 0xb": "b80b000000",
+    "mov rax, 0xb": "48c7c00b000000",
+    "movabs rax, imm64": "48b88877665544332211",
+    "mov r10, rsi": "4989f2",
+    "mov rax, rdi": "4889f8",
+    "mov ecx, edx": "89d1",
+    "mov rdi, [rsp+0x10]": "488b7c2410",
+    "mov r9, [rsp+8]": "4c8b4c2408",
+    "mov [rsp+0x28], rax": "4889442428",
+    "mov edx, [rsp+4]": "8b542404",
+    "mov [rsp+0xc], esi": "89742c0c"[:0] + "8974240c",
+    "mov rdx, [rip+0x100]": "488b1500010000",
+    "mov [rip+0x100], rax": "48890500010000",
+    "mov qword [rsp+8], -2": "48c7442408feffffff",
+    "mov rax, [rsp+rcx*8]": "488b04cc",
+    "xor r10d, r10d": "4531d2",
+    "xor eax, eax": "31c0",
+    "xor rdx, rsi": "4831f2",
+    "test rax, rax": "4885c0",
+    "test eax, 0x100": "a900010000",
+    "and rdi, -0x10": "4883e7f0",
+    "or esi, 1": "83ce01",
+    "add rsp, 8": "4883c408",
+    "add rsp, 0x18": "4883c418",
+    "sub rsp, 0x28": "4883ec28",
+    "add rax, rdx": "4801d0",
+    "sub eax, ecx": "29c8",
+    "lea rdi, [rsp+0x20]": "488d7c2420",
+    "lea rax, [rip+0x40]": "488d0540000000",
+    "lea ecx, [rdx+rsi*4+3]": "8d4cb203",
+    "call rel32": "e810000000",
+    "jmp rel8": "eb10",
+    "jmp rel32": "e910000000",
+    "ret": "c3",
+    "leave": "c9",
+    "push rbx": "53",
+    "push r12": "4154",
+    "pop r15": "415f",
+    "pop rbp": "5d",
+    "nop": "90",
+    "nop dword [rax+rax]": "0f1f440000",
+    "endbr64": "f30f1efa",
+}
+
+REFUSED = {
+    "syscall": "0f05",
+    "lock add [rsp], eax": "f0010424",
+    "rep movsb": "f3a4",
+    "mov ax, bx": "6689d8",
+    "mov al, 1": "b001",
+    "mov rax, fs:[0x28]": "64488b042528000000",
+    "call rax": "ffd0",
+    "jmp [rip+0x10]": "ff2510000000",
+    "ja rel8": "7705",
+    "ret 8": "c20800",
+    "pop rsp": "5c",
+    "push 3": "6a03",
+    "movzx eax, byte [rdi]": "0fb607",
+    "int3": "cc",
+}
+
+_CHILD = """
+import ctypes, mmap, sys, time
+m = mmap.mmap(-1, 1 << 16, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+print(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)
+time.sleep(120)
+"""
+
+
+class _Child:
+    """A process with a 64 KiB RWX mapping, stopped under this thread's ptrace: code goes at its start, the stack
+    and data in the rest (so rip-relative operands reach them)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self.base = int(self.proc.stdout.readline())
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.restype = ctypes.c_long
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        if self.libc.ptrace(PTRACE_ATTACH, self.proc.pid, None, None) != 0:
+            self.close()
+            pytest.skip(f"cannot ptrace here: {os.strerror(ctypes.get_errno())}")
+        os.waitpid(self.proc.pid, 0)
+        self.mem = os.open(f"/proc/{self.proc.pid}/mem", os.O_RDWR)
+        self.buf = ctypes.create_string_buffer(LAYOUT.size)
+        self._call(PTRACE_GETREGS)
+        self.saved = dict(zip(USER_REGS, LAYOUT.unpack(self.buf.raw), strict=True))
+
+    def _call(self, request: int, data: object = None) -> None:
+        if self.libc.ptrace(request, self.proc.pid, None, self.buf if data is None else data) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+    def regs(self) -> dict[str, int]:
+        self._call(PTRACE_GETREGS)
+        return dict(zip(USER_REGS, LAYOUT.unpack(self.buf.raw), strict=True))
+
+    def set_regs(self, regs: dict[str, int]) -> None:
+        LAYOUT.pack_into(self.buf, 0, *(regs[n] for n in USER_REGS))
+        self._call(PTRACE_SETREGS)
+
+    def step(self) -> None:
+        if self.libc.ptrace(PTRACE_SINGLESTEP, self.proc.pid, None, None) != 0:
+            raise OSError(ctypes.get_errno(), "PTRACE_SINGLESTEP")
+        _, status = os.waitpid(self.proc.pid, 0)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP, status
+
+    def read(self, address: int, size: int) -> bytes:
+        return os.pread(self.mem, size, address)
+
+    def write(self, address: int, data: bytes) -> None:
+        os.pwrite(self.mem, data, address)
+
+    def close(self) -> None:
+        if hasattr(self, "mem"):
+            os.close(self.mem)
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def child() -> Iterator[_Child]:
+    c = _Child()
+    yield c
+    c.close()
+
+
+def _state(rng: random.Random, c: _Child) -> dict[str, int]:
+    """Random registers; the ones that address memory point into the child's data page."""
+    regs = dict(c.saved)
+    data = c.base + 0x8000
+    for name in GPR64:
+        regs[name] = rng.choice(
+            (0, 1, 0xFFFFFFFFFFFFFFFF, 0x7FFFFFFF, 0x80000000, rng.getrandbits(64), rng.getrandbits(32))
+        )
+    regs["rcx"] = rng.randrange(0, 16)  # an index register
+    regs["rsp"] = data + rng.randrange(0, 64) * 8
+    regs["rbp"] = data + 0x800 + rng.randrange(0, 64) * 8
+    regs["rdx"] = data + 0x1000 + rng.randrange(0, 16)  # lea's base
+    regs["eflags"] = 0x202 | rng.choice((0, ARITH_FLAGS)) & rng.getrandbits(12) & ARITH_FLAGS
+    return regs
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_emulation_is_what_the_cpu_does(child: _Child, form: str) -> None:
+    code = bytes.fromhex(FORMS[form])
+    rng = random.Random(form)
+    at = child.base + 0x100  # rip-relative operands and the branch targets stay inside the mapping
+    emu = plan(code + b"\x90" * 16, at)
+    assert emu is not None, form
+    for _ in range(25):
+        regs = _state(rng, child)
+        child.write(child.base + 0x8000, rng.randbytes(0x2000))
+        if form == "leave":
+            child.write(regs["rbp"], struct.pack("<Q", child.base + 0x8000 + rng.randrange(0, 64) * 8))
+        if form == "ret":
+            child.write(regs["rsp"], struct.pack("<Q", child.base + 0x300))
+        child.write(at, code + b"\x90" * 16)
+        regs["rip"] = at
+        before = child.read(child.base, 1 << 16)
+        out, writes = emu.run(regs, child.read)
+        child.set_regs(regs)
+        child.step()
+        after = child.regs()
+        expected = {**regs, **out}
+        assert {n: after[n] for n in (*GPR64, "rip")} == {n: expected[n] for n in (*GPR64, "rip")}, form
+        assert after["eflags"] & ARITH_FLAGS == expected["eflags"] & ARITH_FLAGS, (form, hex(regs["eflags"]))
+        memory = bytearray(before)
+        for addr, data in writes:
+            memory[addr - child.base : addr - child.base + len(data)] = data
+        assert child.read(child.base, 1 << 16) == bytes(memory), form
+
+
+@pytest.mark.parametrize("form", sorted(REFUSED))
+def test_other_instructions_are_left_to_gdb(form: str) -> None:
+    assert plan(bytes.fromhex(REFUSED[form]) + b"\x90" * 16, 0x1000) is None
