@@ -116,6 +116,33 @@ def test_run_follow_children_fork_vfork_posix_spawn_clone(tmp_path: Path, fixtur
         assert len(calls_in(cap, p, "leak_here")) == 2, p
 
 
+def test_vfork_and_posix_spawn_children_are_traced_before_their_exec(tmp_path: Path) -> None:
+    """Each child from its first instruction, vfork ones too: a vfork child's raw syscall(SYS_mmap) calls before
+    its exec, a posix_spawn child's file action (openat) before its exec, a vfork child that _exits without one.
+    They share the parent's memory until then, so their calls are the parent's mappings: logged in its log under
+    its pid, with the child's pid as tid."""
+    cap = tmp_path / "cap"
+    res = run_sysbreak("run", "-f", "-s", "mmap", "-s", "openat", "-o", cap, "--", PROCTREE, "vforkmap", timeout=120)
+    assert res.returncode == 0, res.stderr  # the children's exit statuses were as expected (0, 0, 3)
+    procs = processes(cap)
+    root, kids = procs[0], sorted(procs[1:], key=lambda p: p["pid"])
+    assert [k["how"] for k in kids] == ["vfork", "vfork", "vfork"]
+    assert [k["end"] for k in kids] == ["exited with status 0", "exited with status 0", "exited with status 3"]
+    vforked, spawned, quitter = (k["pid"] for k in kids)
+    recs = records(cap / "events.jsonl")
+    calls = [r for r in recs if r["type"] == "syscall"]
+    assert all(r["pid"] == root["pid"] for r in calls)
+    before_exec = [r for r in calls if r["tid"] == vforked]
+    assert [r["name"] for r in before_exec] == ["mmap"] * 3
+    assert all("leak_here" in stack_functions(recs, r) for r in before_exec)
+    assert [r["name"] for r in calls if r["tid"] == spawned] == ["openat"]  # posix_spawn's file action
+    assert [r["name"] for r in calls if r["tid"] == quitter] == ["mmap"]
+    for k in kids[:2]:  # and after the exec, in their own GDB: the new image's calls
+        assert k["argv"][-1] == "leaf"
+        assert len(calls_in(cap, k, "leak_here")) == 2, k
+    assert "Cannot insert breakpoint" not in (cap / "gdb-mi.log").read_text()
+
+
 def test_run_without_follow_children_leaves_children_alone(tmp_path: Path, fixture_paths: FixturePaths) -> None:
     cap = tmp_path / "cap"
     res = run_sysbreak("run", "-s", "mmap", "-o", cap, "--", PROCTREE, "chain", "1", timeout=60)

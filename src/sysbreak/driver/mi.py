@@ -246,6 +246,11 @@ class MiSession:
             out, self._async = self._async, []
         return out
 
+    def async_waiting(self) -> bool:
+        """Whether async records are waiting (none is consumed)."""
+        with self._cond:
+            return bool(self._async)
+
     def wait_async(self, predicate: Callable[[Record], bool], timeout: float) -> Record | None:
         """Wait for (and consume) the first async record satisfying ``predicate``; others are kept."""
         deadline = time.monotonic() + timeout

@@ -164,13 +164,19 @@ def _describe_exit(rec: Record) -> tuple[str, int | None]:
     return "exited", None
 
 
+def _other_inferior(rec: Record) -> bool:
+    """A thread-group record of another inferior than the traced process's (i1): a vfork child held to its exec."""
+    group = (rec.get("payload") or {}).get("id")
+    return str(rec.get("message", "")).startswith("thread-group") and group is not None and group != "i1"
+
+
 def _is_exit_record(rec: Record) -> bool:
     """A record that says how the process ended: ``*stopped,reason="exited..."``, or ``=thread-group-exited``
     with an exit code (without one, the process was killed: the ``*stopped`` that follows names the signal)."""
     payload = rec.get("payload") or {}
     if rec.get("message") == "stopped":
         return str(payload.get("reason", "")).startswith("exited")
-    return rec.get("message") == "thread-group-exited" and "exit-code" in payload
+    return rec.get("message") == "thread-group-exited" and "exit-code" in payload and not _other_inferior(rec)
 
 
 class CaptureSession:
@@ -234,6 +240,9 @@ class CaptureSession:
         self._to_release: list[int] = []  # children whose own GDB has them: `sysbreak release` in our GDB
         self.more_pids = [p for p in (more_pids or []) if p != self.pid]  # attach PID PID...: the others
         self._sysroot: str | None = None  # GDB's sysroot while it is set to nowhere for the attach
+        # a vfork child this GDB holds as a second inferior from its vfork to its exec (_on_vfork)
+        self._vfork_child: VforkChild | None = None
+        self.at_exec = False  # a vfork child handed over at the first instruction of its new image
 
     # ------------------------------------------------------------------------------------------- public
     def execute(self) -> CaptureResult:
@@ -387,10 +396,14 @@ class CaptureSession:
             self.meta.update(ppid=self.ppid, how=self.handoff or "attach")
         self.snap = capdir.Snapshotter(d, self.pid, self.opts.interval)
         try:
+            if self.handoff is not None and self.target_gone:
+                raise _EarlyEnd("exited")  # a vfork child that ended before its exec (tree.adopt's `ended`)
             if self.handoff is not None:
                 self._wait_handed_over()
-            if self.handoff == "vfork":
-                self._run_to_exec()
+            if self.handoff == "vfork" and not self.at_exec:
+                self._run_to_exec()  # a vfork child of a vfork child: carried to its exec with bare ptrace
+            elif self.at_exec:
+                self.meta_exec()
             # the cold scans of the target's modules run while GDB starts (they are done before the attach)
             prescan = threading.Thread(target=self._prescan, name="sysbreak-prescan", daemon=True)
             prescan.start()
@@ -657,6 +670,8 @@ class CaptureSession:
                 if other.get("type") == "exec":
                     self._on_exec(other)
             self._release_adopted()
+            if self._vfork_child is not None:
+                self._check_vfork_child(self._vfork_child)
             if self.is_root and self.budget_reached():
                 self.end_reason = "max-events"
                 return
@@ -716,6 +731,10 @@ class CaptureSession:
         assert self.mi is not None
         msg = rec.get("message")
         payload = rec.get("payload") or {}
+        if self._vfork_child is not None and self._vfork_child_record(rec):
+            return False
+        if _other_inferior(rec):
+            return False  # a vfork child's inferior, detached or gone: not the traced process
         if msg == "thread-group-exited":
             self.target_gone = True
             if _is_exit_record(rec):  # with its exit code; a killed process's signal is in the *stopped after it
@@ -839,6 +858,14 @@ class CaptureSession:
         if pid <= 0:
             self._resume()
             return
+        if vfork and self._vfork_child is None:
+            try:
+                self._on_vfork(pid)
+                return
+            except (MiError, MiTimeout) as err:
+                self.mi.write_log(f"(sysbreak) could not keep vfork child {pid}: {err}; carried with ptrace instead")
+                self._vfork_child = None
+                self._fork_settings(keep_child=False)
         try:
             self.mi.console(f"sysbreak hold {pid}")
         except MiError as err:
@@ -847,6 +874,157 @@ class CaptureSession:
             return
         self.tree.adopt(self, pid, vfork=vfork)
         self._resume()
+
+    # ----------------------------------------------------------------------------------- vfork children
+    # A vfork (or posix_spawn) child shares its parent's memory until it execs or exits: the parent's breakpoints
+    # are in its code too. So this GDB keeps it (detach-on-fork off, following it: the parent is blocked in
+    # vfork anyway) from the vfork, its calls are caught by the parent's breakpoints and logged in the parent's
+    # log (pid: the parent's, whose memory it maps; tid: the child's), and at its exec (a temporary `catch
+    # exec`) it is held (SIGSTOP), detached and handed to a GDB of its own at the first instruction of its new
+    # image. Measured why not otherwise (notes/processes.md): following the parent with schedule-multiple
+    # deadlocks GDB 13 at the child's first hit (all-stop tries to stop the parent, which cannot stop while it
+    # waits in vfork); detaching the child makes GDB take every breakpoint out of the shared memory until the
+    # exec (the old blind spot).
+    def _fork_settings(self, *, keep_child: bool) -> None:
+        assert self.mi is not None
+        self.mi.console(f"set detach-on-fork {'off' if keep_child else 'on'}")
+        self.mi.console(f"set follow-fork-mode {'child' if keep_child else 'parent'}")
+
+    def _on_vfork(self, pid: int) -> None:
+        assert self.mi is not None
+        vc = VforkChild(pid, t=time.monotonic(), seen=time.monotonic())
+        self._vfork_child = vc
+        # at its execve the breakpoints come out (GDB 13 would insert them, at the parent's addresses, into the
+        # new image: `sysbreak exec-guard`), after a failed execve they go back, at the exec it is handed over
+        found = re.search(r"Catchpoint (\d+)", self.mi.console_output("catch exec"))
+        if found:
+            vc.catches.append(int(found.group(1)))
+        self.mi.console(f"sysbreak exec-guard {pid}")
+        # GDB steps the child over the exec guards (ON syscall instructions) in place, not out of line: a syscall
+        # stepped in a scratch pad returns with that pad's address in rcx, and the probes after it (which tell a
+        # return from the kernel by rcx) would drop the call. Only the child runs meanwhile.
+        self.mi.console("set displaced-stepping off")
+        self._fork_settings(keep_child=True)
+        self._resume()  # GDB follows the fork here: the child is inferior 2, the one resumed
+        self._fork_settings(keep_child=False)  # read at a fork only: the next fork is followed as usual
+
+    def _vfork_child_record(self, rec: Record) -> bool:
+        """A record of the vfork child held (its exec, its exit); True when it was one."""
+        vc = self._vfork_child
+        assert vc is not None and self.mi is not None
+        vc.seen = time.monotonic()
+        msg = rec.get("message")
+        payload = rec.get("payload") or {}
+        if msg == "thread-group-exited":
+            if payload.get("id") == "i1":
+                return False
+            vc.exit = rec if _is_exit_record(rec) else vc.exit
+            return True
+        if msg != "stopped":
+            return False
+        reason = str(payload.get("reason", ""))
+        # Only the child runs while it is held (the parent waits in vfork, GDB resumes one inferior): a stop now
+        # is the child's.
+        if reason == "end-stepping-range":
+            # stepped through an execve that failed (the exec guard's step, sysbreak.gdb.commands._on_stop): the
+            # child runs on in its parent's memory, the breakpoints go back
+            self._probes(on=True)
+            self._resume()
+            return True
+        if reason == "exec":
+            self._vfork_child_execd(vc)
+            return True
+        if reason.startswith("exited"):
+            self._drop_vfork_child(vc, detach=False)
+            self.tree.adopt(self, vc.pid, vfork=True, ended=_describe_exit(vc.exit or rec))
+            self._resume()
+            return True
+        return False
+
+    #: how long a held vfork child may go without a record before the driver looks whether GDB stopped it silently
+    VFORK_WATCH_S = 1.0
+
+    def _check_vfork_child(self, vc: VforkChild) -> None:
+        """Never leave a held vfork child (and its parent) stopped: an exec the exec guard did not see (a syscall
+        instruction outside the armed modules) makes GDB insert the parent's breakpoints into the new image, and
+        a failed insertion stops both without a record. Then, once all is stopped: exec'd (its maps are not its
+        parent's any more): hand it over as at a `catch exec` stop (the detach takes GDB's bytes out); else
+        resume it."""
+        assert self.mi is not None
+        now = time.monotonic()
+        if now - vc.seen < self.VFORK_WATCH_S:
+            return
+        vc.seen = now
+        try:
+            if not self._all_stopped(self.mi) or self.mi.async_waiting():
+                return
+        except (MiError, MiTimeout):
+            return
+        try:
+            with open(f"/proc/{vc.pid}/maps", "rb") as a, open(f"/proc/{self.pid}/maps", "rb") as b:
+                execd = a.read() != b.read()
+        except OSError:
+            execd = False
+        where = "after" if execd else "before"
+        self.mi.write_log(f"(sysbreak) vfork child {vc.pid} stopped without a record ({where} its exec)")
+        if execd:
+            self.warnings.append(f"vfork child {vc.pid} exec'd unseen by the exec guard; handed over at its exec")
+            self._vfork_child_execd(vc)
+        else:
+            self._resume()
+
+    def _vfork_child_execd(self, vc: VforkChild) -> None:
+        assert self.mi is not None
+        try:
+            self.mi.console(f"sysbreak hold {vc.pid}")  # taken the moment it is let go: before one instruction
+        except MiError as err:
+            self.warnings.append(f"could not hold child {vc.pid} for its hand-over: {err.message}; it runs untraced")
+            self._drop_vfork_child(vc, detach=True)
+            self._resume()
+            return
+        self._drop_vfork_child(vc, detach=True)
+        self.tree.adopt(self, vc.pid, vfork=True, at_exec=True)
+        self._resume()
+
+    def _drop_vfork_child(self, vc: VforkChild, *, detach: bool) -> None:
+        """Back to one inferior: detach the child (its new image has none of our breakpoints: GDB inserts them
+        only when it resumes it), select the parent, remove the child's inferior and the exec catchpoint."""
+        assert self.mi is not None
+        self._vfork_child = None
+        num = self._inferior_of(vc.pid)
+        if detach and num is not None:
+            with contextlib.suppress(MiError):
+                self.mi.console(f"detach inferiors {num}")
+        self.mi.console("inferior 1")
+        cmds = [f"remove-inferiors {num}"] if num is not None else []
+        cmds += [f"delete {n}" for n in vc.catches]
+        cmds += ["sysbreak exec-guard off", "set displaced-stepping auto"]
+        for cmd in cmds:
+            with contextlib.suppress(MiError):
+                self.mi.console(cmd)
+        self._probes(on=True)  # out since the exec guard's stop (no-op when it ended without one)
+        if self.meta is not None:
+            # how long the parent's GDB held it (its vfork to its exec): the parent's other threads wait as long
+            kept = {"pid": vc.pid, "s": round(time.monotonic() - vc.t, 4)}
+            self.meta.update(vfork_children=[*self.meta.data.get("vfork_children", []), kept])
+
+    def _probes(self, *, on: bool) -> None:
+        assert self.mi is not None
+        try:
+            self.mi.console(f"sysbreak probes {'on' if on else 'off'}", timeout=60)
+        except MiError as err:
+            self.warnings.append(f"could not turn the breakpoints {'on' if on else 'off'}: {err.message}")
+
+    def _inferior_of(self, pid: int) -> int | None:
+        """GDB's inferior number holding ``pid`` (not 1), or the highest other one left."""
+        assert self.mi is not None
+        rec = self.mi.command("-list-thread-groups")
+        groups = (rec.get("payload") or {}).get("groups") or []
+        others = [g for g in groups if g.get("id") != "i1"]
+        for g in others:
+            if str(g.get("pid", "")) == str(pid):
+                return int(str(g["id"]).lstrip("i"))
+        return int(str(others[-1]["id"]).lstrip("i")) if others else None
 
     def _release_adopted(self) -> None:
         while self._to_release and self.mi is not None and self.mi.alive():
@@ -1016,6 +1194,8 @@ class CaptureSession:
                 mi.console("sysbreak clear", timeout=30)
             except MiError as err:
                 mi.write_log(f"(sysbreak) sysbreak clear: {err.message}")
+            if self._vfork_child is not None:  # the breakpoints are out of the memory it shares: it runs on
+                self._drop_vfork_child(self._vfork_child, detach=True)
             if not self.target_gone:
                 try:
                     mi.command("-target-detach", timeout=30)
@@ -1051,7 +1231,7 @@ class CaptureSession:
             if self._all_stopped(mi):
                 return
         for old in mi.pop_async():
-            if old.get("message") == "thread-group-exited" or _is_exit_record(old):
+            if (old.get("message") == "thread-group-exited" and not _other_inferior(old)) or _is_exit_record(old):
                 self._take_exit(old)  # it ended just now: its status is in these records
                 return
         try:
@@ -1060,7 +1240,9 @@ class CaptureSession:
             if self._all_stopped(mi):
                 return
             raise
-        rec = mi.wait_async(lambda r: r.get("message") in ("stopped", "thread-group-exited"), timeout=10)
+        rec = mi.wait_async(
+            lambda r: r.get("message") in ("stopped", "thread-group-exited") and not _other_inferior(r), timeout=10
+        )
         if rec is None:
             raise MiTimeout("the program did not stop within 10 s of -exec-interrupt")
         payload = rec.get("payload") or {}
@@ -1320,6 +1502,17 @@ def _set_tripwire(mi: MiSession, wire: Tripwire | None) -> Tripwire | None:
     finally:
         os.close(fd)
     return wire if wire.held() else None
+
+
+@dataclass
+class VforkChild:
+    """A vfork child the parent's GDB holds from its vfork to its exec (CaptureSession._on_vfork)."""
+
+    pid: int
+    t: float  # when it was let run
+    seen: float = 0.0  # when a record of it was last seen (CaptureSession._check_vfork_child)
+    catches: list[int] = field(default_factory=list)  # the catchpoints made for it (its exec)
+    exit: Record | None = None  # its =thread-group-exited, when it ended without an exec
 
 
 class _EarlyEnd(Exception):

@@ -67,8 +67,18 @@ class ProcessTree:
             self.members[session.pid] = Member(session, ppid, how, started=time.monotonic())
 
     # --------------------------------------------------------------------------------------- children
-    def adopt(self, parent: CaptureSession, pid: int, *, vfork: bool) -> None:
-        """The parent's GDB holds ``pid`` (stopped); start following it in a thread of its own."""
+    def adopt(
+        self,
+        parent: CaptureSession,
+        pid: int,
+        *,
+        vfork: bool,
+        at_exec: bool = False,
+        ended: tuple[str, int | None] | None = None,
+    ) -> None:
+        """The parent's GDB holds ``pid`` (stopped); start following it in a thread of its own. ``at_exec``: a
+        vfork child held at the first instruction of its new image (its calls before were caught by the parent's
+        GDB); ``ended``: a vfork child that ended before any exec (how, from GDB): listed, nothing to trace."""
         from sysbreak.driver.session import CaptureSession
 
         assert self.root.directory is not None
@@ -81,7 +91,12 @@ class ProcessTree:
         )
         child = CaptureSession(opts, pid=pid, tree=self, ppid=parent.pid, handoff="vfork" if vfork else "fork")
         child.held_by = parent
-        spare = self._take_spare()
+        child.at_exec = at_exec
+        if ended is not None:
+            child.exit_text, child.exit_status = ended
+            child.target_gone = True
+            child._held = False
+        spare = self._take_spare() if ended is None else None
         if spare is not None:
             child._spare_dir, child._spare = spare
         member = Member(child, parent.pid, "vfork" if vfork else "fork", started=time.monotonic())

@@ -15,7 +15,7 @@ import gdb
 
 from sysbreak import syscalls
 from sysbreak.errors import SysbreakError
-from sysbreak.gdb.tracer import Config, Tracer
+from sysbreak.gdb.tracer import Config, ExecGuard, Tracer
 
 _TRACER: list[Tracer | None] = [None]
 
@@ -556,6 +556,8 @@ def _on_new_objfile(event: Any) -> None:
     t = tracer()
     if t is None or not t.active:
         return
+    if not t.owns(gdb.selected_inferior()):
+        return  # the new image of a vfork child held to its exec: its own GDB arms it
     if not t.armed and t.config.python_stacks and gdb.selected_inferior().pid:
         _check_python()
     try:
@@ -628,6 +630,12 @@ def _resume_after_solib() -> None:
 
 def _on_stop(event: Any) -> None:
     t = tracer()
+    if t is not None and t.active and _is_exec_guard_stop(t, event):
+        # a vfork child held by this GDB enters execve: out with every breakpoint (GDB would insert them into its
+        # new image), then one instruction: the exec (the driver's `catch exec` stop) or a failed execve's return
+        t.set_enabled(False)
+        gdb.post_event(_step_into_exec)
+        return
     if t is not None and t.active and not t.limit_reached and _is_solib_stop(t, event):
         # a library was (un)loaded: arm what is new while the target is stopped at the dynamic linker's
         # notification (before the library's initialisers run), then let it go on at once
@@ -656,6 +664,9 @@ def _on_stop(event: Any) -> None:
 
 def _on_exited(event: Any) -> None:
     t = tracer()
+    inf = getattr(event, "inferior", None)
+    if t is not None and t.inferior_num and inf is not None and inf.num != t.inferior_num:
+        return  # a vfork child held to its exec ended before it (driver/session.py): not the traced process
     if t is not None and t.active:
         n = _disarm(t, "exited")
         if not t.config.quiet:
@@ -664,6 +675,64 @@ def _on_exited(event: Any) -> None:
                 + (f", log closed: {t.config.log}" if t.config.log else "")
                 + "\n"
             )
+
+
+class ProbesCommand(gdb.Command):
+    """Take every breakpoint sysbreak placed out of the program for a moment, or put them back.
+
+    Usage: sysbreak probes off|on. They stay placed (status lists them); calls made while they are off are not
+    caught. `sysbreak run --follow-children` turns them off while a vfork child it holds enters execve (GDB would
+    otherwise insert them into the child's new image) and on again at once."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak probes", gdb.COMMAND_BREAKPOINTS)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        word = arg.strip()
+        if word not in ("on", "off"):
+            raise gdb.GdbError("sysbreak probes: say on or off (usage: sysbreak probes off|on)")
+        t = tracer()
+        if t is None or not t.active:
+            gdb.write("sysbreak: no breakpoints placed\n")
+            return
+        n = t.set_enabled(word == "on")
+        gdb.write(f"sysbreak: {n} breakpoint(s) {'back in' if word == 'on' else 'taken out'}\n")
+
+
+class ExecGuardCommand(gdb.Command):
+    """Stop thread TID when it is about to execve, or stop watching for that.
+
+    Usage: sysbreak exec-guard TID | sysbreak exec-guard off. `sysbreak run --follow-children` uses it while this
+    GDB holds a vfork child: at its execve every breakpoint is taken out (`sysbreak probes off`) and the child is
+    stepped through the syscall; the driver hands it over at the exec, or puts them back if the execve failed."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak exec-guard", gdb.COMMAND_BREAKPOINTS)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        t = tracer()
+        word = arg.strip()
+        if t is None or not t.active:
+            gdb.write("sysbreak: no breakpoints placed\n")
+            return
+        if word == "off":
+            t.unguard_exec()
+            return
+        n = t.guard_exec(_pid_arg("sysbreak exec-guard", word))
+        gdb.write(f"sysbreak: {n} exec guard(s) placed\n")
+
+
+def _is_exec_guard_stop(t: Tracer, event: Any) -> bool:
+    if not t.exec_guards or not isinstance(event, gdb.BreakpointEvent):
+        return False
+    return any(isinstance(bp, ExecGuard) for bp in event.breakpoints)
+
+
+def _step_into_exec() -> None:
+    try:
+        gdb.execute("stepi", to_string=True)
+    except gdb.error as exc:
+        gdb.write(f"sysbreak: could not step into execve: {exc}\n", gdb.STDERR)
 
 
 # Processes `sysbreak hold` stopped for a hand-over to another tracer (a child to follow): if GDB exits before
@@ -754,6 +823,8 @@ def register() -> None:
     ClearCommand()
     HoldCommand()
     ReleaseCommand()
+    ProbesCommand()
+    ExecGuardCommand()
     gdb.events.new_objfile.connect(_on_new_objfile)
     gdb.events.stop.connect(_on_stop)
     gdb.events.clear_objfiles.connect(_on_clear_objfiles)

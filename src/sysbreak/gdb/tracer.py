@@ -67,6 +67,7 @@ class ArmedModule:
     sites: int
     breakpoints: list[ProbeBreakpoint] = field(default_factory=list)
     without_wrapper: bool = False  # call sites armed before libc's syscall() was verified (two stops each)
+    exec_sites: list[int] = field(default_factory=list)  # syscall instructions that may be execve (ExecGuard)
 
 
 def file_mappings(vmas: list[Vma]) -> list[tuple[int, int, int, str, str]]:
@@ -109,6 +110,26 @@ class EntryProbe(_TracerProbe):
 class ExitProbe(_TracerProbe):
     def hit(self) -> bool:
         return self.tracer.on_exit(self)
+
+
+#: execve, execveat (x86-64)
+EXEC_NRS = frozenset({59, 322})
+
+
+class ExecGuard(ProbeBreakpoint):
+    """ON a syscall instruction that may be execve, while the driver holds a vfork child in this GDB: stops the
+    target when that child (and only it: the parent waits in vfork, the rest of it is not resumed) is about to
+    exec, so that the breakpoints come out before GDB 13 inserts them, at the parent's addresses, into the new
+    image (:func:`sysbreak.gdb.commands._on_stop` then steps it through the execve)."""
+
+    def __init__(self, tid: int, address: int) -> None:
+        self.tid = tid
+        super().__init__(address)
+
+    def hit(self) -> bool:
+        if gdb.selected_thread().ptid[1] != self.tid:
+            return False
+        return int(gdb.newest_frame().read_register("rax")) & 0xFFFFFFFF in EXEC_NRS
 
 
 _PROBE_CLASS = {"exit-only": ExitOnlyProbe, "before": BeforeProbe, "entry": EntryProbe, "exit": ExitProbe}
@@ -203,6 +224,7 @@ class Tracer:
         self.budget_number = 0  # the tree-wide number of this process's last call
         self.active = True
         self.pid = 0
+        self.inferior_num = 0  # GDB's number of the traced inferior (1 unless several were made)
         self.wrapper_return: int | None = None
         self.wrapper_pc: int | None = None
         self.image = 0  # bumped at every exec: stacks of two images never share an interned id
@@ -215,6 +237,7 @@ class Tracer:
         self._maps_text: bytes | None = None  # /proc/PID/maps as last armed from (skip the work when unchanged)
         self._raw_serial = 0
         self.solib_probe_wanted = False  # arming happens at stops of our own SolibProbe (GDB tracks no solibs)
+        self.exec_guards: list[ExecGuard] = []  # while a vfork child is held (sysbreak exec-guard)
         self.solib_probe: SolibProbe | None = None
 
     # ----------------------------------------------------------------------------------------------- arming
@@ -240,6 +263,13 @@ class Tracer:
         )
         self._header_written = True
 
+    def owns(self, inf: Any) -> bool:
+        """Whether ``inf`` is the process this tracer traces. Another inferior is a vfork child that the driver
+        has this GDB hold from its vfork to its exec (it shares the traced process's memory, so the breakpoints
+        catch its calls there, logged under the traced pid); nothing of its own (its new image's modules, its
+        exit) is this tracer's."""
+        return not self.pid or (inf is not None and inf.pid == self.pid)
+
     def maps_changed(self, remember: bool = True) -> bool:
         """Whether /proc/PID/maps differs from what the modules were last armed from (one read, no parsing);
         ``remember`` makes what was read the new reference (arming does it itself)."""
@@ -264,8 +294,11 @@ class Tracer:
         inf = gdb.selected_inferior()
         if inf is None or inf.pid == 0:
             return []
+        if not self.owns(inf):
+            return []  # a vfork child this GDB holds until its exec (driver/session.py): its own GDB arms it
         if inf.pid != self.pid:
             self.pid = inf.pid
+            self.inferior_num = inf.num
         self._write_header()
         self.maps_changed()  # remember what this arming starts from
         try:
@@ -373,6 +406,11 @@ class Tracer:
             scan, self.wanted, exhaustive=self.config.exhaustive, releases_before=self.config.releases_before
         )
         armed = ArmedModule(path, min(r[0] for r in rows), bias, scan.build_id, len(scan.sites))
+        armed.exec_sites = [
+            site.vaddr + bias
+            for site in scan.sites
+            if site.kind == "syscall" and (site.nr is None or site.nr in EXEC_NRS)
+        ]
         self.armed[path] = armed
         specs: list[Breakpoint] = []
         need_wrapper_exit = False
@@ -701,6 +739,34 @@ class Tracer:
             self.writer.exec(t=t, pid=pid, exe=exe, argv=argv, removed=removed)
         return f"process {pid} executed {exe or '?'}: {removed} breakpoint(s) of the old image dropped"
 
+    def set_enabled(self, on: bool) -> int:
+        """Enable or disable every breakpoint placed (GDB takes a disabled one's byte out; it stays placed and
+        is put back by enabling it). The driver disables them around a vfork child's exec: GDB 13 would insert
+        them, at the traced process's addresses, into the child's new image. Returns how many changed."""
+        bps: list[Any] = [bp for m in self.armed.values() for bp in m.breakpoints] + self.exec_guards
+        if self.solib_probe is not None:
+            bps.append(self.solib_probe)
+        n = 0
+        for bp in bps:
+            if bp.is_valid() and bp.enabled != on:
+                bp.enabled = on
+                n += 1
+        return n
+
+    def guard_exec(self, tid: int) -> int:
+        """An :class:`ExecGuard` for thread ``tid`` on every syscall instruction of the armed modules that may be
+        execve (a constant 59/322, or a number from a register). Returns how many."""
+        self.unguard_exec()
+        for addr in sorted({a for m in self.armed.values() for a in m.exec_sites}):
+            if self._remember_original(addr):
+                self.exec_guards.append(ExecGuard(tid, addr))
+        return len(self.exec_guards)
+
+    def unguard_exec(self) -> None:
+        for bp in self.exec_guards:
+            bp.remove()
+        self.exec_guards.clear()
+
     # ----------------------------------------------------------------------------------------------- ending
     def flush_pending(self) -> None:
         for call in self.pending.drain():
@@ -721,6 +787,8 @@ class Tracer:
             self.solib_probe.remove()
             self.solib_probe = None
             removed += 1
+        removed += len(self.exec_guards)
+        self.unguard_exec()
         self.limit_reached = True
         self.flush_pending()
         self.stacks.close()
