@@ -361,10 +361,11 @@ def test_max_events_is_one_budget_for_the_whole_tree(tmp_path: Path, fixture_pat
         meta = json.loads((cap / "meta.json").read_text())
         assert meta["end_reason"] == "max-events", said
         assert meta["max_events"] == 60
-        logs = {p["pid"]: cap / p["dir"] / "events.jsonl" for p in procs}  # none: forked as the capture ended
-        logged = {pid: len([r for r in records(log) if r["type"] == "syscall"]) if log.exists() else 0
-                  for pid, log in logs.items()}  # fmt: skip
-        assert {p["pid"]: p.get("events", 0) for p in procs} == logged  # each process's count is its log's
+        # (a child forked as the capture ended is let go before its GDB armed anything: no log of its own)
+        traced = [p for p in procs if (cap / p["dir"] / "events.jsonl").exists()]
+        logged = {p["pid"]: len([r for r in records(cap / p["dir"] / "events.jsonl") if r["type"] == "syscall"])
+                  for p in traced}  # fmt: skip
+        assert {p["pid"]: p["events"] for p in traced} == logged  # each process's count is its log's
         assert meta["events_total"] == sum(logged.values())
         over = meta["max_events_overshoot"]
         assert meta["events_total"] == 60 + over
@@ -373,12 +374,13 @@ def test_max_events_is_one_budget_for_the_whole_tree(tmp_path: Path, fixture_pat
         assert "--max-events 60 calls were caught" in said
         if over:
             assert f"{over} more already in flight were kept" in said
-        assert len(procs) >= 2 and sum(1 for n in logged.values() if n) >= 2  # the budget was shared
+        assert len(traced) >= 2 and sum(1 for n in logged.values() if n) >= 2  # the budget was shared
+        assert 0 <= over <= len(traced) - 1
         for p in procs:
-            if "end" in p or p["how"] == "root":
+            if p in traced or p["how"] == "root":
                 assert p["end"] == "detached, running on"
                 assert_untouched(cap, p)
-            else:  # forked while the capture was ending: let go before its own GDB came, never traced
+            else:  # forked while the capture was ending: let go before its GDB armed, never traced
                 status = Path(f"/proc/{p['pid']}/status").read_text()
                 assert "TracerPid:\t0\n" in status and "State:\tT" not in status and "State:\tt" not in status
     finally:

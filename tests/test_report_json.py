@@ -208,6 +208,7 @@ def test_exact_document() -> None:
         "warnings": ["cut short"],
         "blind_spots": None,
         "reordered": {},
+        "failed_releases": 0,
     }
 
 

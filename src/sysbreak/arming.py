@@ -129,6 +129,8 @@ def breakpoints_for(probe: ProbeSpec, bias: int, *, wrapper_return: int | None) 
             site_address=site,
             site_kind=probe.kind,
             sp_delta=probe.sp_delta,
+            # a call of syscall(): the return address its error branch sees at [rsp] (a release logged here)
+            return_address=probe.exit + bias if call and probe.exit is not None and probe.entry == probe.site else None,
         )
     ]
     if probe.exit is not None:
@@ -249,3 +251,15 @@ def describe_call(name: str, args: Sequence[int], ret: int | None) -> str:
         sret = to_signed(ret)
         result = str(sret) if -4096 < sret < 4096 else hex(to_unsigned(ret))
     return f"{name}({', '.join(shown)}) = {result}"
+
+
+def describe_ret(ret: int) -> str:
+    """A failed call's result the way strace prints it: ``-1 ENOMEM (Cannot allocate memory)``."""
+    import errno
+    import os
+
+    code = -to_signed(ret)
+    name = errno.errorcode.get(code)
+    if name is None:
+        return str(to_signed(ret))
+    return f"-1 {name} ({os.strerror(code)})"

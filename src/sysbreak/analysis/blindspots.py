@@ -24,7 +24,9 @@ _NOT_MAPPED_BY_CALLS = ("[stack", "[vvar", "[vdso", "[vsyscall")
 _LISTED = 8  # sites named in the warning sentence (the JSON has them all)
 
 
-def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[BlindSpots | None, str | None]:
+def blind_spots(
+    regions: Sequence[Region], modules: Iterable[Any], *, unchecked_releases: int = 0
+) -> tuple[BlindSpots | None, str | None]:
     """The blind spots of a capture and the warning that names them (None when no region grew unexplained).
 
     The blind spots are None when nothing grew unexplained and the capture could watch every site of its
@@ -39,7 +41,7 @@ def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[Blin
         if r.status in ("new", "grew") and not r.path.startswith(_NOT_MAPPED_BY_CALLS)
     ]
     grown = [n for n in grown if n > 0]
-    spots = BlindSpots(sum(grown), len(grown))
+    spots = BlindSpots(sum(grown), len(grown), unchecked_releases=unchecked_releases)
     modules = list(modules)
     known = False
     for m in modules:
@@ -62,12 +64,23 @@ def blind_spots(regions: Sequence[Region], modules: Iterable[Any]) -> tuple[Blin
                 }
             )
     if not grown:
-        if not spots.uncovered_count and not spots.unscanned_modules:
+        if not spots.uncovered_count and not spots.unscanned_modules and not spots.unchecked_releases:
             return None, None
-        spots.summary = _what(spots, known)[0] + "; no growth is unexplained"
+        real = bool(spots.uncovered_count) + bool(spots.unscanned_modules) + bool(spots.unchecked_releases)
+        spots.summary = "; ".join(_what(spots, known)[:real]) + "; no growth is unexplained"
         return spots, None
     spots.summary = _sentence(spots, known)
     return spots, spots.summary
+
+
+def unchecked_text(n: int) -> str:
+    """The blind spot of munmaps logged before they acted whose failure could not be watched."""
+    return (
+        f"{n} munmap call{'s were' if n != 1 else ' was'} taken as done without {'their' if n != 1 else 'its'} "
+        "result (logged before entering the kernel, where sysbreak did not watch for its failure: a capture made "
+        "before sysbreak did, or a syscall() that is not glibc's): if one failed (ENOMEM at vm.max_map_count, "
+        "EINVAL on a hugetlb range, EPERM on a sealed mapping), its bytes stayed mapped but count as released"
+    )
 
 
 def _site_text(site: dict[str, Any]) -> str:
@@ -100,9 +113,12 @@ def _what(spots: BlindSpots, known: bool) -> list[str]:
     if spots.unscanned_modules:
         names = ", ".join(f"{m['path']} ({m['error']})" for m in spots.unscanned_modules[:_LISTED])
         parts.append(f"mapped files that could not be scanned: {names}")
-    if not parts and not known:
+    watched = bool(parts)
+    if spots.unchecked_releases:
+        parts.append(unchecked_text(spots.unchecked_releases))
+    if not watched and not known:
         parts.append("the capture does not list the sites it could not watch (made by an older sysbreak)")
-    elif not parts:
+    elif not watched:
         parts.append(
             "every syscall site of the armed modules was watched: the bytes were mapped by a system call not asked "
             "for (-s), by code no armed module holds (JIT code, a module left out by --lib), or before the arming"

@@ -109,6 +109,8 @@ class BlindSpots:
     uncovered_count: int = 0  # uncovered sites in all armed modules (more than listed when a module had many)
     unscanned_modules: list[dict[str, Any]] = field(default_factory=list)  # path, error
     summary: str = ""  # one sentence: the warning when growth is unexplained, else what could not be watched
+    # munmaps logged before they entered the kernel at sites whose failure the capture cannot watch: taken as done
+    unchecked_releases: int = 0
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Analysis:
     hints: list[Hint] = field(default_factory=list)  # known culprits whose frames own the growth
     # releases logged after an allocation that reused their range, replayed before it (kernel order), by syscall
     reordered: dict[str, int] = field(default_factory=dict)
+    # munmaps logged before they entered the kernel that then failed (a `result` record): replayed as nothing
+    failed_releases: int = 0
     processes: list[dict[str, Any]] = field(default_factory=list)  # pid, ppid, argv (, exe, how, end) per process
     # a merged analysis of several processes: each one's RSS at its snapshots, (seconds since t0, bytes), by pid
     process_rss: dict[int, list[tuple[float, int]]] = field(default_factory=dict)

@@ -70,9 +70,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sysbreak.analysis import rank
-from sysbreak.analysis.blindspots import blind_spots
+from sysbreak.analysis.blindspots import blind_spots, unchecked_text
 from sysbreak.analysis.ledger import Replay
-from sysbreak.analysis.model import Analysis
+from sysbreak.analysis.model import Analysis, BlindSpots
 from sysbreak.analysis.regions import prorated_vmas, regions
 from sysbreak.analysis.replay import LogReplay, chain_first
 from sysbreak.analysis.snapshots import plan_snapshots
@@ -192,9 +192,14 @@ def analyze(
                     "are resident (a capture without resident-*.txt): their RSS is shared out by bytes, an estimate"
                 )
         mods = meta.get("modules")
-        analysis.blind_spots, blind_warning = blind_spots(analysis.regions, mods if isinstance(mods, list) else [])
+        analysis.blind_spots, blind_warning = blind_spots(
+            analysis.regions, mods if isinstance(mods, list) else [], unchecked_releases=summary.unchecked_releases
+        )
         if blind_warning:
             warnings.append(blind_warning)
+    elif summary.unchecked_releases:  # no snapshots to compare with: this blind spot is said all the same
+        analysis.blind_spots = BlindSpots(0, 0, unchecked_releases=summary.unchecked_releases)
+        analysis.blind_spots.summary = unchecked_text(summary.unchecked_releases)
     rank.finish(
         analysis,
         ranked(stats),
@@ -212,6 +217,7 @@ def analyze(
         st.series = run.stack_series(st.id, t0, end, min(1.0, share))
     analysis.warnings = warnings
     analysis.reordered = dict(run.reordered)
+    analysis.failed_releases = summary.failed_releases
     return analysis
 
 
@@ -258,6 +264,13 @@ def _replay_warnings(summary: StreamSummary, run: LogReplay, had_log: bool, trac
         warnings.append(f"the log holds several processes ({', '.join(map(str, sorted(run.pids)))}); analysed as one")
     if summary.out_of_order:
         warnings.append(f"{summary.out_of_order} events are out of time order; snapshots are matched in log order")
+    if summary.late_failures:
+        n = summary.late_failures
+        warnings.append(
+            f"{n} munmap call{'s' if n != 1 else ''} logged before entering the kernel failed, but the failure was "
+            f"logged too far after {'them' if n != 1 else 'it'} to be undone: {summary.late_failure_bytes} bytes "
+            "still mapped count as released"
+        )
     if replay.stale_bytes:
         warnings.append(stale_warning(replay, traced))
     if replay.brk_unseen_bytes:

@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 from sysbreak.analysis import rank
+from sysbreak.analysis.blindspots import unchecked_text
 from sysbreak.analysis.model import Analysis, BlindSpots, Sample, StackStats
 from sysbreak.errors import SysbreakError
 
@@ -171,7 +172,7 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
         out.timeline = _tree_timeline([(shift(a), a) for a in parts])
     series_of: dict[int, list[list[tuple[float, int]]]] = {}
     by_key: dict[tuple[Any, ...], StackStats] = {}
-    unexplained = regions_unexplained = 0
+    unexplained = regions_unexplained = unchecked = 0
     for a in parts:
         tag = a.stacks[0].pids[0] if a.stacks and a.stacks[0].pids else a.pid
         moved = shift(a)
@@ -224,9 +225,19 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
         if a.blind_spots is not None:
             unexplained += a.blind_spots.unexplained_growth_bytes
             regions_unexplained += a.blind_spots.regions
-    if root.blind_spots is not None or unexplained:
+            unchecked += a.blind_spots.unchecked_releases
+        out.failed_releases += a.failed_releases
+    if root.blind_spots is not None or unexplained or unchecked:
         base = root.blind_spots or BlindSpots(0, 0)
-        out.blind_spots = dataclasses.replace(base, unexplained_growth_bytes=unexplained, regions=regions_unexplained)
+        out.blind_spots = dataclasses.replace(
+            base, unexplained_growth_bytes=unexplained, regions=regions_unexplained, unchecked_releases=unchecked
+        )
+        if unchecked != base.unchecked_releases:  # the sentence says the tree's count
+            roots = unchecked_text(base.unchecked_releases) if base.unchecked_releases else ""
+            said = base.summary.replace(roots, unchecked_text(unchecked)) if roots else base.summary
+            if not roots:
+                said = "; ".join(x for x in (said, unchecked_text(unchecked)) if x)
+            out.blind_spots.summary = said
     out.by_syscall = dict(sorted(out.by_syscall.items(), key=lambda kv: -kv[1]))
     out.stacks = list(by_key.values())
     if len(parts) > 1:

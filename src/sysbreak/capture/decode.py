@@ -57,6 +57,11 @@ _U64_FAIL = (1 << 64) - 4095
 Batch = list[tuple[Any, ...]]
 
 
+#: a batch is cut before a release logged before it acted whose result may still come this many items later, so
+#: that a failure record finds it in the batch it patches (see :func:`batches`)
+HOLD_BACK = 512
+
+
 @dataclass
 class StreamSummary:
     counts: dict[tuple[int | None, str], int] = field(default_factory=dict)  # (stack id, syscall) -> calls
@@ -69,6 +74,13 @@ class StreamSummary:
     skipped: int = 0
     ended: bool = False
     lines: int = 0
+    # munmaps logged before they entered the kernel (docs/event-log.md "Order"): that failed (a `result`
+    # record; replayed as nothing), whose failure came too late to undo (replayed as done: the bytes), and
+    # whose failure the capture could not watch (no `checked`: taken as done)
+    failed_releases: int = 0
+    late_failures: int = 0
+    late_failure_bytes: int = 0
+    unchecked_releases: int = 0
 
 
 def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummary]:
@@ -86,6 +98,9 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
     t_first: float | None = None
     t_last: float | None = None
     munmap_before = MUNMAP_BEFORE
+    # seq -> index in ``items`` of the munmaps logged before they acted whose failure is watched: a `result`
+    # record turns the item into OTHER (the call did nothing) while it is still in the batch not yet given out
+    watched: dict[int, int] = {}
     for lineno, obj in reader.raw(skip_site=True):
         typ = obj.get("type")
         if typ == "syscall":
@@ -137,7 +152,13 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
             if ret is None:
                 # a release logged before it entered the kernel (docs/event-log.md, "Order"), or a call whose
                 # return was not seen (it may not have happened: nothing to replay)
-                code = munmap_before if name == "munmap" and obj.get("when") == "before" else 0
+                code = 0
+                if name == "munmap" and obj.get("when") == "before":
+                    code = munmap_before
+                    if obj.get("checked") is True and seq is not None:
+                        watched[seq] = len(items)
+                    else:
+                        summary.unchecked_releases += 1
                 ret = 0
             elif -4095 <= ret < 0 or ret >= _U64_FAIL:
                 code = 0
@@ -145,8 +166,23 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                 code = codes.get(name, 0)
             items.append((code, a0, a1, a2, a3, ret, et, sid, tid, seq))
             if len(items) >= BATCH:
-                yield items
-                items = []
+                # cut before the latest releases whose result may still come (kept for the next batch)
+                cut = min((i for i in watched.values() if i >= len(items) - HOLD_BACK), default=len(items))
+                yield items[:cut]
+                items = items[cut:]
+                watched = {q: i - cut for q, i in watched.items() if i >= cut}
+        elif typ == "result":
+            # a release logged before it entered the kernel failed (docs/event-log.md, "result")
+            of, rret = obj.get("of"), obj.get("ret")
+            if type(of) is not int or type(rret) is not int or not (-4095 <= rret < 0):
+                continue
+            at = watched.pop(of, None)
+            if at is not None and items[at][9] == of:
+                summary.failed_releases += 1
+                items[at] = (OTHER, *items[at][1:])
+            else:  # its record was given out to the replay already: it was replayed as done
+                summary.late_failures += 1
+                summary.late_failure_bytes += (obj.get("length") or 0) if type(obj.get("length")) is int else 0
         elif typ == "stack":
             try:
                 srec = reader.record(obj)
@@ -161,6 +197,7 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
             except (TypeError, ValueError, KeyError, AttributeError):
                 reader.warn(f"{reader.path}, line {lineno}: a 'module' record with bad fields, skipped")
         elif typ == "header":
+            watched.clear()  # a new writer numbers its records from 1 again
             if arch is None and isinstance(obj.get("arch"), str):
                 arch = obj["arch"]
             items.append(("header", obj))

@@ -75,6 +75,10 @@ class EventLogWriter:
         self.seq += 1
         self._write({"type": "syscall", "seq": self.seq, **fields})
 
+    def result(self, **fields: Any) -> None:
+        """The result of a call logged before it entered the kernel (``of``: its seq), when it failed."""
+        self._write({"type": "result", **fields})
+
     def end(self, reason: str, t: float) -> None:
         self._write({"type": "end", "t": t, "events": self.seq, "reason": reason})
 

@@ -27,6 +27,7 @@ from sysbreak.arming import (
     ProbeSpec,
     breakpoints_for,
     describe_call,
+    describe_ret,
     to_signed,
     to_unsigned,
 )
@@ -85,6 +86,8 @@ class _TracerProbe(ProbeBreakpoint):
         self.tracer = tracer
         self.spec = spec
         self.site = tracer.site_record(spec)  # fixed while the breakpoint lives: computed once, not per event
+        # a release logged here: where a failure of the call goes (a FailProbe is there), None when not watched
+        self.fail_pc: int | None = None
         super().__init__(spec.address)
 
 
@@ -132,7 +135,35 @@ class ExecGuard(ProbeBreakpoint):
         return int(gdb.newest_frame().read_register("rax")) & 0xFFFFFFFF in EXEC_NRS
 
 
-_PROBE_CLASS = {"exit-only": ExitOnlyProbe, "before": BeforeProbe, "entry": EntryProbe, "exit": ExitProbe}
+class FailProbe(_TracerProbe):
+    """On the error branch after a release's ``syscall`` instruction (:mod:`sysbreak.sites.failpath`): only a
+    failed call runs it (where the code has no such branch: on the instruction after the ``syscall``). The release
+    was logged before it entered the kernel; this logs that it failed."""
+
+    def hit(self) -> bool:
+        return self.tracer.on_fail(self)
+
+
+_PROBE_CLASS = {
+    "exit-only": ExitOnlyProbe,
+    "before": BeforeProbe,
+    "entry": EntryProbe,
+    "exit": ExitProbe,
+    "fail": FailProbe,
+}
+
+
+@dataclass
+class OpenRelease:
+    """A release a thread logged before it entered the kernel, until its result is known: its error branch
+    (``fail_pc``) was not run before the thread's next hit."""
+
+    seq: int
+    addr: int
+    length: int
+    fail_pc: int
+    ret: int | None  # the return address the error branch sees at [rsp] (calls of syscall()); None: not checked
+
 
 #: offset of ``r_state`` in glibc's ``struct r_debug`` (x86-64); RT_CONSISTENT is 0
 R_STATE_OFFSET = 24
@@ -239,6 +270,11 @@ class Tracer:
         self.solib_probe_wanted = False  # arming happens at stops of our own SolibProbe (GDB tracks no solibs)
         self.exec_guards: list[ExecGuard] = []  # while a vfork child is held (sysbreak exec-guard)
         self.solib_probe: SolibProbe | None = None
+        self.wrapper_fail: int | None = None  # the error branch of libc's syscall() (a failed call runs it)
+        self._fail_at: dict[int, FailProbe] = {}  # error branches watched, by address
+        self.open_releases: dict[int, OpenRelease] = {}  # by thread: releases logged before, result not known yet
+        self.failed_releases = 0
+        self.fail_hits = 0  # stops at the error branches (a success never runs one)
 
     # ----------------------------------------------------------------------------------------------- arming
     def _write_header(self) -> None:
@@ -397,6 +433,7 @@ class Tracer:
                     if code == GLIBC_SYSCALL_WRAPPER:
                         self.wrapper_return = site.next_vaddr + biases[path]
                         self.wrapper_pc = site.vaddr + biases[path]
+                        self.wrapper_fail = self._fail_target(self.wrapper_return)
                     return
 
     def _arm(self, path: str, scan: Any, bias: int, rows: list[tuple[int, int, int, str, str]]) -> str:
@@ -429,7 +466,9 @@ class Tracer:
                 args_at_exit=probe.args_at_exit,
             )
             specs.extend(breakpoints_for(probe_spec, bias, wrapper_return=self.wrapper_return))
-            if probe.site.kind == "call" and self.wrapper_return is None and not probe.before:
+            if probe.site.kind == "call" and self.wrapper_return is None:
+                # (a release before the call is logged in one stop all the same, but its failure is watched in
+                # libc's syscall(): armed again once libc is known)
                 armed.without_wrapper = True
             if probe.exit is None and not probe.before:
                 need_wrapper_exit = True
@@ -491,6 +530,61 @@ class Tracer:
             return
         bp = _PROBE_CLASS[spec.role](self, spec)
         armed.breakpoints.append(bp)
+        if spec.role == "before" or (spec.role == "entry" and self._may_log_before(spec)):
+            bp.fail_pc = self._watch_failure(armed, spec)
+
+    def _may_log_before(self, spec: Breakpoint) -> bool:
+        """Whether an entry breakpoint may log a release before it enters the kernel (see :meth:`on_entry`)."""
+        if not spec.arg_regs or not self.log_before:
+            return False
+        if spec.nr is not None:
+            return spec.nr in self.log_before
+        return spec.condition_nrs is None or any(n in self.log_before for n in spec.condition_nrs)
+
+    def _fail_target(self, after: int) -> int | None:
+        """The error branch of the code at ``after`` (right after a syscall instruction), from the target's memory."""
+        from sysbreak.sites.failpath import BYTES, fail_target
+
+        try:
+            code = bytes(gdb.selected_inferior().read_memory(after, BYTES))
+        except gdb.MemoryError:
+            return None
+        return fail_target(code, after)
+
+    def _watch_failure(self, armed: ArmedModule, spec: Breakpoint) -> int | None:
+        """A breakpoint on the error branch of the site of ``spec`` (one per branch), so that a release logged
+        before it entered the kernel is known to have failed; returns its address, None when not watched."""
+        if spec.site_kind == "call" or spec.site_address == self.wrapper_pc:
+            target = self.wrapper_fail  # inside libc's syscall(), shared by all its callers
+        else:
+            after = spec.site_address + 2  # a syscall instruction is 2 bytes
+            # No error branch right after it (code that keeps the result without testing it): the instruction
+            # after the syscall then, which every return runs: one more stop per call, at such sites only (an
+            # entry probe's site has its exit breakpoint there already: no more stops at all).
+            target = self._fail_target(after) or after
+        if target is None:
+            return None
+        placed = self._fail_at.get(target)
+        if placed is not None and placed.is_valid():
+            return target
+        fail = Breakpoint(
+            address=target,
+            role="fail",
+            rcx_after=None,
+            accept_failed=False,
+            condition_nrs=None,
+            arg_regs=(),
+            nr=None,
+            nr_reg=None,
+            site_address=target,
+            site_kind="syscall",
+        )
+        if not self._remember_original(target):
+            return None
+        bp = FailProbe(self, fail)
+        armed.breakpoints.append(bp)
+        self._fail_at[target] = bp
+        return target
 
     def breakpoint_count(self) -> int:
         return sum(len(m.breakpoints) for m in self.armed.values())
@@ -611,7 +705,34 @@ class Tracer:
         args = self._regs(hit, spec.arg_regs)
         sid = self._stack(spec, exit_only=False, hit=hit)
         nr = spec.nr if spec.nr is not None else -1
-        return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True)
+        return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True, probe=probe, hit=hit)
+
+    def on_fail(self, probe: _TracerProbe) -> bool:
+        """A thread runs the error branch after a release's syscall instruction: if it is the release this thread
+        logged before it entered the kernel (same branch, same arguments in rdi and rsi, which the kernel
+        preserved, and for syscall() the same caller), that call failed: say so in the log (a ``result``)."""
+        self.fail_hits += 1
+        tid = gdb.selected_thread().ptid[1]
+        rel = self.open_releases.get(tid)
+        if rel is None or rel.fail_pc != probe.spec.address:
+            return False
+        hit = self._hit(probe)
+        ret = to_signed(hit.regs["rax"])
+        if not -4095 <= ret < 0:
+            return False
+        if hit.regs["rdi"] != rel.addr or hit.regs["rsi"] != rel.length:
+            return False
+        if rel.ret is not None and self._regs(hit, ("*sp",))[0] != rel.ret:
+            return False
+        del self.open_releases[tid]
+        self.failed_releases += 1
+        if self.writer is not None:
+            self.writer.result(
+                t=time.monotonic(), pid=self.pid, tid=tid, of=rel.seq, ret=ret, addr=rel.addr, length=rel.length
+            )
+        if not self.config.quiet:
+            gdb.write(f"sysbreak: [{tid}] the munmap logged as #{rel.seq} failed: {describe_ret(ret)}\n")
+        return False
 
     def on_entry(self, probe: _TracerProbe) -> bool:
         if self.limit_reached:
@@ -634,7 +755,7 @@ class Tracer:
         if nr in self.log_before and spec.arg_regs:
             # a release: logged now, before the kernel acts; its exit is not waited for (a probe that reads the
             # arguments only after the syscall instruction logs the release there instead)
-            return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True)
+            return self._emit(t, hit.tid, nr, args, None, sid, probe.site, before=True, probe=probe, hit=hit)
         self.pending.push(hit.tid, sp, PendingCall(t, hit.tid, nr, args, sid, probe.site))
         return False
 
@@ -660,16 +781,35 @@ class Tracer:
         sid: int,
         site: dict[str, Any],
         before: bool = False,
+        probe: _TracerProbe | None = None,
+        hit: _Hit | None = None,
     ) -> bool:
         name = syscalls.name(nr)
         self.events += 1
         self.counts[name] = self.counts.get(name, 0) + 1
+        open_releases = self.open_releases
+        if open_releases:
+            open_releases.pop(tid, None)  # its release (if any) returned: no failure came first
+        watched = before and probe is not None and probe.fail_pc is not None
         if self.writer is not None:
             fields: dict[str, Any] = {"t": t, "pid": self.pid, "tid": tid, "nr": nr, "name": name, "args": args}
-            fields.update(ret=ret, stack=sid, site=site)
+            fields.update(ret=ret, stack=sid)
             if before:
                 fields["when"] = "before"
+                if watched:
+                    fields["checked"] = True  # a failure would be logged (a `result` record)
+            fields["site"] = site  # last: readers that skip it decode the rest fast (capture.reader.raw)
             self.writer.event(**fields)
+        if watched and probe is not None and probe.fail_pc is not None:
+            spec = probe.spec
+            check_ret = None
+            if spec.site_kind == "call" or spec.site_address == self.wrapper_pc:
+                # the error branch is libc's syscall(), shared by all its callers: [rsp] there names this caller
+                check_ret = spec.return_address
+                if check_ret is None and hit is not None:  # a tail jump, or the wrapper's entry: [rsp] now
+                    check_ret = self._regs(hit, ("*sp",))[0]
+            seq = self.writer.seq if self.writer is not None else self.events
+            open_releases[tid] = OpenRelease(seq, args[0], args[1], probe.fail_pc, check_ret)
         if not self.config.quiet:
             call = describe_call(name, args, ret).removesuffix(" = ?") if before else describe_call(name, args, ret)
             gdb.write(f"sysbreak: [{tid}] {call}  {self._where(site)}\n")
@@ -712,6 +852,9 @@ class Tracer:
                 removed += 1
         self.armed.clear()
         self.skipped.clear()
+        self._fail_at.clear()
+        self.open_releases.clear()
+        self.wrapper_fail = None
         if self.solib_probe is not None:  # on the old ld.so: placed again on the new one as it is armed
             self.solib_probe.remove()
             self.solib_probe = None
@@ -811,6 +954,12 @@ class Tracer:
             "events": self.events,
             "by_syscall": dict(self.counts),
             "pending": len(self.pending),
+            # where a release logged before it acted is seen to fail (a stop only when a call fails there)
+            "failure_watch": {
+                "breakpoints": len(self._fail_at),
+                "hits": self.fail_hits,
+                "failed_releases": self.failed_releases,
+            },
             "breakpoints": self.breakpoint_count(),
             "modules": [
                 {"path": m.path, "base": m.base, "sites": m.sites, "breakpoints": len(m.breakpoints)}

@@ -358,6 +358,7 @@ def _blind_spots_from(data: Any) -> BlindSpots | None:
         uncovered_count=int(data.get("uncovered_count", 0)),
         unscanned_modules=[dict(x) for x in data.get("unscanned_modules", [])],
         summary=str(data.get("summary", "")),
+        unchecked_releases=int(data.get("unchecked_releases", 0)),
     )
 
 
