@@ -936,6 +936,12 @@ class Tracer:
         self.flush_pending()
         self.stacks.close()
         if self.writer is not None:
+            if self.fail_hits:  # what watching the releases' failures cost: a stop each (docs/event-log.md)
+                self.writer.note(
+                    f"{self.fail_hits} stop(s) at the error branches after release sites, "
+                    f"{self.failed_releases} of them a failed release",
+                    time.monotonic(),
+                )
             self.writer.end(reason, time.monotonic())
             self.writer.close()
         if self._restore is not None:
