@@ -551,6 +551,13 @@ class Tracer:
             return None
         return fail_target(code, after)
 
+    @staticmethod
+    def _is_syscall_instruction(address: int) -> bool:
+        try:
+            return bytes(gdb.selected_inferior().read_memory(address, 2)) == b"\x0f\x05"
+        except gdb.MemoryError:
+            return True  # unreadable: no breakpoint there
+
     def _watch_failure(self, armed: ArmedModule, spec: Breakpoint) -> int | None:
         """A breakpoint on the error branch of the site of ``spec`` (one per branch), so that a release logged
         before it entered the kernel is known to have failed; returns its address, None when not watched."""
@@ -562,7 +569,7 @@ class Tracer:
             # after the syscall then, which every return runs: one more stop per call, at such sites only (an
             # entry probe's site has its exit breakpoint there already: no more stops at all).
             target = self._fail_target(after) or after
-        if target is None:
+        if target is None or self._is_syscall_instruction(target):  # never ON a syscall instruction
             return None
         placed = self._fail_at.get(target)
         if placed is not None and placed.is_valid():
