@@ -8,6 +8,7 @@ import random
 import signal
 import struct
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -123,3 +124,31 @@ def test_ptrace_registers_are_the_threads() -> None:
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+
+
+def test_raw_stack_record_is_the_plain_json_encoding(tmp_path: Path) -> None:
+    """The writer splices the stack's base64 in by hand (sysbreak.capture.writer): the line must decode to what
+    json.dumps of the record gives."""
+    import base64
+    import json
+
+    from sysbreak.capture.writer import EventLogWriter
+
+    log = tmp_path / "events.jsonl"
+    w = EventLogWriter(log)
+    stack = bytes(range(256)) * 9
+    raw = {"regs": {"rip": 1, "rsp": 2}, "stack": stack, "truncated": True, "pc0": None}
+    frames = [{"pc": 3, "module": 'a "quoted" \\ path', "offset": 0, "function": "f", "file": None, "line": None}]
+    w.raw_stack(("k",), frames, [{"file": "x.py", "line": 1, "function": "g"}], raw)
+    w.raw_stack(("k2",), [], [], {"stack": b"\0" * 8})
+    w.close()
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first == {
+        "type": "stack",
+        "id": 1,
+        "frames": frames,
+        "python": [{"file": "x.py", "line": 1, "function": "g"}],
+        "raw": {**raw, "stack": base64.b64encode(stack).decode()},
+    }
+    assert json.loads(lines[1])["raw"] == {"stack": base64.b64encode(b"\0" * 8).decode()}

@@ -788,7 +788,7 @@ class CaptureSession:
 
         assert self.mi is not None
         try:
-            out = self.mi.console_output("sysbreak status --json", timeout=10)
+            out = self.mi.console_output("sysbreak status --json --brief", timeout=10)
         except (MiError, MiTimeout):
             return None
         for line in reversed(out.splitlines()):
