@@ -481,6 +481,12 @@ class PrepareCommand(gdb.Command):
             if is_dynamic_linker(path):  # where the library-load breakpoint goes: found now, not in the stop
                 with contextlib.suppress(Exception):
                     dynamic_symbols(path, DYNAMIC_LINKER_SYMBOLS)
+        # A library dlopened later is scanned inside its stop when it is not cached: load the decoder now (capstone's
+        # C library and its self-test, 5-10 ms), not then. (pyelftools is imported by dynamic_symbols above.)
+        with contextlib.suppress(Exception):
+            from sysbreak.elfscan import x86
+
+            x86.engine()
         gdb.write(f"sysbreak: scanned {scanned} mapped file(s) of process {ns.pid} in {time.monotonic() - t:.2f} s\n")
 
 
