@@ -484,7 +484,7 @@ def _decode_group(r: _Region, start: int, group: list[_Cand], last: int, starts:
         pre = None  # (planned only for sites with a constant number: see sysbreak.sites.planning)
         if c.kind == "syscall" and j < k and t.const is not None:
             mnemonic, op_str = block[-1]
-            if not any(x86.may_write(mnemonic, op_str, reg) for reg in x86.KERNEL_ARGS):
+            if not x86.may_write_any(mnemonic, op_str, x86.KERNEL_ARGS):
                 pre = rows[k - 1][0]
         value: int | str = t.const if t.const is not None else (x86.FROM_RDI if t.from_rdi else x86.UNKNOWN)
         early = None

@@ -494,6 +494,31 @@ def may_write(mnemonic: str, op_str: str, register: str) -> bool:
     return first is not None and first[0] == register and m not in _READS_FIRST
 
 
+def may_write_any(mnemonic: str, op_str: str, registers: Sequence[str]) -> bool:
+    """``any(may_write(mnemonic, op_str, r) for r in registers)``, parsing the instruction once."""
+    m = base_mnemonic(mnemonic)
+    if m in _ANY_REGISTER:
+        return True
+    for register in registers:
+        if m in _IMPLICIT.get(register, ()):
+            return True
+    if m == "imul" and "," not in op_str and ("rax" in registers or "rdx" in registers):
+        return True
+    if _is_string_op(m, op_str) and any(
+        r in ("rdi", "rsi", "rcx") or (r == "rax" and m.startswith("lods")) for r in registers
+    ):
+        return True
+    if "rep" in mnemonic and "rcx" in registers:
+        return True
+    if not op_str:
+        return False
+    ops = op_str.split(", ")
+    if m in _EXCHANGES:
+        return any(_GPR.get(o, ("", 0))[0] in registers for o in ops)
+    first = _GPR.get(ops[0])
+    return first is not None and first[0] in registers and m not in _READS_FIRST
+
+
 def _is_string_op(mnemonic: str, op_str: str) -> bool:
     """movsb/stosq/... (movsd and cmpsd are also SSE instructions: those name xmm registers)."""
     return mnemonic in _STRING_OPS and "xmm" not in op_str
