@@ -4,6 +4,8 @@ libucm, libpython and fixtures (a PLT build, a -fno-plt build whose calls go thr
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +16,7 @@ import pytest
 from conftest import FixturePaths
 
 from sysbreak.elfscan import scanner, x86
-from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile
+from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile, MappedBytes
 
 LIBRARIES = {
     "libc": Path("/lib/x86_64-linux-gnu/libc.so.6"),
@@ -172,3 +174,25 @@ def test_may_write_any_is_any_may_write_on_real_code() -> None:
                 op_str,
                 regs,
             )
+
+
+def test_mapped_bytes_read_like_bytes(tmp_path: Path) -> None:
+    import random
+
+    data = bytes(random.Random(7).randrange(256) for _ in range(5000)) + b"\x0f\x05tail\x0f\x05"
+    (tmp_path / "f").write_bytes(b"HEAD" * 100 + data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    m = MappedBytes(mm, 400, len(data))
+    assert len(m) == len(data)
+    for k in (0, 1, 17, len(data) - 1, -1, -len(data)):
+        assert m[k] == data[k]
+    for a, b in ((0, 10), (5, 3), (4990, 6000), (-6, None), (None, 4), (100, -100)):
+        assert m[a:b] == data[a:b]
+    for sub, a, b in ((b"\x0f\x05", 0, None), (b"\x0f\x05", 5001, None), (b"tail", -20, -2), (b"zz\x00", 0, 100)):
+        assert m.find(sub, a, b) == data.find(sub, a, b)
+    with pytest.raises(IndexError):
+        m[len(data)]

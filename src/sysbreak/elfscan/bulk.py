@@ -27,9 +27,19 @@ import numpy as np
 _CHUNK = 1 << 20  # (temporaries that stay in the caches: 8 MiB chunks were slower)
 
 
-def pair_offsets(code: bytes, b0: int, b1: int) -> list[int]:
+def _views(code: Any) -> tuple[Any, Any]:
+    """``code`` (``bytes`` or :class:`sysbreak.elfscan.elf.MappedBytes`) as a uint8 array, and the little-endian
+    int32 at every offset (an unaligned view one byte apart), both without a copy."""
+    n = len(code)
+    buf, off = code.buffer() if hasattr(code, "buffer") else (code, 0)
+    arr = np.frombuffer(buf, dtype=np.uint8, count=n, offset=off)
+    disp = np.ndarray(shape=(max(0, n - 3),), dtype="<i4", buffer=buf, offset=off, strides=(1,))
+    return arr, disp
+
+
+def pair_offsets(code: Any, b0: int, b1: int) -> list[int]:
     """Every offset ``p`` of ``code`` with ``code[p] == b0`` and ``code[p + 1] == b1``, ascending."""
-    arr = np.frombuffer(code, dtype=np.uint8)
+    arr, _disp = _views(code)
     n = len(code)
     out: list[int] = []
     for lo in range(0, n - 1, _CHUNK):
@@ -63,7 +73,7 @@ def _opcodes(arr: Any, lo: int, hi: int, form: int) -> Any:
     return m
 
 
-def rel32_branches(code: bytes, base: int, direct: Iterable[int], got: Iterable[int]) -> list[tuple[int, int, int]]:
+def rel32_branches(code: Any, base: int, direct: Iterable[int], got: Iterable[int]) -> list[tuple[int, int, int]]:
     """``(offset, opcode length, opcode byte)`` of every branch in ``code`` (placed at ``base``) to an address of
     ``direct`` (``e8``/``e9`` rel32, ``0f 80``-``0f 8f`` rel32) or through a slot of ``got`` (``ff 15``/``ff 25``
     ``[rip + disp32]``), ascending by offset. The displacement ends the instruction, so its length is opcode
@@ -76,9 +86,7 @@ def rel32_branches(code: bytes, base: int, direct: Iterable[int], got: Iterable[
     n = len(code)
     if n < 6:
         return []
-    arr = np.frombuffer(code, dtype=np.uint8)
-    # disp[q]: the little-endian int32 at offset q, for every q (an unaligned view one byte apart: no copy)
-    disp: Any = np.ndarray(shape=(n - 3,), dtype="<i4", buffer=code, offset=0, strides=(1,))
+    arr, disp = _views(code)  # disp[q]: the int32 at offset q
     direct_l, got_l = sorted(set(direct)), sorted(set(got))
     forms = [(0, 1, direct_l), (1, 2, direct_l), (2, 2, got_l)]
     found: list[tuple[int, int, int]] = []

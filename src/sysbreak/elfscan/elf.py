@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import mmap
 import os
 import stat
 import struct
@@ -80,6 +81,46 @@ class Section:
     size: int
     link: int
     entsize: int
+
+
+class MappedBytes:
+    """``size`` bytes of a file mapping from ``offset``, read like ``bytes``: ``len``, an index gives an int, a
+    slice gives ``bytes``, ``find``; :meth:`buffer` gives numpy (sysbreak.elfscan.bulk) the mapping itself,
+    without a copy."""
+
+    __slots__ = ("_mm", "_off", "_n")
+
+    def __init__(self, mm: mmap.mmap, offset: int, size: int) -> None:
+        self._mm, self._off, self._n = mm, offset, size
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._n)
+            if step != 1:
+                raise ValueError("MappedBytes: slices of step 1 only")
+            return self._mm[self._off + start : self._off + max(start, stop)]
+        if key < 0:
+            key += self._n
+        if not 0 <= key < self._n:
+            raise IndexError("MappedBytes index out of range")
+        return self._mm[self._off + key]
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        start = max(0, start + self._n if start < 0 else start)
+        end = self._n if end is None else min(self._n, end + self._n if end < 0 else end)
+        pos = self._mm.find(sub, self._off + start, self._off + end)
+        return pos - self._off if pos >= 0 else -1
+
+    def buffer(self) -> tuple[mmap.mmap, int]:
+        """The mapping and the offset of these bytes in it."""
+        return self._mm, self._off
+
+
+#: The bytes of a region of code: a copy, or a view of the file's mapping.
+Code = bytes | MappedBytes
 
 
 class FunctionIndex:
@@ -288,6 +329,20 @@ class ElfFile:
         if offset < 0 or size <= 0:
             return b""
         return os.pread(self._fd, size, offset)
+
+    def map(self, offset: int, size: int) -> bytes | MappedBytes:
+        """What :meth:`read` returns, from a read-only shared mapping of the file instead of a copy (for the big
+        executable sections: libtorch_cpu's 280 MB ``.text`` is read in 0.25 s, mapped with ``MAP_POPULATE`` in
+        0.07 s, and the copy's 280 MB of private memory are not needed); a copy where the file cannot be mapped.
+        The mapping outlives the file's closing."""
+        size = min(size, self.size - offset)
+        if offset < 0 or size <= 0:
+            return b""
+        try:
+            mm = mmap.mmap(self._fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        except (OSError, ValueError, OverflowError):
+            return self.read(offset, size)
+        return MappedBytes(mm, offset, size)
 
     def section(self, name: str) -> Section | None:
         for s in self.sections:

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from sysbreak.elfscan import x86
-from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, ElfFile
+from sysbreak.elfscan.elf import R_X86_64_JUMP_SLOT, SHT_DYNSYM, SHT_SYMTAB, Code, ElfFile
 from sysbreak.errors import SysbreakError, os_error
 
 #: Bump when a change to discovery or inference would change what a scan returns (invalidates caches).
@@ -89,7 +89,7 @@ _Found = tuple[_Cand, int, int, "int | str", "int | None", "Early | None"]
 class _Region:
     __slots__ = ("vaddr", "code", "name", "end")
 
-    def __init__(self, vaddr: int, code: bytes, name: str) -> None:
+    def __init__(self, vaddr: int, code: Code, name: str) -> None:
         self.vaddr = vaddr
         self.code = code
         self.name = name
@@ -115,7 +115,7 @@ def scan_elf(elf: ElfFile) -> RawScan:
 def _scan_elf(elf: ElfFile) -> RawScan:
     build_id = elf.build_id()
     first = elf.first_load_vaddr()
-    regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
+    regions = _regions(elf)
     symtab = elf.functions(SHT_SYMTAB)
     dynsym = elf.functions(SHT_DYNSYM)
     # Code calls through a GOT slot of its own only when built with -fno-plt, and such slots are GLOB_DAT
@@ -190,6 +190,14 @@ def _scan_elf(elf: ElfFile) -> RawScan:
     return RawScan(build_id, first, sites)
 
 
+def _regions(elf: ElfFile) -> list[_Region]:
+    """The executable sections; a big one (searched in bulk) mapped, not copied (see :meth:`ElfFile.map`)."""
+    return [
+        _Region(v, elf.map(off, size) if use_bulk(size, BULK_MIN_BYTES) else elf.read(off, size), name)
+        for v, off, size, name in elf.exec_regions()
+    ]
+
+
 def _sync_points(fdes: list[int], starts: list[list[int]]) -> list[int]:
     """The decode starts, ascending: the 16-byte aligned FDE starts and every start of ``starts``."""
     if use_bulk(len(fdes) + sum(len(s) for s in starts), BULK_MIN_ENTRIES):
@@ -245,7 +253,7 @@ def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
         pos = code.find(b"\xff\x25")
         while pos >= 0:
             if pos + 6 <= len(code):
-                (disp,) = struct.unpack_from("<i", code, pos + 2)
+                disp = int.from_bytes(code[pos + 2 : pos + 6], "little", signed=True)
                 if r.vaddr + pos + 6 + disp in got:
                     start = pos
                     if start >= 1 and code[start - 1] == 0xF2:
@@ -311,6 +319,7 @@ def _rel32_search(r: _Region, direct: set[int], got: set[int], hits: dict[int, _
     """The rel32 and ``[rip + disp32]`` branches of :func:`_branches_to`, found by byte searches keyed on the
     displacement's upper bytes (pure Python; see :func:`_branches_to`)."""
     code = r.code
+    assert isinstance(code, bytes)  # (only big regions are mapped, and those are searched in bulk)
     base = r.vaddr
     n = len(code)
     for first_byte, opcode, oplen, is_call, indirect in _REL32_FORMS:
@@ -650,14 +659,14 @@ _BRANCH_FIRST = frozenset(b"jbnl")  # jmp/jcc, bnd jmp, notrack jmp, loop (and s
 _BRANCH_PREFIXES = frozenset({0xF2, 0x3E, 0x2E})  # bnd, notrack / branch hints
 
 
-def _is_indirect_jmp(code: bytes, off: int, size: int) -> bool:
+def _is_indirect_jmp(code: Code, off: int, size: int) -> bool:
     end = off + size
     while off < end - 1 and (code[off] in _BRANCH_PREFIXES or 0x40 <= code[off] <= 0x4F):
         off += 1
     return code[off] == 0xFF and off + 1 < end and (code[off + 1] >> 3) & 7 == 4
 
 
-def _jump_targets_from(code: bytes, base: int, rows: list[x86.Row], index: dict[int, int]) -> list[tuple[int, int]]:
+def _jump_targets_from(code: Code, base: int, rows: list[x86.Row], index: dict[int, int]) -> list[tuple[int, int]]:
     """``(target, index of the jump)`` for the direct jumps among ``rows``."""
     out = []
     for row in rows:
@@ -667,7 +676,7 @@ def _jump_targets_from(code: bytes, base: int, rows: list[x86.Row], index: dict[
     return out
 
 
-def _jump_targets(code: bytes, base: int, rows: list[x86.Row]) -> set[int]:
+def _jump_targets(code: Code, base: int, rows: list[x86.Row]) -> set[int]:
     """The targets of the direct jumps among ``rows`` (from the instruction bytes: rel8 or rel32 forms)."""
     targets = set()
     for row in rows:
@@ -677,7 +686,7 @@ def _jump_targets(code: bytes, base: int, rows: list[x86.Row]) -> set[int]:
     return targets
 
 
-def _jump_target(code: bytes, base: int, row: x86.Row) -> int | None:
+def _jump_target(code: Code, base: int, row: x86.Row) -> int | None:
     addr, size, _first = row
     off = addr - base
     end = off + size
@@ -689,6 +698,6 @@ def _jump_target(code: bytes, base: int, row: x86.Row) -> int | None:
         rel = code[end - 1]
         return addr + size + (rel - 256 if rel > 127 else rel)
     if op == 0xE9 or (op == 0x0F and 0x80 <= code[off + 1] <= 0x8F):  # jmp, jcc rel32
-        (rel,) = struct.unpack_from("<i", code, end - 4)
-        return int(addr + size + rel)
+        # (a slice, not struct.unpack_from: code may be a MappedBytes, which has no buffer interface)
+        return addr + size + int.from_bytes(code[end - 4 : end], "little", signed=True)
     return None

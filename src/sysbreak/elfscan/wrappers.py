@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sysbreak.elfscan import x86
 from sysbreak.elfscan.elf import SHT_DYNSYM, SHT_SYMTAB, ElfFile
-from sysbreak.elfscan.scanner import _branches_to, _Function, _jump_targets, _Region, _Starts, _sync_points
+from sysbreak.elfscan.scanner import _branches_to, _Function, _jump_targets, _Region, _regions, _Starts, _sync_points
 
 __all__ = ["WrapperCall", "wrapper_calls"]
 
@@ -44,7 +44,7 @@ class WrapperCall:
 
 def wrapper_calls(elf: ElfFile, wrappers: dict[int, str]) -> list[WrapperCall]:
     """The calls into ``wrappers`` (function start -> number register), followed up the chains."""
-    regions = [_Region(v, elf.read(off, size), name) for v, off, size, name in elf.exec_regions()]
+    regions = _regions(elf)
     indexes = [elf.functions(sh_type) for sh_type in (SHT_SYMTAB, SHT_DYNSYM)]
     starts = _Starts(
         _sync_points(elf.fde_starts(), [i.starts for i in indexes if i is not None] + [[r.vaddr for r in regions]])
