@@ -568,6 +568,9 @@ def test_a_saved_json_report_of_a_tree_reads_back_whole(chain_capture: Path, tmp
         a, b = run_sysbreak("report", chain_capture, *args), run_sysbreak("report", saved, *args)
         assert a.returncode == b.returncode == 0, a.stderr + b.stderr
         assert b.stdout == a.stdout  # each process's own numbers, as from the capture
+    pid = doc["processes"][1]["pid"]
+    bad = run_sysbreak("report", saved, "--pid", pid)  # the saved report is the merged tree: said, not ignored
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--pid picks a process" in bad.stderr
     from_caps = run_sysbreak("diff", chain_capture, chain_capture, "-f", "json")
     from_json = run_sysbreak("diff", saved, saved, "-f", "json")
     assert from_json.returncode == 0, from_json.stderr

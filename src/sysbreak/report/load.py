@@ -76,6 +76,11 @@ def load_analysis(
                     raise SysbreakError(
                         f"{source} is a saved report: --maps, --depth and --group-outside need a capture or events log"
                     )
+                if pid is not None:
+                    raise SysbreakError(
+                        f"{source} is a saved report of the whole capture: --pid picks a process of a capture "
+                        "directory (give the directory)"
+                    )
                 from sysbreak.report.json_report import from_dict
 
                 loaded = from_dict(saved, name=str(source))
