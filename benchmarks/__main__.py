@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import attach, event, overhead, procs, report, scan, startup, unwind
+from benchmarks import attach, event, forkstop, overhead, procs, report, scan, startup, unwind
 from benchmarks.common import RESULTS, Config, Row, ensure_workload, machine
 
 SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Config], list[Row]]] = {
     "startup": startup.run,
     "unwind": unwind.run,
     "procs": procs.run,
+    "forkstop": forkstop.run,
     "attach": attach.run,
 }
 HEAD = ("section", "measure", "value", "ratio", "target", "result", "note")

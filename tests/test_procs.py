@@ -143,6 +143,20 @@ def test_vfork_and_posix_spawn_children_are_traced_before_their_exec(tmp_path: P
     assert "Cannot insert breakpoint" not in (cap / "gdb-mi.log").read_text()
 
 
+def test_spare_gdbs_are_ready_for_a_burst_of_children(tmp_path: Path) -> None:
+    """`--spare-gdbs 4`: `run` starts the program once 4 GDBs are started and loaded, so each of the 4 children
+    forked (or vforked + exec'd) at once gets one: held for its attach only, never for a GDB's start."""
+    cap = tmp_path / "cap"
+    res = run_sysbreak("run", "-f", "--spare-gdbs", "4", "-s", "mmap", "-o", cap, "--", PROCTREE, "kinds", timeout=120)
+    assert res.returncode == 0, res.stderr
+    kids = processes(cap)[1:]
+    assert len(kids) == 4
+    assert all(k.get("gdb_spare") for k in kids), [(k["pid"], k["how"], k.get("gdb_spare")) for k in kids]
+    for k in kids:
+        assert len(calls_in(cap, k, "leak_here")) == 2, k
+    assert not list((cap / "procs").glob(".spare-*"))  # the ones left were quit and their directories removed
+
+
 def test_run_without_follow_children_leaves_children_alone(tmp_path: Path, fixture_paths: FixturePaths) -> None:
     cap = tmp_path / "cap"
     res = run_sysbreak("run", "-s", "mmap", "-o", cap, "--", PROCTREE, "chain", "1", timeout=60)

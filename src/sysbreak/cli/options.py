@@ -37,6 +37,7 @@ class CaptureArgs:
     quiet: bool = False
     gdb: str | None = None
     non_stop: bool = False
+    spare_gdbs: int | None = None
 
     def options(self, **extra: Any) -> CaptureOptions:
         from sysbreak.driver.session import CaptureOptions
@@ -129,6 +130,21 @@ SHARED: dict[str, Any] = {
                 "GDB's non-stop mode (only the thread that hit a breakpoint pauses) or all-stop (every thread "
                 "pauses; the default: with 8 threads on 2 cores non-stop measured no faster, see "
                 "notes/mechanisms.md)."
+            ),
+            show_default=False,
+        ),
+    ],
+    "spare_gdbs": Annotated[
+        int | None,
+        typer.Option(
+            "--spare-gdbs",
+            metavar="N",
+            min=0,
+            max=64,
+            help=(
+                "With -f/--children: GDBs started ahead for new children (about 23 MB of memory each; default 2), "
+                "so that a child is held only for its attach, never for a GDB's start (1-3 s); run starts the "
+                "program once they are ready. The pool grows to the largest burst of children seen."
             ),
             show_default=False,
         ),

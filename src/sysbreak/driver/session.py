@@ -108,6 +108,9 @@ class CaptureOptions:
     program_stdout: int | None = None  # run: the program's stdout (subprocess.DEVNULL, a fd); None: sysbreak's
     program_stderr: int | None = None  # run: the program's stderr, likewise
     follow_children: bool = False  # run -f / attach --children: every descendant too (driver/tree.py)
+    # with follow_children: GDBs started ahead for new children (ProcessTree's pool; None: its default, and `run`
+    # does not wait for them before starting the program)
+    spare_gdbs: int | None = None
 
 
 @dataclass
@@ -243,6 +246,7 @@ class CaptureSession:
         # a vfork child this GDB holds as a second inferior from its vfork to its exec (_on_vfork)
         self._vfork_child: VforkChild | None = None
         self.at_exec = False  # a vfork child handed over at the first instruction of its new image
+        self.cold_start = False  # a child that found no spare GDB (ProcessTree.cold_started once it has one)
 
     # ------------------------------------------------------------------------------------------- public
     def execute(self) -> CaptureResult:
@@ -404,6 +408,8 @@ class CaptureSession:
                 self._run_to_exec()  # a vfork child of a vfork child: carried to its exec with bare ptrace
             elif self.at_exec:
                 self.meta_exec()
+            if self.is_root:
+                self.tree.prepare_spare()  # the pool of GDBs for children starts with the root's own GDB
             # the cold scans of the target's modules run while GDB starts (they are done before the attach)
             prescan = threading.Thread(target=self._prescan, name="sysbreak-prescan", daemon=True)
             prescan.start()
@@ -425,6 +431,8 @@ class CaptureSession:
                 self.snap.start()
                 if self.is_root:
                     self.tree.prepare_spare()
+                if self.tree.follow:
+                    self.tree.warm_spares(self.pid)
                 self._loop()
                 if self.is_root and self.end_reason == "exited":
                     self._wait_tree()
@@ -520,10 +528,16 @@ class CaptureSession:
         if spare is not None and spare.alive():
             self.mi = spare  # started and loaded while the parent ran (driver/tree.py): the child waits less
             self.mi.on_exit = self._gdb_exited
+            self.meta.update(gdb_spare=True)
         else:
             if spare is not None:
                 spare.close()
-            self.mi = launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
+            try:
+                self.mi = launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
+            finally:
+                if self.cold_start:
+                    self.cold_start = False
+                    self.tree.cold_started()
         self.meta.update(gdb_pid=self.mi.pid)
         if not gdb_symbols_wanted(self.opts) and self.argv is None:
             # At the attach GDB opens no shared library (it would open and parse every one inside the stop:
@@ -552,6 +566,11 @@ class CaptureSession:
             self.release_hold()  # GDB holds it now: end the job-control stop the hand-over left it in
         if self.argv is not None:
             mi.console("catch exec")
+            if self.tree.follow and self.opts.spare_gdbs is not None:
+                # --spare-gdbs N: the program starts once the N GDBs for its first children are ready (a child
+                # held for a GDB's start waits 1-3 s; the program waiting now, before its first instruction,
+                # stalls nothing)
+                self.tree.wait_spares(timeout=60)
             self._resume()
             self._release_program()
             while True:
@@ -678,6 +697,8 @@ class CaptureSession:
             if len(self.tail.modules) != n_modules:
                 n_modules = len(self.tail.modules)
                 self._update_modules()
+                if self.tree.follow:
+                    self.tree.warm_spares(self.pid)  # its children map these: the spares scan them now
             if self.tail.end is not None:
                 self.end_reason = str(self.tail.end.get("reason") or "max-events")
                 if self.end_reason == "exited":

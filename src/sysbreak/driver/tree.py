@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sysbreak.driver import process
-from sysbreak.driver.mi import MiSession
+from sysbreak.driver.mi import MiSession, mi_quote
 
 if TYPE_CHECKING:
     from sysbreak.driver.session import CaptureSession
@@ -48,6 +48,15 @@ class Member:
     started: float = 0.0
 
 
+@dataclasses.dataclass
+class Spare:
+    """A GDB started and loaded ahead for the next child (ProcessTree's pool)."""
+
+    where: Path  # its directory (its logs), renamed to the child's
+    mi: MiSession
+    warming: bool = False  # running `sysbreak prepare` for the modules children will map (warm_spares)
+
+
 class ProcessTree:
     """Every process of one capture, the root's session first; thread-safe."""
 
@@ -57,9 +66,12 @@ class ProcessTree:
         self._lock = threading.Lock()
         self.members: dict[int, Member] = {}
         self._stopping = False
-        # one GDB started and loaded ahead, so that the next child waits only for its attach (notes/processes.md)
-        self._spare: tuple[Path, MiSession] | None = None
-        self._spare_thread: threading.Thread | None = None
+        # GDBs started and loaded ahead, so that a new child waits only for its attach (notes/processes.md)
+        self._pool: list[Spare] = []
+        self._warm_pid: int | None = None  # whose modules the spares scan ahead (warm_spares)
+        self._threads: list[threading.Thread] = []  # spares on their way
+        self._want = max(0, root.opts.spare_gdbs if root.opts.spare_gdbs is not None else self.DEFAULT_SPARES)
+        self._cold = 0  # children starting a GDB of their own (no spare was left)
         self._spares = 0
 
     def add_root(self, session: CaptureSession, ppid: int | None, how: str) -> None:
@@ -99,6 +111,10 @@ class ProcessTree:
         spare = self._take_spare() if ended is None else None
         if spare is not None:
             child._spare_dir, child._spare = spare
+        elif ended is None:
+            with self._lock:
+                self._cold += 1  # starts a GDB of its own: the pool is refilled once it has (cold_started)
+            child.cold_start = True
         member = Member(child, parent.pid, "vfork" if vfork else "fork", started=time.monotonic())
         with self._lock:
             stopping = self._stopping
@@ -112,20 +128,67 @@ class ProcessTree:
         self.write_meta()
         self.prepare_spare()
 
-    # --------------------------------------------------------------------------------------- spare GDB
+    # --------------------------------------------------------------------------------------- spare GDBs
+    #: the most spare GDBs the pool grows to on its own (each costs ~23 MB private memory and a GDB's start in CPU)
+    POOL_CAP = 16
+    #: spares without --spare-gdbs (each ~23 MB private memory; 8 workers forked at once: notes/processes.md)
+    DEFAULT_SPARES = 2
+
     def prepare_spare(self) -> None:
-        """Start a GDB for the next child in the background, unless one is ready or on its way."""
+        """Keep the pool of GDBs started and loaded ahead full (notes/processes.md): start one in the background
+        for each missing, so that a new child waits only for its attach, never for a GDB's start."""
         if not self.follow or self.root.directory is None:
             return
         with self._lock:
-            if self._stopping or self._spare is not None:
-                return
-            if self._spare_thread is not None and self._spare_thread.is_alive():
-                return
-            self._spares += 1
-            where = self.root.directory / PROCS / f".spare-{self._spares}"
-            self._spare_thread = threading.Thread(target=self._make_spare, args=(where,), daemon=True)
-            self._spare_thread.start()
+            if self._stopping or self._cold:
+                return  # children are starting GDBs of their own: spares started now would slow them down
+            self._threads = [t for t in self._threads if t.is_alive()]
+            missing = self._want - len(self._pool) - len(self._threads)
+            for _ in range(max(0, missing)):
+                self._spares += 1
+                where = self.root.directory / PROCS / f".spare-{self._spares}"
+                t = threading.Thread(target=self._make_spare, args=(where,), name="sysbreak-spare", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def warm_spares(self, pid: int) -> None:
+        """Have every spare GDB scan the modules process ``pid`` maps now (``sysbreak prepare``: 0.35-0.75 s the
+        first time here, 5 ms once done), in the background: a child forked from it maps the same, and then its
+        own prepare, inside its hold, only looks them up. Called when the modules of a process change."""
+        with self._lock:
+            self._warm_pid = pid
+            pool = [sp for sp in self._pool if not sp.warming]
+            for sp in pool:
+                sp.warming = True
+        for sp in pool:
+            threading.Thread(target=self._warm, args=(sp, pid), name="sysbreak-warm", daemon=True).start()
+
+    def _warm(self, sp: Spare, pid: int) -> None:
+        try:
+            sp.mi.command(f"-interpreter-exec console {mi_quote(f'sysbreak prepare {pid}')}", timeout=300)
+        except Exception:  # noqa: BLE001 - a cold spare still works: the child's own prepare scans
+            pass
+        finally:
+            sp.warming = False
+
+    def cold_started(self) -> None:
+        """A child that found no spare has its own GDB now (or gave up): when none is left starting one, the
+        pool is refilled, grown to the burst that emptied it."""
+        with self._lock:
+            self._cold = max(0, self._cold - 1)
+        self.prepare_spare()
+
+    def wait_spares(self, timeout: float) -> None:
+        """Until the pool is full (or ``timeout`` s): `run -f` lets its program start only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._stopping or len(self._pool) >= self._want:
+                    return
+                threads = [t for t in self._threads if t.is_alive()]
+            if not threads:
+                return  # none on its way (they failed): the children start their own
+            threads[0].join(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _make_spare(self, where: Path) -> None:
         from sysbreak.driver.session import launch_gdb
@@ -136,20 +199,35 @@ class ProcessTree:
         except Exception:  # noqa: BLE001 - no spare: the next child starts its own GDB
             shutil.rmtree(where, ignore_errors=True)
             return
+        sp = Spare(where, mi)
+        pid = self._warm_pid
+        if pid is not None:
+            sp.warming = True
+            self._warm(sp, pid)
         with self._lock:
-            if not self._stopping and self._spare is None:
-                self._spare = (where, mi)
+            if not self._stopping:
+                self._pool.append(sp)
                 return
         mi.close()
         shutil.rmtree(where, ignore_errors=True)
 
     def _take_spare(self) -> tuple[Path, MiSession] | None:
+        while True:
+            with self._lock:
+                if not self._pool:
+                    # a burst bigger than the pool: the pool grows by one for each child that found it empty
+                    self._want = max(self._want, min(self._want + 1, self.POOL_CAP))
+                    return None
+                ready = [sp for sp in self._pool if not sp.warming]  # a warm one first; else one warming
+                sp = (ready or self._pool)[0]
+                self._pool.remove(sp)
+            if sp.mi.alive():
+                return sp.where, sp.mi  # one still warming: the child's commands wait behind its prepare
+            shutil.rmtree(sp.where, ignore_errors=True)
+
+    def spare_count(self) -> int:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and not spare[1].alive():
-            shutil.rmtree(spare[0], ignore_errors=True)
-            return None
-        return spare
+            return len(self._pool)
 
     def lock_stopping(self) -> threading.Lock:
         """Marks the tree as ending (no new spare, no new member), under its lock."""
@@ -157,13 +235,15 @@ class ProcessTree:
         return self._lock
 
     def drop_spare(self) -> None:
-        if self._spare_thread is not None:
-            self._spare_thread.join(timeout=60)
+        """Quit every spare GDB (the tree is ending; the ones still starting quit themselves when done)."""
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare[1].close()
-            shutil.rmtree(spare[0], ignore_errors=True)
+            pool, self._pool = self._pool, []
+            threads = list(self._threads)
+        for sp in pool:
+            sp.mi.close()
+            shutil.rmtree(sp.where, ignore_errors=True)
+        for t in threads:
+            t.join(timeout=60)
 
     def _run(self, child: CaptureSession) -> None:
         try:
@@ -173,6 +253,9 @@ class ProcessTree:
 
             child.end_reason = child.end_reason or "error"
         finally:
+            if child.cold_start:  # ended before its own GDB was started
+                child.cold_start = False
+                self.cold_started()
             child.release_hold()
             self.write_meta()
 
@@ -257,6 +340,8 @@ class ProcessTree:
                 entry["execs"] = meta["execs"]
             if s.held_s is not None:
                 entry["held_s"] = round(s.held_s, 3)
+            if meta.get("gdb_spare"):
+                entry["gdb_spare"] = True
             if "end_reason" in meta:
                 entry.update(
                     ended=meta.get("ended"),
