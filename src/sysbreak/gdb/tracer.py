@@ -669,6 +669,10 @@ class Tracer:
         """The registers of the thread that hit ``probe``: one ptrace request when this GDB traces it
         (:mod:`sysbreak.tracee`), else through GDB's newest frame."""
         tid = gdb.selected_thread().ptid[1]
+        if self.open_releases and not isinstance(probe, FailProbe):
+            # the thread got here: its release logged before (if any) returned without running its error branch
+            # (a later failure of another call through the same branch is not the release's)
+            self.open_releases.pop(tid, None)
         regs = self.stacks.thread_regs(tid)
         if regs is not None:
             regs["rip"] = probe.spec.address  # the thread is at the breakpoint (the kernel said int3 + 1)
@@ -721,11 +725,15 @@ class Tracer:
         self.fail_hits += 1
         tid = gdb.selected_thread().ptid[1]
         rel = self.open_releases.get(tid)
-        if rel is None or rel.fail_pc != probe.spec.address:
+        if rel is None:
+            return False
+        if rel.fail_pc != probe.spec.address:  # another call's error branch: the release had returned
+            del self.open_releases[tid]
             return False
         hit = self._hit(probe)
         ret = to_signed(hit.regs["rax"])
         if not -4095 <= ret < 0:
+            del self.open_releases[tid]  # (the instruction after a syscall without an error branch: it worked)
             return False
         if hit.regs["rdi"] != rel.addr or hit.regs["rsi"] != rel.length:
             return False
@@ -794,9 +802,7 @@ class Tracer:
         name = syscalls.name(nr)
         self.events += 1
         self.counts[name] = self.counts.get(name, 0) + 1
-        open_releases = self.open_releases
-        if open_releases:
-            open_releases.pop(tid, None)  # its release (if any) returned: no failure came first
+        open_releases = self.open_releases  # (this thread's earlier one was closed by _hit)
         watched = before and probe is not None and probe.fail_pc is not None
         if self.writer is not None:
             fields: dict[str, Any] = {"t": t, "pid": self.pid, "tid": tid, "nr": nr, "name": name, "args": args}
