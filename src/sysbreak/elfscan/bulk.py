@@ -147,3 +147,16 @@ def sync_points(fdes: list[int], starts: Iterable[list[int]], aligned: int) -> l
     if len(a):
         a = a[np.concatenate([np.ones(1, dtype=bool), a[1:] != a[:-1]])]
     return a.tolist()
+
+
+def entries_named(strtab: Any, names: list[int], want: bytes) -> list[int]:
+    """The indexes ``i`` of ``names`` (string-table offsets) at which ``strtab`` holds ``want`` (a NUL-terminated
+    name), ascending: the entries a search of every offset of ``want`` in the table would have matched."""
+    arr, _disp = _views(strtab)
+    offs = np.array(names, dtype=np.int64)
+    idx = np.flatnonzero(offs + len(want) <= len(strtab))
+    at = offs[idx]
+    hit = np.ones(len(idx), dtype=bool)
+    for j, b in enumerate(want):
+        hit &= arr[at + j] == b
+    return idx[hit].tolist()

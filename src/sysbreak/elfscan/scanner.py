@@ -250,18 +250,26 @@ def _plt_stubs(regions: list[_Region], got: set[int]) -> set[int]:
         if not r.name.startswith((".plt", "LOAD@")):
             continue  # (LOAD@: a file without section headers, whose PLT is somewhere in its code segment)
         code = r.code
-        pos = code.find(b"\xff\x25")
-        while pos >= 0:
-            if pos + 6 <= len(code):
-                disp = int.from_bytes(code[pos + 2 : pos + 6], "little", signed=True)
-                if r.vaddr + pos + 6 + disp in got:
-                    start = pos
-                    if start >= 1 and code[start - 1] == 0xF2:
-                        start -= 1
-                    out.add(r.vaddr + start)
-                    if start >= 4 and code[start - 4 : start] == _ENDBR64:
-                        out.add(r.vaddr + start - 4)
-            pos = code.find(b"\xff\x25", pos + 1)
+        if use_bulk(len(code), BULK_MIN_BYTES):
+            from sysbreak.elfscan import bulk  # (libtorch_cpu's .plt: 43,000 stubs, 60 ms in the loop below)
+
+            jumps = [p for p, _oplen, _op in bulk.rel32_branches(code, r.vaddr, (), got) if code[p + 1] == 0x25]
+        else:
+            jumps = []
+            pos = code.find(b"\xff\x25")
+            while pos >= 0:
+                if pos + 6 <= len(code):
+                    disp = int.from_bytes(code[pos + 2 : pos + 6], "little", signed=True)
+                    if r.vaddr + pos + 6 + disp in got:
+                        jumps.append(pos)
+                pos = code.find(b"\xff\x25", pos + 1)
+        for pos in jumps:
+            start = pos
+            if start >= 1 and code[start - 1] == 0xF2:
+                start -= 1
+            out.add(r.vaddr + start)
+            if start >= 4 and code[start - 4 : start] == _ENDBR64:
+                out.add(r.vaddr + start - 4)
     return out
 
 
