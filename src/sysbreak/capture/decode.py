@@ -80,11 +80,17 @@ class StreamSummary:
     failed_releases: int = 0
     late_failures: int = 0
     late_failure_bytes: int = 0
+    late_seqs: list[tuple[int, int]] = field(default_factory=list)  # (header number, seq) of those: a second pass
     unchecked_releases: int = 0
 
 
-def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummary]:
-    """Decode ``path`` into batches (see the module doc); returns the summary when exhausted."""
+def batches(
+    path: str, allow_empty: bool, failed: frozenset[tuple[int, int]] = frozenset()
+) -> Generator[Batch, None, StreamSummary]:
+    """Decode ``path`` into batches (see the module doc); returns the summary when exhausted.
+
+    ``failed``: the (header number, seq) of releases known to have failed (a first pass found their result too
+    late to undo them, :attr:`StreamSummary.late_seqs`): decoded as OTHER at their own place."""
     reader = EventReader(path, allow_empty=allow_empty)
     summary = StreamSummary()
     counts = summary.counts
@@ -101,6 +107,7 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
     # seq -> index in ``items`` of the munmaps logged before they acted whose failure is watched: a `result`
     # record turns the item into OTHER (the call did nothing) while it is still in the batch not yet given out
     watched: dict[int, int] = {}
+    headers = 0  # seq numbers start again after each header (a new writer)
     for lineno, obj in reader.raw(skip_site=True):
         typ = obj.get("type")
         if typ == "syscall":
@@ -155,7 +162,10 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                 code = 0
                 if name == "munmap" and obj.get("when") == "before":
                     code = munmap_before
-                    if obj.get("checked") is True and seq is not None:
+                    if failed and (headers, seq) in failed:
+                        code = 0  # (a second pass: it failed, its result came too late for the first)
+                        summary.failed_releases += 1
+                    elif obj.get("checked") is True and seq is not None:
                         watched[seq] = len(items)
                     else:
                         summary.unchecked_releases += 1
@@ -177,11 +187,14 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
             if type(of) is not int or type(rret) is not int or not (-4095 <= rret < 0):
                 continue
             at = watched.pop(of, None)
+            if failed and (headers, of) in failed:
+                continue  # undone at its own place (counted there)
             if at is not None and items[at][9] == of:
                 summary.failed_releases += 1
                 items[at] = (OTHER, *items[at][1:])
             else:  # its record was given out to the replay already: it was replayed as done
                 summary.late_failures += 1
+                summary.late_seqs.append((headers, of))
                 summary.late_failure_bytes += (obj.get("length") or 0) if type(obj.get("length")) is int else 0
         elif typ == "stack":
             try:
@@ -198,6 +211,7 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
                 reader.warn(f"{reader.path}, line {lineno}: a 'module' record with bad fields, skipped")
         elif typ == "header":
             watched.clear()  # a new writer numbers its records from 1 again
+            headers += 1
             if arch is None and isinstance(obj.get("arch"), str):
                 arch = obj["arch"]
             items.append(("header", obj))
@@ -222,11 +236,11 @@ def batches(path: str, allow_empty: bool) -> Generator[Batch, None, StreamSummar
     return summary
 
 
-def _worker(path: str, allow_empty: bool, out: IO[bytes]) -> None:
+def _worker(path: str, allow_empty: bool, out: IO[bytes], failed: frozenset[tuple[int, int]] = frozenset()) -> None:
     """The decoding process: pickled messages on ``out``, one per batch, then the summary (or the error)."""
     dump = pickle.dump
     try:
-        gen = batches(path, allow_empty)
+        gen = batches(path, allow_empty, failed)
         while True:
             try:
                 batch = next(gen)
@@ -300,13 +314,17 @@ class _ReadAhead(io.RawIOBase):
         self._thread.join(timeout=5)
 
 
-def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | None:
+def _start_worker(
+    path: str, allow_empty: bool, failed: frozenset[tuple[int, int]] = frozenset()
+) -> subprocess.Popen[bytes] | None:
     if not sys.executable:
         return None
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(sysbreak.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "sysbreak.capture.decode", path, "1" if allow_empty else "0"]
+    if failed:
+        cmd.append(",".join(f"{h}:{q}" for h, q in sorted(failed)))
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
     except OSError:
@@ -319,16 +337,22 @@ def _start_worker(path: str, allow_empty: bool) -> subprocess.Popen[bytes] | Non
     return proc
 
 
-def stream(path: str, allow_empty: bool, *, parallel: bool | None = None) -> Generator[Batch, None, StreamSummary]:
+def stream(
+    path: str,
+    allow_empty: bool,
+    *,
+    parallel: bool | None = None,
+    failed: frozenset[tuple[int, int]] = frozenset(),
+) -> Generator[Batch, None, StreamSummary]:
     """:func:`batches`, decoded by a worker process when ``parallel`` (default: when the log is big)."""
     if parallel is None:
         try:
             parallel = os.path.getsize(path) >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1
         except OSError:
             parallel = False
-    proc = _start_worker(path, allow_empty) if parallel else None
+    proc = _start_worker(path, allow_empty, failed) if parallel else None
     if proc is None:
-        return (yield from batches(path, allow_empty))
+        return (yield from batches(path, allow_empty, failed))
     assert proc.stdout is not None
     load = pickle.load
     ahead = _ReadAhead(proc.stdout.fileno())
@@ -361,4 +385,7 @@ if __name__ == "__main__":
     # Through the module's real name, so that what is pickled names sysbreak.capture.decode, not __main__.
     from sysbreak.capture.decode import _worker as worker
 
-    worker(sys.argv[1], sys.argv[2] == "1", sys.stdout.buffer)
+    known = frozenset(
+        (int(h), int(q)) for h, q in (pair.split(":") for pair in (sys.argv[3].split(",") if len(sys.argv) > 3 else []))
+    )
+    worker(sys.argv[1], sys.argv[2] == "1", sys.stdout.buffer, known)
