@@ -31,6 +31,14 @@ def tree(pids: list[int], lives: list[int]) -> Analysis:
     return merged
 
 
+def test_merge_adds_up_the_replays_counts() -> None:
+    parts = [one(10, 4096), one(11, 8192)]
+    parts[0].reordered, parts[1].reordered = {"mremap": 2}, {"mremap": 1, "munmap": 1}
+    parts[0].failed_releases, parts[1].failed_releases = 3, 4
+    m = merge(parts)
+    assert m.reordered == {"mremap": 3, "munmap": 1} and m.failed_releases == 7
+
+
 def test_merge_keeps_each_processs_numbers() -> None:
     a = tree([10, 11, 12], [4096, 8192, 12288])
     leak = next(s for s in a.stacks if s.frames == LEAK)

@@ -227,6 +227,8 @@ def merge(parts: list[Analysis], *, sort: str = rank.DEFAULT_SORT) -> Analysis:
             regions_unexplained += a.blind_spots.regions
             unchecked += a.blind_spots.unchecked_releases
         out.failed_releases += a.failed_releases
+        for name, n in a.reordered.items():
+            out.reordered[name] = out.reordered.get(name, 0) + n
     if root.blind_spots is not None or unexplained or unchecked:
         base = root.blind_spots or BlindSpots(0, 0)
         out.blind_spots = dataclasses.replace(
