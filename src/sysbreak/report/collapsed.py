@@ -89,7 +89,7 @@ def _per_process(stack: StackStats) -> list[tuple[int | None, StackStats]]:
         return sorted(stack.by_pid.items())
     if len(stack.pids) == 1:
         return [(stack.pids[0], stack)]
-    return [(None, stack)]  # no breakdown (a JSON report read back): the stack's sums, under all its pids
+    return [(None, stack)]  # no breakdown (a JSON report of an older sysbreak read back): the sums, all its pids
 
 
 def render_collapsed(
