@@ -35,7 +35,7 @@ COUNTS: dict[str, int] = {}
 #: the probe whose GDB breakpoint is at each address: a second probe there (an exit and a failure breakpoint after
 #: the same syscall) rides on it instead of making a second GDB breakpoint, so that one stop() runs both hits and
 #: steps past the instruction once
-_PRIMARY: dict[int, ProbeBreakpoint] = {}
+_PRIMARY: dict[tuple[int, int], ProbeBreakpoint] = {}  # (inferior number, address)
 
 
 def errors() -> list[str]:
@@ -56,7 +56,8 @@ class ProbeBreakpoint(gdb.Breakpoint):
         self.riders: list[ProbeBreakpoint] = []
         self.primary: ProbeBreakpoint | None = None  # the probe whose GDB breakpoint this one rides on
         self._hollow = False  # removed while others still ride on its GDB breakpoint
-        owner = _PRIMARY.get(address)
+        self._key = (gdb.selected_inferior().num, address)
+        owner = _PRIMARY.get(self._key)
         if owner is not None and gdb.Breakpoint.is_valid(owner):  # hollow or not: never two GDB breakpoints here
             self.primary = owner
             owner.riders.append(self)
@@ -68,7 +69,7 @@ class ProbeBreakpoint(gdb.Breakpoint):
             self.emulation = None
         super().__init__(f"*{address:#x}", type=gdb.BP_BREAKPOINT, internal=True)
         self.silent = True
-        _PRIMARY[address] = self
+        _PRIMARY[self._key] = self
 
     def hit(self) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -169,7 +170,7 @@ class ProbeBreakpoint(gdb.Breakpoint):
         return f"<{type(self).__name__} {role} at {self.address:#x}>"
 
     def _delete(self) -> None:
-        if _PRIMARY.get(self.address) is self:
-            del _PRIMARY[self.address]
+        if _PRIMARY.get(self._key) is self:
+            del _PRIMARY[self._key]
         if super().is_valid():
             self.delete()
