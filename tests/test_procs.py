@@ -157,6 +157,49 @@ def test_spare_gdbs_are_ready_for_a_burst_of_children(tmp_path: Path) -> None:
     assert not list((cap / "procs").glob(".spare-*"))  # the ones left were quit and their directories removed
 
 
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_a_capture_ended_while_a_vfork_child_is_held_leaves_both_running(tmp_path: Path, how: str) -> None:
+    """Ctrl-C, or SIGKILL of sysbreak, while the parent's GDB holds a vfork child before its exec: the child is
+    detached with the breakpoints out of the memory it shares with its parent, runs on to its exec, the parent
+    waits for it and exits 0: no 0xCC left, nothing stopped."""
+    cap = tmp_path / "cap"
+    argv = [*sysbreak_argv(), "run", "-f", "--keep-running", "-s", "mmap", "-o", str(cap)]
+    out = open(tmp_path / "out.txt", "w")  # noqa: SIM115 - the program keeps sysbreak's streams: a file
+    proc = subprocess.Popen([*argv, "--", str(PROCTREE), "vforkslow"], stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    root = child = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not child:  # the parent's GDB holds the vfork child
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                meta = json.loads((cap / "meta.json").read_text())
+                root, gdb = meta["pid"], meta["gdb_pid"]
+                kids = Path(f"/proc/{root}/task/{root}/children").read_text().split()
+                if kids and f"TracerPid:\t{gdb}\n" in Path(f"/proc/{kids[0]}/status").read_text():
+                    child = int(kids[0])
+            time.sleep(0.05)
+        assert child, (tmp_path / "out.txt").read_text()
+        time.sleep(0.5)  # it maps a page every 100 ms, traced by its parent's GDB
+        assert "following pid" not in (tmp_path / "out.txt").read_text()  # still held: before its exec
+        entries = read_entries(cap / "restore.jsonl", root)
+        proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while "PARENT DONE" not in (tmp_path / "out.txt").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        said = (tmp_path / "out.txt").read_text()
+        assert "CHILD STATUS 0" in said, said  # the child ran on and exec'd "leaf", which exited 0
+        assert "PARENT DONE" in said, said  # the parent ran on through the code its breakpoints were in
+        with contextlib.suppress(OSError):  # the parent may be gone already (or a zombie): then it exited
+            status = Path(f"/proc/{root}/status").read_text()
+            if "State:\tZ" not in status:
+                assert "TracerPid:\t0\n" in status and "State:\tT" not in status and "State:\tt" not in status
+                assert int3_addresses(root, entries) == []
+    finally:
+        proc.kill()
+        kill_all([p for p in (root, child) if p])
+
+
 def test_run_without_follow_children_leaves_children_alone(tmp_path: Path, fixture_paths: FixturePaths) -> None:
     cap = tmp_path / "cap"
     res = run_sysbreak("run", "-s", "mmap", "-o", cap, "--", PROCTREE, "chain", "1", timeout=60)

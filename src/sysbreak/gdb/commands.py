@@ -817,7 +817,8 @@ def _on_gdb_exiting(event: Any) -> None:
         _disarm(t, "gdb-exit")
     if not param("detach-on-exit"):
         return
-    for inf in gdb.inferiors():
+    # the highest first: a vfork child the driver holds (inferior 2) before the parent it shares memory with
+    for inf in sorted(gdb.inferiors(), key=lambda i: -i.num):
         if inf.pid:
             try:
                 gdb.execute(f"inferior {inf.num}", to_string=True)
