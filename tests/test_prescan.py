@@ -60,3 +60,14 @@ def test_stopping_starts_nothing(fixture_paths: FixturePaths) -> None:
     done = prescan.fill_cache([LIBC, str(fixture_paths.mapper)], lanes=2, stopping=lambda: True)
     assert (done.local, done.remote, done.failed) == (0, 0, 0)
     assert not sites_cache.is_cached(LIBC)
+
+
+def test_a_path_the_worker_cannot_be_sent_is_scanned_here(
+    fixture_paths: FixturePaths, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(prescan, "PARALLEL_MIN_BYTES", 0)
+    odd = tmp_path / "new\nline.so"
+    odd.write_bytes(Path(fixture_paths.mapper).read_bytes())
+    done = prescan.fill_cache([LIBC, str(odd)], lanes=2)
+    assert done.failed == 0 and done.local + done.remote == 2
+    assert sites_cache.is_cached(str(odd))

@@ -119,6 +119,9 @@ def fill_cache(
             path = take()
             if path is None:
                 return
+            if not _sendable(path):  # (one UTF-8 path a line to the worker: this one is scanned here)
+                count("local", _scan_quietly(path, many))
+                continue
             ok = w.scan(path, stopping)
             if ok is None:  # the worker is gone (or we are stopping): this module goes back to the others
                 with lock:
@@ -143,6 +146,14 @@ def fill_cache(
         for w in workers:
             w.close()  # idle by now, or stopping: a scan in progress is abandoned (nothing is half-written)
     return out
+
+
+def _sendable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\n" not in path
 
 
 class _Worker:
