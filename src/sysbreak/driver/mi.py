@@ -246,6 +246,17 @@ class MiSession:
             out, self._async = self._async, []
         return out
 
+    def wait_for_async(self, predicate: Callable[[Record], bool], timeout: float) -> bool:
+        """Wait until an async record satisfying ``predicate`` is queued (none is consumed), or ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not any(predicate(r) for r in self._async):
+                left = deadline - time.monotonic()
+                if left <= 0 or (not self.alive() and not self._reader.is_alive()):
+                    return False
+                self._cond.wait(left)
+            return True
+
     def async_waiting(self) -> bool:
         """Whether async records are waiting (none is consumed)."""
         with self._cond:

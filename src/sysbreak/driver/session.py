@@ -167,6 +167,10 @@ def _describe_exit(rec: Record) -> tuple[str, int | None]:
     return "exited", None
 
 
+def _wakes_the_loop(rec: Record) -> bool:
+    return rec.get("message") in ("stopped", "thread-group-exited")
+
+
 def _other_inferior(rec: Record) -> bool:
     """A thread-group record of another inferior than the traced process's (i1): a vfork child held to its exec."""
     group = (rec.get("payload") or {}).get("id")
@@ -721,7 +725,9 @@ class CaptureSession:
             if now - last_progress >= 0.2:
                 last_progress = now
                 self._progress()
-            self._stop.wait(0.05)
+            # woken at once by a stop (a fork's, a vfork child's: the process waits for the driver there), else
+            # every 50 ms for the rest
+            mi.wait_for_async(_wakes_the_loop, 0.05)
 
     def _wait_exit_record(self, timeout: float) -> None:
         """The process is gone: take how it ended from GDB's records (``=thread-group-exited`` with its exit code
@@ -883,10 +889,12 @@ class CaptureSession:
             try:
                 self._on_vfork(pid)
                 return
-            except (MiError, MiTimeout) as err:
+            except (MiError, MiTimeout) as err:  # before the resume: nothing of it took effect
                 self.mi.write_log(f"(sysbreak) could not keep vfork child {pid}: {err}; carried with ptrace instead")
                 self._vfork_child = None
-                self._fork_settings(keep_child=False)
+                with contextlib.suppress(MiError, MiTimeout):
+                    self.mi.console(f"sysbreak vfork drop {pid}")
+                    self._fork_settings(keep_child=False)
         try:
             self.mi.console(f"sysbreak hold {pid}")
         except MiError as err:
@@ -917,17 +925,12 @@ class CaptureSession:
         self._vfork_child = vc
         # at its execve the breakpoints come out (GDB 13 would insert them, at the parent's addresses, into the
         # new image: `sysbreak exec-guard`), after a failed execve they go back, at the exec it is handed over
-        found = re.search(r"Catchpoint (\d+)", self.mi.console_output("catch exec"))
-        if found:
-            vc.catches.append(int(found.group(1)))
-        self.mi.console(f"sysbreak exec-guard {pid}")
-        # GDB steps the child over the exec guards (ON syscall instructions) in place, not out of line: a syscall
-        # stepped in a scratch pad returns with that pad's address in rcx, and the probes after it (which tell a
-        # return from the kernel by rcx) would drop the call. Only the child runs meanwhile.
-        self.mi.console("set displaced-stepping off")
-        self._fork_settings(keep_child=True)
+        self.mi.console(f"sysbreak vfork keep {pid}")
         self._resume()  # GDB follows the fork here: the child is inferior 2, the one resumed
-        self._fork_settings(keep_child=False)  # read at a fork only: the next fork is followed as usual
+        try:
+            self.mi.console("sysbreak vfork kept")  # read at a fork only: the next fork is followed as usual
+        except MiError as err:
+            self.mi.write_log(f"(sysbreak) sysbreak vfork kept: {err.message}")
 
     def _vfork_child_record(self, rec: Record) -> bool:
         """A record of the vfork child held (its exec, its exit); True when it was one."""
@@ -995,35 +998,21 @@ class CaptureSession:
             self._resume()
 
     def _vfork_child_execd(self, vc: VforkChild) -> None:
-        assert self.mi is not None
-        try:
-            self.mi.console(f"sysbreak hold {vc.pid}")  # taken the moment it is let go: before one instruction
-        except MiError as err:
-            self.warnings.append(f"could not hold child {vc.pid} for its hand-over: {err.message}; it runs untraced")
-            self._drop_vfork_child(vc, detach=True)
-            self._resume()
-            return
-        self._drop_vfork_child(vc, detach=True)
+        self._drop_vfork_child(vc, detach=True, hold=True)  # held with SIGSTOP: stopped before its first instruction
         self.tree.adopt(self, vc.pid, vfork=True, at_exec=True)
         self._resume()
 
-    def _drop_vfork_child(self, vc: VforkChild, *, detach: bool) -> None:
-        """Back to one inferior: detach the child (its new image has none of our breakpoints: GDB inserts them
-        only when it resumes it), select the parent, remove the child's inferior and the exec catchpoint."""
+    def _drop_vfork_child(self, vc: VforkChild, *, detach: bool, hold: bool = False) -> None:
+        """Back to one inferior (`sysbreak vfork drop`): the child held (``hold``: at its exec) and detached (its
+        new image has none of our breakpoints: GDB inserts them only when it resumes it), the parent selected, the
+        child's inferior and its exec catchpoint removed, the breakpoints on again."""
         assert self.mi is not None
         self._vfork_child = None
-        num = self._inferior_of(vc.pid)
-        if detach and num is not None:
-            with contextlib.suppress(MiError):
-                self.mi.console(f"detach inferiors {num}")
-        self.mi.console("inferior 1")
-        cmds = [f"remove-inferiors {num}"] if num is not None else []
-        cmds += [f"delete {n}" for n in vc.catches]
-        cmds += ["sysbreak exec-guard off", "set displaced-stepping auto"]
-        for cmd in cmds:
-            with contextlib.suppress(MiError):
-                self.mi.console(cmd)
-        self._probes(on=True)  # out since the exec guard's stop (no-op when it ended without one)
+        how = " --exec" if hold else " --detach" if detach else ""
+        try:
+            self.mi.console(f"sysbreak vfork drop {vc.pid}{how}", timeout=60)
+        except MiError as err:
+            self.warnings.append(f"could not let vfork child {vc.pid} go cleanly: {err.message}")
         if self.meta is not None:
             # how long the parent's GDB held it (its vfork to its exec): the parent's other threads wait as long
             kept = {"pid": vc.pid, "s": round(time.monotonic() - vc.t, 4)}
@@ -1035,17 +1024,6 @@ class CaptureSession:
             self.mi.console(f"sysbreak probes {'on' if on else 'off'}", timeout=60)
         except MiError as err:
             self.warnings.append(f"could not turn the breakpoints {'on' if on else 'off'}: {err.message}")
-
-    def _inferior_of(self, pid: int) -> int | None:
-        """GDB's inferior number holding ``pid`` (not 1), or the highest other one left."""
-        assert self.mi is not None
-        rec = self.mi.command("-list-thread-groups")
-        groups = (rec.get("payload") or {}).get("groups") or []
-        others = [g for g in groups if g.get("id") != "i1"]
-        for g in others:
-            if str(g.get("pid", "")) == str(pid):
-                return int(str(g["id"]).lstrip("i"))
-        return int(str(others[-1]["id"]).lstrip("i")) if others else None
 
     def _release_adopted(self) -> None:
         while self._to_release and self.mi is not None and self.mi.alive():
@@ -1532,7 +1510,6 @@ class VforkChild:
     pid: int
     t: float  # when it was let run
     seen: float = 0.0  # when a record of it was last seen (CaptureSession._check_vfork_child)
-    catches: list[int] = field(default_factory=list)  # the catchpoints made for it (its exec)
     exit: Record | None = None  # its =thread-group-exited, when it ended without an exec
 
 

@@ -741,6 +741,75 @@ class ExecGuardCommand(gdb.Command):
         gdb.write(f"sysbreak: {n} exec guard(s) placed\n")
 
 
+#: vfork children kept (sysbreak vfork keep): pid -> the number of the `catch exec` made for it
+_VFORK: dict[int, int | None] = {}
+
+
+class VforkCommand(gdb.Command):
+    """Keep a vfork child in this GDB from its vfork to its exec, and let it go; one command per step, so that the
+    parent (and the child) wait for one GDB command at each, not ten.
+
+    Usage: sysbreak vfork keep PID     at the vfork stop: catch its exec, guard its execve (sysbreak exec-guard),
+                                       step it in place, and have the next resume follow it (detach-on-fork off,
+                                       follow-fork-mode child)
+           sysbreak vfork kept         after that resume: fork settings back to the usual
+           sysbreak vfork drop PID [--exec|--detach]
+                                       back to one inferior: --exec holds it (as sysbreak hold) and detaches it at
+                                       its exec; --detach detaches it as it is; neither: it has ended. Then the
+                                       parent is selected, the child's inferior and catchpoint removed, the
+                                       breakpoints on again."""
+
+    def __init__(self) -> None:
+        super().__init__("sysbreak vfork", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        words = gdb.string_to_argv(arg)
+        if words == ["kept"]:
+            gdb.execute("set detach-on-fork on", to_string=True)
+            gdb.execute("set follow-fork-mode parent", to_string=True)
+            return
+        if len(words) < 2 or words[0] not in ("keep", "drop"):
+            raise gdb.GdbError("usage: sysbreak vfork keep PID | kept | drop PID [--exec|--detach]")
+        pid = _pid_arg("sysbreak vfork", words[1])
+        t = tracer()
+        if words[0] == "keep":
+            out = gdb.execute("catch exec", to_string=True)
+            found = re.search(r"Catchpoint (\d+)", out)
+            _VFORK[pid] = int(found.group(1)) if found else None
+            if t is not None and t.active:
+                t.guard_exec(pid)
+            # stepped over the exec guards (ON syscall instructions) in place: a syscall stepped out of line
+            # returns with the scratch pad's address in rcx, which the probes after it read as "not a return"
+            gdb.execute("set displaced-stepping off", to_string=True)
+            gdb.execute("set detach-on-fork off", to_string=True)
+            gdb.execute("set follow-fork-mode child", to_string=True)
+            return
+        how = words[2] if len(words) > 2 else ""
+        if how == "--exec":
+            try:
+                os.kill(pid, signal.SIGSTOP)  # taken the moment it is let go: before one instruction of the image
+                _HELD.add(pid)
+            except OSError as err:
+                gdb.write(f"sysbreak: cannot hold process {pid}: {err.strerror}; it runs on untraced\n")
+        others = [i for i in gdb.inferiors() if i.num != 1 and i.pid in (pid, 0)]
+        for inf in others:
+            if how and inf.pid:
+                with contextlib.suppress(gdb.error):
+                    gdb.execute(f"detach inferiors {inf.num}", to_string=True)
+        gdb.execute("inferior 1", to_string=True)
+        for inf in others:
+            with contextlib.suppress(gdb.error):
+                gdb.execute(f"remove-inferiors {inf.num}", to_string=True)
+        catch = _VFORK.pop(pid, None)
+        if catch is not None:
+            with contextlib.suppress(gdb.error):
+                gdb.execute(f"delete {catch}", to_string=True)
+        gdb.execute("set displaced-stepping auto", to_string=True)
+        if t is not None and t.active:
+            t.unguard_exec()
+            t.set_enabled(True)  # out since the exec guard's stop, if there was one
+
+
 def _is_exec_guard_stop(t: Tracer, event: Any) -> bool:
     if not t.exec_guards or not isinstance(event, gdb.BreakpointEvent):
         return False
@@ -845,6 +914,7 @@ def register() -> None:
     ReleaseCommand()
     ProbesCommand()
     ExecGuardCommand()
+    VforkCommand()
     gdb.events.new_objfile.connect(_on_new_objfile)
     gdb.events.stop.connect(_on_stop)
     gdb.events.clear_objfiles.connect(_on_clear_objfiles)
