@@ -138,3 +138,24 @@ def test_loading_the_extension_does_not_import_capstones_binding() -> None:
     assert "binding: False" in out.stdout, out.stdout + out.stderr
     assert "sysbreak: cannot load" not in out.stdout + out.stderr
     assert "sysbreak break" in out.stdout
+
+
+def test_prepare_loads_before_the_attach_what_arming_decodes_with() -> None:
+    """What the arming inside the attach's stop needs (capstone's binding for the step-over emulation, its C
+    library for scans of libraries loaded later) is loaded by `sysbreak prepare PID`, before the attach."""
+    import subprocess
+
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        out = run_gdb(
+            [
+                f"sysbreak prepare {target.pid}",
+                "python import sys; from sysbreak.elfscan import x86; "
+                "print('loaded:', 'capstone' in sys.modules, x86._engine is not None)",
+            ],
+            ["/bin/true"],
+        )
+    finally:
+        target.kill()
+        target.wait()
+    assert "loaded: True True" in out.stdout, out.stdout + out.stderr

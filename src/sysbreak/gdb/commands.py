@@ -487,6 +487,13 @@ class PrepareCommand(gdb.Command):
             from sysbreak.elfscan import x86
 
             x86.engine()
+        # The breakpoints placed at the attach plan their step-over emulation with capstone's Python binding
+        # (sysbreak.emulate): imported here, not inside the attach's stop (0.15-0.5 s here, every architecture's
+        # module; the loader no longer imports it at `source`).
+        with contextlib.suppress(Exception):
+            from sysbreak import emulate
+
+            emulate.plan(b"\x90", 0)
         gdb.write(f"sysbreak: scanned {scanned} mapped file(s) of process {ns.pid} in {time.monotonic() - t:.2f} s\n")
 
 
