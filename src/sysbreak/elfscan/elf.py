@@ -345,11 +345,18 @@ class ElfFile:
         size = min(size, self.size - offset)
         if offset < 0 or size <= 0:
             return b""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # (only these pages: MAP_POPULATE maps them all)
         try:
-            mm = mmap.mmap(self._fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+            mm = mmap.mmap(
+                self._fd,
+                offset + size - start,
+                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                prot=mmap.PROT_READ,
+                offset=start,
+            )
         except (OSError, ValueError, OverflowError):
             return self.read(offset, size)
-        return MappedBytes(mm, offset, size)
+        return MappedBytes(mm, offset - start, size)
 
     def section(self, name: str) -> Section | None:
         for s in self.sections:
