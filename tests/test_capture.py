@@ -326,3 +326,85 @@ def test_the_budget_numbers_every_call_of_several_processes_once(tmp_path: Path)
         p.join()
     assert sorted(numbers) == list(range(1, 2001))
     assert taken(path) == 2000
+
+
+_LINE = (
+    '{"type":"syscall","seq":4,"t":1000.5,"tid":7,"nr":11,"name":"munmap","args":[139637976653824,65536,0,0,0,0],'
+    '"ret":0,"stack":3,"site":{"pc":1,"module":"/lib/libc.so.6","offset":1,"kind":"call"}}'
+)
+_ODD = [
+    ('"t":1000.5', '"t":1000'),  # an int time
+    ('"t":1000.5', '"t":1e400'),  # out of a double's range: Python's decoder says inf
+    ('"t":1000.5', '"t":NaN'),
+    ('"t":1000.5', '"t":true'),
+    ('"t":1000.5', '"t":"x"'),
+    ('"ret":0', '"ret":0.0'),
+    ('"ret":0', '"ret":true'),
+    ('"ret":0', '"ret":null'),
+    ('"ret":0', '"ret":-12'),
+    ('"ret":0', '"ret":18446744073709551604'),
+    ('"ret":0', '"ret":99999999999999999999999'),
+    ('"ret":0', '"ret":null,"when":"before"'),
+    ("65536", "18446744073709551615"),
+    ("65536", "18446744073709551616"),
+    ("65536", "-1"),
+    ("65536", "true"),
+    ("65536", "65536.0"),
+    ("65536,0,0,0,0", "65536,0,0"),  # fewer args: padded by syscall_fields
+    ("65536,0,0,0,0", "65536,0,0,0,0,0"),  # more: refused
+    ('"stack":3', '"stack":3,"stack":5'),  # the last duplicate wins
+    ('"stack":3', '"stack":3,"type":"stack"'),  # not a syscall record any more
+    ('"stack":3', '"stack":"3"'),
+    ('"name":"munmap"', '"name":"mu\\ud800nmap"'),  # a lone surrogate: only Python's decoder takes it
+    ('"name":"munmap"', '"name":"m\\u0075nmap"'),
+    ('"name":"munmap",', ""),  # the name from nr
+    ('"tid":7', '"tid":7.5'),
+    ('"seq":4', '"seq":[4]'),
+    ('"seq":4', '"seq":4,"x":{"y":[1,{"z":null}]}'),
+    ('"kind":"call"}}', '"kind":"call"}} '),
+    ('"kind":"call"}}', '"kind":"call"}}\x0c'),  # whitespace to Python, not to JSON
+    ('"kind":"call"}}', '"kind":"call"}} x'),
+    ('"kind":"call"}}', '"kind":"call",}}'),  # a damaged site: the decoder without it still reads the line
+    ('"pc":1,', '"pc":1,,'),
+]
+
+
+@pytest.mark.parametrize("old,new", _ODD)
+def test_fast_syscall_decoding_matches_the_python_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str
+) -> None:
+    # msgspec's decode of a syscall line (capture.reader.decode_syscall_line) gives the batch decoder exactly what
+    # decode_line + syscall_fields give it, or hands the line over to them
+    import sysbreak.capture.reader as reader_mod
+
+    assert old in _LINE
+    header = json.dumps({"type": "header", "format": EVENTS_FORMAT, "arch": "x86_64"})
+    log = tmp_path / "odd.jsonl"
+    log.write_text("\n".join([header, _LINE, _LINE.replace(old, new), _LINE]) + "\n")
+
+    def decode() -> tuple[list[Any], Any]:
+        gen = batches(str(log), False)
+        items: list[Any] = []
+        while True:
+            try:
+                items += next(gen)
+            except StopIteration as stop:
+                return items, stop.value
+
+    fast_items, fast_summary = decode()
+    monkeypatch.setattr(reader_mod, "decode_syscall_line", lambda line: None)
+    slow_items, slow_summary = decode()
+    assert repr(fast_items) == repr(slow_items)  # repr: NaN and -0.0 compared too
+    assert fast_summary == slow_summary
+
+
+def test_fast_syscall_decoding_takes_the_lines_the_writer_writes() -> None:
+    from sysbreak.capture.reader import decode_syscall_line
+
+    rec = decode_syscall_line(_LINE + "\n")
+    assert rec is not None and (rec.name, rec.args, rec.ret, rec.t, rec.stack, rec.tid, rec.seq) == (
+        "munmap", (139637976653824, 65536, 0, 0, 0, 0), 0, 1000.5, 3, 7, 4
+    )  # fmt: skip
+    assert decode_syscall_line(_LINE.replace('"t":1000.5', '"t":1000')) is not None  # made a float by the caller
+    for old, new in [('"ret":0', '"ret":0.0'), ('"stack":3', '"stack":"3"'), ("65536", "18446744073709551616")]:
+        assert decode_syscall_line(_LINE.replace(old, new)) is None  # left to decode_line and syscall_fields

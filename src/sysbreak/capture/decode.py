@@ -41,7 +41,7 @@ from typing import IO, Any
 
 import sysbreak
 from sysbreak.capture import rawstack
-from sysbreak.capture.reader import EventReader, syscall_fields
+from sysbreak.capture.reader import EventReader, FastSyscall, syscall_fields
 from sysbreak.capture.schema import StackRecord
 from sysbreak.errors import SysbreakError
 
@@ -108,123 +108,144 @@ def batches(
     # record turns the item into OTHER (the call did nothing) while it is still in the batch not yet given out
     watched: dict[int, int] = {}
     headers = 0  # seq numbers start again after each header (a new writer)
-    for lineno, obj in reader.raw(skip_site=True):
-        typ = obj.get("type")
-        if typ == "syscall":
-            # The rules are capture.reader.syscall_fields'; this is their fast path for a line as the writer writes
-            # it (it accepts nothing they refuse: tests/test_capture.py checks both agree).
-            name: Any = obj.get("name")
-            args: Any = obj.get("args")
-            ret: Any = obj.get("ret")
-            et: Any = obj.get("t")
-            sid: Any = obj.get("stack")
-            ok = (
-                type(name) is str
-                and type(args) is list
-                and len(args) == 6
-                and (ret is None or type(ret) is int)
-                and (et is None or type(et) is float)
-                and (sid is None or type(sid) is int)
-            )
-            if ok:
-                a0, a1, a2, a3, a4, a5 = args
-                ok = type(a0) is type(a1) is type(a2) is type(a3) is type(a4) is type(a5) is int and not (
-                    (a0 | a1 | a2 | a3 | a4 | a5) >> 64
+    fast_type = FastSyscall
+    for lineno, obj in reader.raw(skip_site=True, fast=True):
+        if type(obj) is fast_type:  # the hot path: a line as the writer writes it, its fields checked by msgspec
+            name: Any = obj.name
+            a0, a1, a2, a3 = obj.args[:4]
+            ret: Any = obj.ret
+            et: Any = obj.t
+            if type(et) is int:  # (as syscall_fields does)
+                et = float(et)
+            sid: Any = obj.stack
+            tid: Any = obj.tid
+            seq: Any = obj.seq
+            when: Any = obj.when
+            checked: Any = obj.checked
+        else:
+            typ = obj.get("type")
+            if typ == "syscall":
+                # The rules are capture.reader.syscall_fields'; this is their fast path for a line that msgspec's
+                # refused (it accepts nothing they refuse: tests/test_capture.py checks both agree).
+                name = obj.get("name")
+                args: Any = obj.get("args")
+                ret = obj.get("ret")
+                et = obj.get("t")
+                sid = obj.get("stack")
+                ok = (
+                    type(name) is str
+                    and type(args) is list
+                    and len(args) == 6
+                    and (ret is None or type(ret) is int)
+                    and (et is None or type(et) is float)
+                    and (sid is None or type(sid) is int)
                 )
-            if not ok:
-                try:
-                    name, args, ret, et, sid = fields(obj, arch)
-                except TypeError:
-                    reader.warn(f"{reader.path}, line {lineno}: a 'syscall' record with bad fields, skipped")
-                    continue
-                a0, a1, a2, a3 = args[0], args[1], args[2], args[3]
-            tid: Any = obj.get("tid")
-            seq: Any = obj.get("seq")
-            if type(tid) is not int or type(seq) is not int:  # (only the order of the replay needs them)
-                tid = tid if type(tid) is int else None
-                seq = seq if type(seq) is int else None
-            key = (sid, name)
-            counts[key] = counts.get(key, 0) + 1
-            if et is not None:
-                if et < prev_t:
-                    summary.out_of_order += 1
-                else:
-                    prev_t = et
-                if t_first is None:
-                    t_first = et
-                t_last = et
-                if sid not in first_t:
-                    first_t[sid] = et
-                last_t[sid] = et
-            if ret is None:
-                # a release logged before it entered the kernel (docs/event-log.md, "Order"), or a call whose
-                # return was not seen (it may not have happened: nothing to replay)
-                code = 0
-                if name == "munmap" and obj.get("when") == "before":
-                    code = munmap_before
-                    if failed and (headers, seq) in failed:
-                        code = 0  # (a second pass: it failed, its result came too late for the first)
-                        summary.failed_releases += 1
-                    elif obj.get("checked") is True and seq is not None:
-                        watched[seq] = len(items)
-                    else:
-                        summary.unchecked_releases += 1
-                ret = 0
-            elif -4095 <= ret < 0 or ret >= _U64_FAIL:
-                code = 0
+                if ok:
+                    a0, a1, a2, a3, a4, a5 = args
+                    ok = type(a0) is type(a1) is type(a2) is type(a3) is type(a4) is type(a5) is int and not (
+                        (a0 | a1 | a2 | a3 | a4 | a5) >> 64
+                    )
+                if not ok:
+                    try:
+                        name, args, ret, et, sid = fields(obj, arch)
+                    except TypeError:
+                        reader.warn(f"{reader.path}, line {lineno}: a 'syscall' record with bad fields, skipped")
+                        continue
+                    a0, a1, a2, a3 = args[0], args[1], args[2], args[3]
+                tid = obj.get("tid")
+                seq = obj.get("seq")
+                when = obj.get("when")
+                checked = obj.get("checked")
             else:
-                code = codes.get(name, 0)
-            items.append((code, a0, a1, a2, a3, ret, et, sid, tid, seq))
-            if len(items) >= BATCH:
-                # cut before the latest releases whose result may still come (kept for the next batch)
-                cut = min((i for i in watched.values() if i >= len(items) - HOLD_BACK), default=len(items))
-                yield items[:cut]
-                items = items[cut:]
-                watched = {q: i - cut for q, i in watched.items() if i >= cut}
-        elif typ == "result":
-            # a release logged before it entered the kernel failed (docs/event-log.md, "result")
-            of, rret = obj.get("of"), obj.get("ret")
-            if type(of) is not int or type(rret) is not int or not (-4095 <= rret < 0):
-                continue
-            at = watched.pop(of, None)
-            if failed and (headers, of) in failed:
-                continue  # undone at its own place (counted there)
-            if at is not None and items[at][9] == of:
-                summary.failed_releases += 1
-                items[at] = (OTHER, *items[at][1:])
-            else:  # its record was given out to the replay already: it was replayed as done
-                summary.late_failures += 1
-                summary.late_seqs.append((headers, of))
-                summary.late_failure_bytes += (obj.get("length") or 0) if type(obj.get("length")) is int else 0
-        elif typ == "stack":
-            try:
-                srec = reader.record(obj)
-            except (TypeError, ValueError, KeyError, AttributeError):
-                reader.warn(f"{reader.path}, line {lineno}: a 'stack' record with bad fields, skipped")
-                continue
-            if isinstance(srec, StackRecord):
-                items.append(("stack", srec.id, srec.frames, srec.python))
-        elif typ in ("module", "exec"):  # the reader keeps the module table that raw stacks are unwound with
-            try:
-                reader.record(obj)
-            except (TypeError, ValueError, KeyError, AttributeError):
-                reader.warn(f"{reader.path}, line {lineno}: a 'module' record with bad fields, skipped")
-        elif typ == "header":
-            watched.clear()  # a new writer numbers its records from 1 again
-            headers += 1
-            if arch is None and isinstance(obj.get("arch"), str):
-                arch = obj["arch"]
-            items.append(("header", obj))
-            if lineno == 1:  # let the consumer see the header at once
-                yield items
-                items = []
-        elif typ == "exec":  # the process replaced its image: every mapping is gone
-            t = obj.get("t")
-            items.append(("exec", float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None))
-        elif typ == "end":
-            reader.ended = True
-            t = obj.get("t")
-            items.append(("end", float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None))
+                if typ == "result":
+                    # a release logged before it entered the kernel failed (docs/event-log.md, "result")
+                    of, rret = obj.get("of"), obj.get("ret")
+                    if type(of) is not int or type(rret) is not int or not (-4095 <= rret < 0):
+                        continue
+                    at = watched.pop(of, None)
+                    if failed and (headers, of) in failed:
+                        continue  # undone at its own place (counted there)
+                    if at is not None and items[at][9] == of:
+                        summary.failed_releases += 1
+                        items[at] = (OTHER, *items[at][1:])
+                    else:  # its record was given out to the replay already: it was replayed as done
+                        summary.late_failures += 1
+                        summary.late_seqs.append((headers, of))
+                        length = obj.get("length")
+                        summary.late_failure_bytes += length if type(length) is int else 0
+                elif typ == "stack":
+                    try:
+                        srec = reader.record(obj)
+                    except (TypeError, ValueError, KeyError, AttributeError):
+                        reader.warn(f"{reader.path}, line {lineno}: a 'stack' record with bad fields, skipped")
+                        continue
+                    if isinstance(srec, StackRecord):
+                        items.append(("stack", srec.id, srec.frames, srec.python))
+                elif typ in ("module", "exec"):  # the reader keeps the module table raw stacks are unwound with
+                    try:
+                        reader.record(obj)
+                    except (TypeError, ValueError, KeyError, AttributeError):
+                        reader.warn(f"{reader.path}, line {lineno}: a 'module' record with bad fields, skipped")
+                elif typ == "header":
+                    watched.clear()  # a new writer numbers its records from 1 again
+                    headers += 1
+                    if arch is None and isinstance(obj.get("arch"), str):
+                        arch = obj["arch"]
+                    items.append(("header", obj))
+                    if lineno == 1:  # let the consumer see the header at once
+                        yield items
+                        items = []
+                elif typ == "exec":  # the process replaced its image: every mapping is gone
+                    t = obj.get("t")
+                    et = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+                    items.append(("exec", et))
+                elif typ == "end":
+                    reader.ended = True
+                    t = obj.get("t")
+                    et = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+                    items.append(("end", et))
+                continue  # (not a syscall record)
+        if type(tid) is not int or type(seq) is not int:  # (only the order of the replay needs them)
+            tid = tid if type(tid) is int else None
+            seq = seq if type(seq) is int else None
+        key = (sid, name)
+        counts[key] = counts.get(key, 0) + 1
+        if et is not None:
+            if et < prev_t:
+                summary.out_of_order += 1
+            else:
+                prev_t = et
+            if t_first is None:
+                t_first = et
+            t_last = et
+            if sid not in first_t:
+                first_t[sid] = et
+            last_t[sid] = et
+        if ret is None:
+            # a release logged before it entered the kernel (docs/event-log.md, "Order"), or a call whose
+            # return was not seen (it may not have happened: nothing to replay)
+            code = 0
+            if name == "munmap" and when == "before":
+                code = munmap_before
+                if failed and (headers, seq) in failed:
+                    code = 0  # (a second pass: it failed, its result came too late for the first)
+                    summary.failed_releases += 1
+                elif checked is True and seq is not None:
+                    watched[seq] = len(items)
+                else:
+                    summary.unchecked_releases += 1
+            ret = 0
+        elif -4095 <= ret < 0 or ret >= _U64_FAIL:
+            code = 0
+        else:
+            code = codes.get(name, 0)
+        items.append((code, a0, a1, a2, a3, ret, et, sid, tid, seq))
+        if len(items) >= BATCH:
+            # cut before the latest releases whose result may still come (kept for the next batch)
+            cut = min((i for i in watched.values() if i >= len(items) - HOLD_BACK), default=len(items))
+            yield items[:cut]
+            items = items[cut:]
+            watched = {q: i - cut for q, i in watched.items() if i >= cut}
     if items:
         yield items
     summary.t_first, summary.t_last = t_first, t_last
