@@ -215,25 +215,6 @@ class Ledger:
             out.append((max(s, start), min(e, end), o))
         return out
 
-    def take(self, start: int, hit: list[Any]) -> None:
-        """Remove the whole range that starts at ``start`` (``hit`` is its node, ``_iv[start]``): the common munmap,
-        :meth:`_unlink` written out."""
-        iv = self._iv
-        del iv[start]
-        prev, nxt = hit[2], hit[3]
-        if prev is None:
-            self._head = nxt
-        else:
-            iv[prev][3] = nxt
-        if nxt is not None:
-            iv[nxt][2] = prev
-        del self._ends[hit[0]]
-        self.live -= hit[0] - start
-        dead = self._dead
-        dead.add(start)
-        if len(dead) > self.compact_min and len(dead) > len(iv):
-            self._rebuild()
-
     def remove(self, start: int, end: int) -> list[Piece]:
         """Remove ``[start, end)``; returns the removed parts (clipped), splitting ranges that stick out."""
         iv = self._iv
@@ -367,10 +348,14 @@ _TID_BITS = 32
 _LEN_BITS = 65  # a length is at most 2**64 (page-rounded)
 
 
+_TID_LIMIT = 1 << _TID_BITS
+_SEQ_SHIFT = _TID_BITS + _LEN_BITS
+
+
 def _pack(seq: int | None, tid: int | None, length: int) -> int | tuple[Any, Any, int]:
     """``(seq, tid, length)`` as one int when they fit (the usual case), else as that tuple."""
-    if seq is not None and tid is not None and seq >= 0 and 0 <= tid < 1 << _TID_BITS:
-        return (seq << (_TID_BITS + _LEN_BITS)) | (tid << _LEN_BITS) | length
+    if seq is not None and tid is not None and seq >= 0 and 0 <= tid < _TID_LIMIT:
+        return (seq << _SEQ_SHIFT) | (tid << _LEN_BITS) | length
     return (seq, tid, length)
 
 
@@ -514,8 +499,12 @@ class Replay:
                 replaced = self._landed(ret, ret + length, owner, replaced)
             self._lost(replaced)
         cur = self.cur
-        if cur is not None:
-            self.origin[ret] = _pack(cur[9], cur[8], length)
+        if cur is not None:  # _pack written out (the hot path)
+            seq, tid = cur[9], cur[8]
+            if seq is not None and tid is not None and seq >= 0 and 0 <= tid < _TID_LIMIT:
+                self.origin[ret] = (seq << _SEQ_SHIFT) | (tid << _LEN_BITS) | length
+            else:
+                self.origin[ret] = (seq, tid, length)
         mapped = self.mapped
         sid = owner >> OWNER_SHIFT
         m = mapped[sid] = mapped.get(sid, 0) + length
@@ -531,9 +520,24 @@ class Replay:
             return
         ledger = self.ledger
         # Fast path: exactly one whole range (most munmaps).
-        hit = ledger._iv.get(start)
+        iv = ledger._iv
+        hit = iv.get(start)
         if hit is not None and hit[0] == start + length:
-            ledger.take(start, hit)
+            # Ledger.take written out (the hot path)
+            del iv[start]
+            prev, nxt = hit[2], hit[3]
+            if prev is None:
+                ledger._head = nxt
+            else:
+                iv[prev][3] = nxt
+            if nxt is not None:
+                iv[nxt][2] = prev
+            del ledger._ends[hit[0]]
+            ledger.live -= length
+            dead = ledger._dead
+            dead.add(start)
+            if len(dead) > ledger.compact_min and len(dead) > len(iv):
+                ledger._rebuild()
             sid = hit[1] >> OWNER_SHIFT
             unmapped = self.unmapped
             unmapped[sid] = unmapped.get(sid, 0) + length
