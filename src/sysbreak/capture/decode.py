@@ -51,7 +51,10 @@ OTHER = 0
 BATCH = 2048  # items per batch (about 80 KB pickled)
 PIPE_BYTES = 1 << 20  # the pipe's buffer: the most an unprivileged process may ask for by default
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting a process costs more than it saves
-READ_AHEAD = 16  # chunks (each at most a pipe's buffer, PIPE_BYTES) read ahead of the main process (see _ReadAhead)
+# chunks (each at most a pipe's buffer, PIPE_BYTES) read ahead of the main process (see _ReadAhead): with msgspec
+# the worker decodes faster than the main process replays, so this only has to cover the start (the snapshots
+# parsed before the replay, 0.4-0.8 s: some 125 batches); 16 held 12 MB more for nothing
+READ_AHEAD = 4
 _U64_FAIL = (1 << 64) - 4095
 
 Batch = list[tuple[Any, ...]]
@@ -279,7 +282,7 @@ def _worker(path: str, allow_empty: bool, out: IO[bytes], failed: frozenset[tupl
 
 
 class _ReadAhead(io.RawIOBase):
-    """The worker's pipe, drained by a thread into at most :data:`READ_AHEAD` chunks (16 MiB) ahead of the reader.
+    """The worker's pipe, drained by a thread into at most :data:`READ_AHEAD` chunks (4 MiB) ahead of the reader.
 
     Without it the worker stops at every full pipe (1 MiB, some 25 batches) while the main process does
     something else than reading, e.g. parsing the first and last snapshots before the replay (0.4-0.8 s on the
