@@ -345,6 +345,8 @@ _ODD = [
     ('"ret":0', '"ret":18446744073709551604'),
     ('"ret":0', '"ret":99999999999999999999999'),
     ('"ret":0', '"ret":null,"when":"before"'),
+    ('"ret":0', '"ret":null,"when":"before","checked":true'),  # its failure watched (a result record may follow)
+    ('"ret":0', '"ret":null,"when":"before","checked":1'),
     ("65536", "18446744073709551615"),
     ("65536", "18446744073709551616"),
     ("65536", "-1"),
