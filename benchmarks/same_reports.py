@@ -47,8 +47,8 @@ import sysbreak.capture.decode as d
 import sysbreak.analysis.pipeline as p
 orig = d.stream
 mode = sys.argv[1]
-def stream(path, allow_empty, *, parallel=None):
-    return orig(path, allow_empty, parallel={"0": False, "1": True}.get(mode, parallel))
+def stream(path, allow_empty, *, parallel=None, **kw):
+    return orig(path, allow_empty, parallel={"0": False, "1": True}.get(mode, parallel), **kw)
 d.stream = p.stream = stream
 from sysbreak.cli import main
 sys.argv = ["sysbreak", "report", sys.argv[2], *json.loads(sys.argv[3]), "-o", "-"]
