@@ -116,13 +116,15 @@ def test_run_follow_children_fork_vfork_posix_spawn_clone(tmp_path: Path, fixtur
         assert len(calls_in(cap, p, "leak_here")) == 2, p
 
 
-def test_vfork_and_posix_spawn_children_are_traced_before_their_exec(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["--all-stop", "--non-stop"])
+def test_vfork_and_posix_spawn_children_are_traced_before_their_exec(tmp_path: Path, mode: str) -> None:
     """Each child from its first instruction, vfork ones too: a vfork child's raw syscall(SYS_mmap) calls before
     its exec, a posix_spawn child's file action (openat) before its exec, a vfork child that _exits without one.
     They share the parent's memory until then, so their calls are the parent's mappings: logged in its log under
     its pid, with the child's pid as tid."""
     cap = tmp_path / "cap"
-    res = run_sysbreak("run", "-f", "-s", "mmap", "-s", "openat", "-o", cap, "--", PROCTREE, "vforkmap", timeout=120)
+    argv = ["run", "-f", mode, "-s", "mmap", "-s", "openat", "-o", cap, "--", PROCTREE, "vforkmap"]
+    res = run_sysbreak(*argv, timeout=120)
     assert res.returncode == 0, res.stderr  # the children's exit statuses were as expected (0, 0, 3)
     procs = processes(cap)
     root, kids = procs[0], sorted(procs[1:], key=lambda p: p["pid"])

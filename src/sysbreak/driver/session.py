@@ -980,7 +980,7 @@ class CaptureSession:
             return
         vc.seen = now
         try:
-            if not self._all_stopped(self.mi) or self.mi.async_waiting():
+            if not self._child_stopped(vc.pid) or self.mi.async_waiting():
                 return
         except (MiError, MiTimeout):
             return
@@ -996,6 +996,16 @@ class CaptureSession:
             self._vfork_child_execd(vc)
         else:
             self._resume()
+
+    def _child_stopped(self, pid: int) -> bool:
+        """Whether GDB has the thread of process ``pid`` (a vfork child it holds) stopped."""
+        assert self.mi is not None
+        rec = self.mi.command("-thread-info", timeout=10)
+        for t in (rec.get("payload") or {}).get("threads") or []:
+            target = str(t.get("target-id", ""))
+            if target.endswith((f"process {pid}", f"(LWP {pid})")):
+                return t.get("state") == "stopped"
+        return False
 
     def _vfork_child_execd(self, vc: VforkChild) -> None:
         self._drop_vfork_child(vc, detach=True, hold=True)  # held with SIGSTOP: stopped before its first instruction

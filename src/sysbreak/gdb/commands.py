@@ -660,7 +660,8 @@ def _on_stop(event: Any) -> None:
         # a vfork child held by this GDB enters execve: out with every breakpoint (GDB would insert them into its
         # new image), then one instruction: the exec (the driver's `catch exec` stop) or a failed execve's return
         t.set_enabled(False)
-        gdb.post_event(_step_into_exec)
+        thread = getattr(event, "inferior_thread", None) or gdb.selected_thread()
+        gdb.post_event(lambda: _step_into_exec(thread))
         return
     if t is not None and t.active and not t.limit_reached and _is_solib_stop(t, event):
         # a library was (un)loaded: arm what is new while the target is stopped at the dynamic linker's
@@ -823,8 +824,10 @@ def _is_exec_guard_stop(t: Tracer, event: Any) -> bool:
     return any(isinstance(bp, ExecGuard) for bp in event.breakpoints)
 
 
-def _step_into_exec() -> None:
+def _step_into_exec(thread: Any) -> None:
     try:
+        if thread is not None and thread.is_valid():
+            thread.switch()  # in non-stop mode the selected thread may be another (running) one
         gdb.execute("stepi", to_string=True)
     except gdb.error as exc:
         gdb.write(f"sysbreak: could not step into execve: {exc}\n", gdb.STDERR)
