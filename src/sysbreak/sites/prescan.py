@@ -198,14 +198,30 @@ class _Worker:
         return line.strip() == "ok"
 
     def close(self) -> None:
+        """End the worker: at the end of its stdin it exits by itself (after the scan it may be in); the caller
+        does not wait for that, a daemon thread reaps it (and kills it if it is still there 10 s later)."""
         with contextlib.suppress(OSError, ValueError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(0.02)
+            return
+
+        def reap() -> None:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+        threading.Thread(target=reap, name="sysbreak-prescan-reaper", daemon=True).start()
+
+    def wait(self, timeout: float) -> int | None:
+        """The worker's exit status once it has exited (within ``timeout`` seconds), else None."""
         try:
-            self.proc.wait(0.5)
+            return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            return None
 
 
 def main(argv: list[str]) -> int:
