@@ -32,9 +32,9 @@ _PROG = (
 )
 # (sites, calls, tail calls) at least, so that each search is really exercised
 EXPECTED = {
-    "libc": (500, 0, 0),
-    "libucm": (8, 7, 2),
-    "libpython": (5, 5, 0),
+    "libc": (300, 0, 0),  # (glibc 2.36: 526 sites)
+    "libucm": (4, 4, 1),  # (UCX 1.13: 8 sites, 7 calls through the PLT, 2 of them tail calls)
+    "libpython": (3, 3, 0),
     "mapper": (3, 3, 0),
     "fno-plt": (3, 3, 1),
     "static": (100, 3, 1),
