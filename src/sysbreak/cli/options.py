@@ -144,7 +144,7 @@ SHARED: dict[str, Any] = {
             help=(
                 "With -f/--children: GDBs started ahead for new children (about 23 MB of memory each; default 2), "
                 "so that a child is held only for its attach, never for a GDB's start (1-3 s); run starts the "
-                "program once they are ready. The pool grows to the largest burst of children seen."
+                "program once they are ready. The pool grows to the largest burst of children seen; 0: none."
             ),
             show_default=False,
         ),

@@ -216,7 +216,9 @@ class ProcessTree:
             with self._lock:
                 if not self._pool:
                     # a burst bigger than the pool: the pool grows by one for each child that found it empty
-                    self._want = max(self._want, min(self._want + 1, self.POOL_CAP))
+                    # (--spare-gdbs 0: no spare, ever)
+                    if self._want:
+                        self._want = max(self._want, min(self._want + 1, self.POOL_CAP))
                     return None
                 ready = [sp for sp in self._pool if not sp.warming]  # a warm one first; else one warming
                 sp = (ready or self._pool)[0]
