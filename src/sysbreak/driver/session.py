@@ -435,7 +435,7 @@ class CaptureSession:
                 self.snap.start()
                 if self.is_root:
                     self.tree.prepare_spare()
-                if self.tree.follow:
+                if self.tree.follow and self.is_root:
                     self.tree.warm_spares(self.pid)
                 self._loop()
                 if self.is_root and self.end_reason == "exited":
@@ -701,8 +701,10 @@ class CaptureSession:
             if len(self.tail.modules) != n_modules:
                 n_modules = len(self.tail.modules)
                 self._update_modules()
-                if self.tree.follow:
-                    self.tree.warm_spares(self.pid)  # its children map these: the spares scan them now
+                if self.tree.follow and self.is_root:
+                    # its children map these: the spares scan them now (the root: it outlives its workers; a
+                    # child's warm pid could be gone when the spares get to it)
+                    self.tree.warm_spares(self.pid)
             if self.tail.end is not None:
                 self.end_reason = str(self.tail.end.get("reason") or "max-events")
                 if self.end_reason == "exited":

@@ -201,6 +201,8 @@ class ProcessTree:
             return
         sp = Spare(where, mi)
         pid = self._warm_pid
+        if pid is not None and not process.alive(pid):
+            pid = self.root.pid if process.alive(self.root.pid) else None
         if pid is not None:
             sp.warming = True
             self._warm(sp, pid)
