@@ -43,7 +43,7 @@ mark).
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,8 +68,10 @@ class Ledger:
     linked list in address order, from ``_head``), ``_ends`` maps a range's end to its start, and the starts are
     kept in order for the queries the links cannot answer (:meth:`_floor`) in two sorted plain lists searched
     with :mod:`bisect`: ``_starts``, rebuilt now and then, and ``_fresh``, the starts added since, kept short
-    (an insertion moves at most a few thousand pointers). When ``_fresh`` outgrows :meth:`_fresh_max` the two are
-    merged (one C sort of two sorted runs). Most calls find their neighbours through the dicts: a new mapping
+    and negated (in descending address order: the kernel hands out new mappings below the last ones, so a new
+    start usually goes at its end, moving nothing). When ``_fresh`` outgrows ``fresh_min`` plus a sixteenth of
+    ``_starts`` the two are merged (a concatenation when all the fresh starts are below the others, else one C
+    sort of two sorted runs). Most calls find their neighbours through the dicts: a new mapping
     usually touches one (the kernel hands out address space next to the last mapping), the ranges after a first
     one are reached through the links. A removed start stays in the lists as a tombstone (in ``_dead``) until the
     same start is used again or the tombstones outnumber the ranges (then the lists are rebuilt from ``_iv``):
@@ -88,7 +90,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self._starts: list[int] = []  # range starts in order, and tombstones (``_dead``)
-        self._fresh: list[int] = []  # the same, for the starts added since ``_starts`` was last rebuilt
+        self._fresh: list[int] = []  # the same, negated, for the starts added since ``_starts`` was last rebuilt
         self._dead: set[int] = set()  # starts in ``_starts`` or ``_fresh`` that no range has any more
         self._iv: dict[int, list[Any]] = {}  # start -> [end, owner, prev start | None, next start | None]
         self._ends: dict[int, int] = {}  # end -> start
@@ -114,15 +116,24 @@ class Ledger:
             return x
         dead = self._dead
         best: int | None = None
-        for keys in (self._starts, self._fresh):
-            i = bisect_right(keys, x)
-            while i:
-                k = keys[i - 1]
-                if k not in dead:
-                    if best is None or k > best:
-                        best = k
-                    break
-                i -= 1
+        keys = self._starts
+        i = bisect_right(keys, x)
+        while i:
+            k = keys[i - 1]
+            if k not in dead:
+                best = k
+                break
+            i -= 1
+        keys = self._fresh  # negated: the first one at or after -x is the highest start at or below x
+        i = bisect_left(keys, -x)
+        n = len(keys)
+        while i < n:
+            k = -keys[i]
+            if k not in dead:
+                if best is None or k > best:
+                    best = k
+                break
+            i += 1
         return best
 
     def _index_add(self, start: int) -> None:
@@ -130,10 +141,21 @@ class Ledger:
             self._dead.remove(start)
             return
         fresh = self._fresh
-        insort(fresh, start)
+        insort(fresh, -start)
         if len(fresh) > self.fresh_min + (len(self._starts) >> 4):
-            self._starts = sorted(self._starts + fresh)  # two sorted runs: one merge pass
-            fresh.clear()
+            self._merge()
+
+    def _merge(self) -> None:
+        """``_fresh`` into ``_starts``."""
+        new = [-k for k in reversed(self._fresh)]
+        starts = self._starts
+        if not starts or new[-1] < starts[0]:  # all below the others (the usual case)
+            self._starts = new + starts
+        elif new[0] > starts[-1]:
+            self._starts = starts + new
+        else:
+            self._starts = sorted(starts + new)  # two sorted runs: one merge pass
+        self._fresh.clear()
 
     def _index_remove(self, start: int) -> None:
         dead = self._dead
@@ -295,10 +317,9 @@ class Ledger:
                 self._dead.remove(start)
             else:
                 fresh = self._fresh
-                insort(fresh, start)
+                insort(fresh, -start)
                 if len(fresh) > self.fresh_min + (len(self._starts) >> 4):
-                    self._starts = sorted(self._starts + fresh)
-                    fresh.clear()
+                    self._merge()
             self.live += end - start
         return replaced
 
@@ -313,7 +334,7 @@ class Ledger:
     def check(self) -> None:
         """Assert the invariants (tests): disjoint, sorted, non-empty, merged, linked, indexed, ``live`` right."""
         iv = self._iv
-        keys = self._starts + self._fresh
+        keys = self._starts + [-k for k in self._fresh]
         assert self._starts == sorted(self._starts) and self._fresh == sorted(self._fresh), "index not sorted"
         assert len(set(keys)) == len(keys), "index has a start twice"
         assert sorted(set(keys) - self._dead) == sorted(iv), "index out of step"
