@@ -239,3 +239,52 @@ def test_a_real_capture_steps_every_hit_by_emulation_and_catches_the_same_calls(
     # but never a failure of the mechanism itself (ptrace, memory, GDB's register cache)
     assert set(on_outcomes) <= {"emulated", "gdb: instruction not emulated"}, on_outcomes
     assert off_outcomes.get("emulated", 0) == 0 and off_outcomes.get("gdb: emulate-step-over off", 0) > 0
+
+
+_RIDERS = """
+import gdb
+from sysbreak.gdb import probes
+
+gdb.execute("starti")
+addr = int(gdb.parse_and_eval("(long)&descend"))
+hits = {"a": 0, "b": 0, "c": 0}
+
+class P(probes.ProbeBreakpoint):
+    def __init__(self, name, address):
+        self.name = name
+        super().__init__(address)
+
+    def hit(self):
+        hits[self.name] += 1
+        return self.name == "c" and hits["c"] == 5  # the 5th call stops the program
+
+a, b, c = P("a", addr), P("b", addr), P("c", addr)
+assert b.primary is a and c.primary is a and a.riders == [b, c], (a, b, c)
+gdb.execute("continue")  # stops at c's 5th hit
+a.remove()  # the owner goes first: its GDB breakpoint stays for b
+c.remove()
+assert not a.is_valid() and b.is_valid() and not c.is_valid()
+gdb.execute("continue")
+print("HITS", hits["a"], hits["b"], hits["c"], probes.COUNTS.get("emulated", 0))
+b.remove()
+listed = gdb.execute("maint info breakpoints", to_string=True)
+print("LEFT", hex(addr)[2:] in listed)
+"""
+
+
+@pytest.mark.gdb
+def test_probes_at_one_address_share_one_breakpoint(tmp_path: Path) -> None:
+    """Three probes at one address (fixtures' recurse: descend() called 21 times): one GDB breakpoint, every hit
+    runs all three in order, a hit that stops is not emulated, the owner removed first leaves the breakpoint to
+    the rider that remains, and the last removal deletes it."""
+    from gdbutil import BUILD, build_fixtures, run_gdb
+
+    build_fixtures()
+    script = tmp_path / "riders.py"
+    script.write_text(_RIDERS)
+    res = run_gdb([f"source {script}"], [str(BUILD / "recurse")])
+    assert "MAPPED 0x" in res.stdout, res.stdout + res.stderr
+    hits = next(line.split()[1:] for line in res.stdout.splitlines() if line.startswith("HITS"))
+    assert [int(x) for x in hits[:3]] == [5, 21, 5], res.stdout
+    assert int(hits[3]) == 20  # 21 hits, the one that stopped stepped over by GDB
+    assert "LEFT False" in res.stdout, res.stdout
