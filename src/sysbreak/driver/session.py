@@ -973,9 +973,9 @@ class CaptureSession:
     def _check_vfork_child(self, vc: VforkChild) -> None:
         """Never leave a held vfork child (and its parent) stopped: an exec the exec guard did not see (a syscall
         instruction outside the armed modules) makes GDB insert the parent's breakpoints into the new image, and
-        a failed insertion stops both without a record. Then, once all is stopped: exec'd (its maps are not its
-        parent's any more): hand it over as at a `catch exec` stop (the detach takes GDB's bytes out); else
-        resume it."""
+        a failed insertion stops both without a record. Then, once its thread has been stopped for a second with
+        no record: exec'd (its maps are not its parent's any more): hand it over as at a `catch exec` stop (the
+        detach takes GDB's bytes out); else resume it."""
         assert self.mi is not None
         now = time.monotonic()
         if now - vc.seen < self.VFORK_WATCH_S:
