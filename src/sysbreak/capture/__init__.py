@@ -7,6 +7,8 @@
 :mod:`sysbreak.capture.directory`          writing a capture directory: ``meta.json``, the smaps snapshots
 :mod:`sysbreak.capture.reader`             the typed readers: :func:`read_events`, :func:`open_capture`
 :mod:`sysbreak.capture.decode`             the fast batch decoder the analysis replays (in a worker process)
+:mod:`sysbreak.capture.fastline`           a ``syscall`` line decoded and checked by msgspec (the decoder's
+                                           hot path; imported by the analysis only)
 :mod:`sysbreak.capture.follow`             :class:`~sysbreak.capture.follow.EventTail`, following a log as
                                            it is written (progress of ``run``/``attach``)
 =========================================  ====================================================================

@@ -41,7 +41,8 @@ from typing import IO, Any
 
 import sysbreak
 from sysbreak.capture import rawstack
-from sysbreak.capture.reader import EventReader, FastSyscall, syscall_fields
+from sysbreak.capture.fastline import FastSyscall
+from sysbreak.capture.reader import EventReader, syscall_fields
 from sysbreak.capture.schema import StackRecord
 from sysbreak.errors import SysbreakError
 

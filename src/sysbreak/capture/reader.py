@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from sysbreak import syscalls
 from sysbreak.capture import rawstack
 from sysbreak.capture.schema import (
@@ -143,41 +141,17 @@ def syscall_fields(obj: dict[str, Any], arch: str | None = None) -> SyscallField
     return name, args, ret, t, stack
 
 
-class FastSyscall(msgspec.Struct, gc=False):
-    """A ``syscall`` line as the writer writes it, decoded in one C call (msgspec) by :func:`decode_syscall_line`."""
+def decode_syscall_line(line: str) -> Any:
+    """The fast path of :func:`syscall_fields` for a whole ``syscall`` line, through msgspec
+    (:func:`sysbreak.capture.fastline.decode_syscall_line`, which says what it takes): a
+    :class:`~sysbreak.capture.fastline.FastSyscall` or None. msgspec is imported on first use only: GDB's side
+    of sysbreak (the writer) never needs it."""
+    from sysbreak.capture import fastline
 
-    type: str
-    name: str
-    args: tuple[int, int, int, int, int, int]
-    ret: int | None = None
-    t: float | int | None = None
-    stack: int | None = None
-    tid: Any = None
-    seq: Any = None
-    when: Any = None
-    checked: Any = None
+    return fastline.decode_syscall_line(line)
 
 
-_FAST_SYSCALL = msgspec.json.Decoder(FastSyscall)
-
-
-def decode_syscall_line(line: str) -> FastSyscall | None:
-    """The fast path of :func:`syscall_fields` for a whole ``syscall`` line: its fields when they are what the
-    writer writes (a name, six unsigned 64-bit ``args``, an int or null ``ret`` and ``stack``, a number or null
-    ``t``; ``tid``, ``seq`` and ``when`` anything), else None: the caller then decodes the line with
-    :func:`decode_line` and judges it with :func:`syscall_fields` (which accepts all this accepts, and more).
-
-    The same JSON as :func:`decode_line` (the last of duplicate keys wins, whitespace around the object, unknown
-    keys ignored); what only Python's decoder takes (NaN, lone surrogates, numbers out of a double's range) is
-    left to it. ``t`` comes back as the JSON number it was (an int is the caller's to turn into a float)."""
-    try:
-        rec = _FAST_SYSCALL.decode(line)
-    except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError are ValueErrors
-        return None
-    a0, a1, a2, a3, a4, a5 = rec.args
-    if rec.type != "syscall" or (a0 | a1 | a2 | a3 | a4 | a5) >> 64:  # (negative ints too)
-        return None
-    return rec
+_LAZY_DECODE = decode_syscall_line
 
 
 class EventReader:
@@ -217,7 +191,7 @@ class EventReader:
         The fast path the analysis uses; :meth:`__iter__` builds typed records on top of it. With ``skip_site``,
         a ``syscall`` line written as the writer writes it (``"site"`` last, a flat object) is decoded without
         its ``site``, which is most of the decoding time; any other line is decoded whole. With ``fast``, a
-        ``syscall`` line that :func:`decode_syscall_line` takes comes as its :class:`FastSyscall` instead of a
+        ``syscall`` line that :func:`decode_syscall_line` takes comes as a ``FastSyscall`` instead of a
         dict (the batch decoder's hot path); the others as without it.
         """
         try:
@@ -248,7 +222,13 @@ class EventReader:
             prefix = '{"type":"syscall",'
             site = ',"site":{'
             scan = _DECODER.raw_decode
-            fast_decode = decode_syscall_line if fast else None
+            fast_decode = None
+            if fast:  # (the module's own function, unless a test replaced it: straight to msgspec's)
+                fast_decode = decode_syscall_line
+                if fast_decode is _LAZY_DECODE:
+                    from sysbreak.capture import fastline
+
+                    fast_decode = fastline.decode_syscall_line
             for line in fh:
                 lineno += 1
                 if fast_decode is not None and line.startswith(prefix):
