@@ -4,7 +4,9 @@ Every verb turns :class:`sysbreak.errors.SysbreakError` into one line on stderr 
 a user types can produce a traceback. Usage errors (an unknown option, a missing argument) are click's own
 ``Usage: ... Error: ...`` lines and exit status 2.
 
-Start-up is kept short: this module and the verb modules import only typer; each verb imports what it needs
+Start-up is kept short: this module imports nothing heavy (not even typer: ``sysbreak attach``/``run`` start
+their GDB first, :mod:`sysbreak.driver.prestart`, then the typer app of :mod:`sysbreak.cli.root` is built); the
+verb modules import only typer; each verb imports what it needs
 (rich, capstone, the GDB driver, the analysis) inside its function, and ``sysbreak VERB ...`` imports and builds
 only that verb, so ``sysbreak --help`` and ``sysbreak sites`` do not pay for what they do not use
 (benchmarks/startup.py measures it). A new verb is one module with a ``register(app)`` and a line in
@@ -14,46 +16,7 @@ only that verb, so ``sysbreak --help`` and ``sysbreak sites`` do not pay for wha
 from __future__ import annotations
 
 import sys
-from typing import Annotated
-
-import typer
-
-from sysbreak.errors import ExitCode, SysbreakError
-
-app = typer.Typer(
-    name="sysbreak",
-    help=(
-        "Find the call stacks that map the memory making a process's RSS grow.\n\n"
-        "sysbreak puts GDB breakpoints on the `syscall` instructions (and the calls to libc's syscall()) that "
-        "can reach mmap, munmap, mremap or brk, records every call with its full native (and Python) stack and "
-        "its returned address, and matches those addresses to the regions of /proc/PID/smaps or pmap that grow.\n\n"
-        "Inside gdb, `source gdb_scripts/sysbreak.py` gives the same capture as GDB commands (`help sysbreak`)."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain click help: no rich import for --help, no <bool> placeholders
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from sysbreak import __version__
-
-        typer.echo(f"sysbreak {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print sysbreak's version and exit."),
-    ] = False,
-) -> None:
-    pass
-
+from typing import Any
 
 #: every verb and the module that defines it, in the order `sysbreak --help` lists them
 VERBS: dict[str, str] = {
@@ -66,18 +29,6 @@ VERBS: dict[str, str] = {
     "doctor": "sysbreak.cli.doctor",
     "demo": "sysbreak.cli.demo",
 }
-_REGISTERED: set[str] = set()
-
-
-def register(verbs: list[str] | None = None) -> typer.Typer:
-    """Add the verbs (all of them by default) to :data:`app`; returns it."""
-    import importlib
-
-    for verb in verbs or list(VERBS):
-        if verb not in _REGISTERED:
-            importlib.import_module(VERBS[verb]).register(app)
-            _REGISTERED.add(verb)
-    return app
 
 
 def _verb(argv: list[str]) -> str | None:
@@ -92,14 +43,25 @@ def _verb(argv: list[str]) -> str | None:
 def main() -> None:
     """Console entry point (``[project.scripts] sysbreak``)."""
     verb = _verb(sys.argv[1:])
-    register([verb] if verb else None)
+    early = verb in ("attach", "run")
+    if verb is not None and early:
+        # GDB first (sysbreak.driver.prestart): its start-up then overlaps the imports and checks that follow
+        from sysbreak.driver import prestart
+
+        prestart.start(sys.argv[sys.argv.index(verb) + 1 :])
     try:
-        # standalone mode: click prints usage errors itself (exit 2), turns typer.Exit into its exit status and
-        # Ctrl-C outside a capture into 130; what is left for us is SysbreakError
-        app()
-    except SysbreakError as err:
-        print(f"sysbreak: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:  # pragma: no cover - click turns it into exit 130 already
-        print("sysbreak: interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
+        from sysbreak.cli.root import run
+
+        run(verb)
+    finally:
+        if early:
+            prestart.drop()
+
+
+def __getattr__(name: str) -> Any:
+    """``sysbreak.cli.app`` and ``sysbreak.cli.register``, defined in :mod:`sysbreak.cli.root` (imported on use)."""
+    if name in ("app", "register"):
+        from sysbreak.cli import root
+
+        return getattr(root, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

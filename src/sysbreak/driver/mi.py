@@ -208,7 +208,21 @@ class MiSession:
 
     def command(self, command: str, timeout: float = 30.0) -> Record:
         """Send ``command`` and wait for its result record. ``^error`` raises :class:`MiError`."""
-        token = self.send(command)
+        return self._result(self.send(command), command, timeout)
+
+    def pipeline(self, commands: Sequence[str], timeout: float = 30.0) -> list[Record | MiError]:
+        """Send all ``commands`` at once (GDB runs them in order), then wait for every result: one round trip
+        instead of one per command. Each ``^error`` is returned as its :class:`MiError`, not raised."""
+        tokens = [self.send(cmd) for cmd in commands]
+        out: list[Record | MiError] = []
+        for token, cmd in zip(tokens, commands, strict=True):
+            try:
+                out.append(self._result(token, cmd, timeout))
+            except MiError as err:
+                out.append(err)
+        return out
+
+    def _result(self, token: int, command: str, timeout: float) -> Record:
         deadline = time.monotonic() + timeout
         with self._cond:
             while token not in self._results:

@@ -36,11 +36,11 @@ from typing import Any
 
 import sysbreak
 from sysbreak import syscalls as syscall_table
-from sysbreak import tripwire
 from sysbreak.capture import budget
 from sysbreak.capture import directory as capdir
 from sysbreak.capture.follow import EventTail
-from sysbreak.driver import gdbenv, process
+from sysbreak.driver import gdbenv, prestart, process
+from sysbreak.driver.launch import start_gdb
 from sysbreak.driver.mi import GdbGone, MiError, MiSession, MiTimeout, Record, mi_quote
 from sysbreak.driver.restore import (
     RestoreFile,
@@ -537,7 +537,23 @@ class CaptureSession:
             if spare is not None:
                 spare.close()
             try:
-                self.mi = launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
+                # the GDB the command line started first (driver/prestart.py), when it fits these options
+                early = (
+                    prestart.take(
+                        self.gdb_path,
+                        self.directory,
+                        capdir.GDB_MI,
+                        capdir.GDB_LOG,
+                        non_stop=self.opts.non_stop,
+                        symbols=gdb_symbols_wanted(self.opts),
+                    )
+                    if self.is_root
+                    else None
+                )
+                if early is not None:
+                    early.on_exit = self._gdb_exited
+                    self.meta.update(gdb_prestarted=True)
+                self.mi = early or launch_gdb(self.gdb_path, self.directory, self.opts, on_exit=self._gdb_exited)
             finally:
                 if self.cold_start:
                     self.cold_start = False
@@ -1448,71 +1464,16 @@ def gdb_symbols_wanted(opts: CaptureOptions) -> bool:
 def launch_gdb(
     gdb_path: str, directory: Path, opts: CaptureOptions, *, on_exit: Callable[[], None] | None = None
 ) -> MiSession:
-    """Start GDB with its logs in ``directory``, set it up for a capture and load the extension (no target yet).
-
-    The returned session's ``tripwire`` is the mutex GDB's main thread holds for life (sysbreak.tripwire), or
-    None where it could not be set up (the guard then polls GDB's /proc stat)."""
-    wire: Tripwire | None = None
-    if tripwire.available():
-        try:
-            wire = Tripwire()
-        except OSError:
-            wire = None
-    mi = MiSession(
-        gdbenv.gdb_argv(gdb_path),
-        mi_path=str(directory / capdir.GDB_MI),
-        log_path=str(directory / capdir.GDB_LOG),
-        env=gdbenv.gdb_env(),
+    """Start GDB with its logs in ``directory``, set it up for a capture and load the extension (no target yet):
+    :func:`sysbreak.driver.launch.start_gdb`."""
+    return start_gdb(
+        gdb_path,
+        str(directory / capdir.GDB_MI),
+        str(directory / capdir.GDB_LOG),
+        non_stop=opts.non_stop,
+        symbols=gdb_symbols_wanted(opts),
         on_exit=on_exit,
-        pass_fds=(wire.fd,) if wire is not None else (),
     )
-    mi.command("-gdb-set mi-async on")
-    if opts.non_stop:
-        mi.command("-gdb-set non-stop on")
-    for setting in ("pagination off", "confirm off", "width 0", "height 0", "print thread-events off"):
-        mi.console(f"set {setting}")
-    # Nothing may load while the target is stopped (notes/attach.md): no debug info downloads (a host with
-    # DEBUGINFOD_URLS would fetch them in the stop), and no symbol files at all: breakpoints go by address from
-    # sysbreak's own scan, stacks are copied raw and unwound when the capture is read, new libraries are armed at
-    # the extension's breakpoint on the dynamic linker. SYSBREAK_GDB_SYMBOLS=1 keeps GDB's symbols and unwinder.
-    with contextlib.suppress(MiError):  # a GDB built without debuginfod has no such setting
-        mi.console("set debuginfod enabled off")
-    if not gdb_symbols_wanted(opts):
-        mi.console("set auto-solib-add off")
-        mi.console("set debug-file-directory")  # not even the executable's separate debug file
-    # Signals go to the program untouched, never stop it (SIGINT stays GDB's: -exec-interrupt uses it).
-    mi.console("handle all nostop noprint pass")
-    out = ""
-    for cmd in gdbenv.load_commands():
-        try:
-            out = mi.console_output(cmd, timeout=60)
-        except MiError as err:
-            raise SysbreakError(
-                f"GDB could not load sysbreak's extension: {err.message} (see {directory / capdir.GDB_LOG})",
-                ExitCode.TOOL,
-            ) from None
-    try:
-        mi.console("set sysbreak detach-on-exit on")
-    except MiError:
-        tail = (out or "").strip().splitlines()
-        why = tail[-1] if tail else "no 'sysbreak' command after loading it"
-        raise SysbreakError(f"GDB could not load sysbreak's extension: {why}", ExitCode.TOOL) from None
-    mi.tripwire = _set_tripwire(mi, wire)
-    return mi
-
-
-def _set_tripwire(mi: MiSession, wire: Tripwire | None) -> Tripwire | None:
-    """Have GDB's main thread take the tripwire; None (the guard polls instead) if it did not hold."""
-    if wire is None:
-        return None
-    fd, wire.fd = wire.fd, -1
-    try:
-        mi.console(f"python __import__('sysbreak.tripwire').tripwire.hold({fd})")
-    except MiError as err:
-        mi.write_log(f"(sysbreak) no tripwire in GDB ({err.message}): the guard polls GDB instead")
-    finally:
-        os.close(fd)
-    return wire if wire.held() else None
 
 
 @dataclass
