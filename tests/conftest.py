@@ -106,6 +106,19 @@ Spawn = Callable[..., Proc]
 
 
 @pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty scan cache directory of the test's own and an empty in-process memo (use it, or mark a whole module
+    with ``pytestmark = pytest.mark.usefixtures("private_cache")``)."""
+    from sysbreak import sites
+
+    d = tmp_path / "cache"
+    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(d))
+    sites.forget_memo()
+    yield d
+    sites.forget_memo()
+
+
+@pytest.fixture
 def spawn() -> Iterator[Spawn]:
     """``spawn(argv, **popen_kwargs) -> Proc``: start a process; every one is killed when the test ends."""
     started: list[Proc] = []

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import FixturePaths, Spawn
 from support.cli import AS_NOBODY, one_error, run_in_process, run_sysbreak
-
-from sysbreak import sites
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LIBUCM = "/lib/x86_64-linux-gnu/libucm.so.0"
@@ -21,12 +19,7 @@ needs_libucm = pytest.mark.skipif(not Path(LIBUCM).exists(), reason="libucm (lib
 Run = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(tmp_path / "cache"))
-    sites.forget_memo()
-    yield
-    sites.forget_memo()
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,7 @@ LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 MUNMAP, MMAP, MREMAP = 11, 9, 25
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(tmp_path / "cache"))
-    sites.forget_memo()
-    yield
-    sites.forget_memo()
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

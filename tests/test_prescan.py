@@ -3,7 +3,6 @@ scan the modules not cached yet, biggest first; what they write is what a scan h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,7 @@ from sysbreak.sites import prescan
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    d = tmp_path / "cache"
-    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(d))
-    sites.forget_memo()
-    yield d
-    sites.forget_memo()
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_two_lanes_fill_the_cache_with_what_a_scan_gives(

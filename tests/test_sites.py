@@ -9,7 +9,6 @@ import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,7 @@ needs_libucm = pytest.mark.skipif(not LIBUCM.exists(), reason="libucm (libucx-de
 needs_objdump = pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own empty cache directory and an empty in-process memo."""
-    d = tmp_path / "cache"
-    monkeypatch.setenv("SYSBREAK_CACHE_DIR", str(d))
-    sites.forget_memo()
-    yield d
-    sites.forget_memo()
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")
