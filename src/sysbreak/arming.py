@@ -41,15 +41,15 @@ class Breakpoint:
     """One GDB breakpoint the tracer needs for a probe."""
 
     address: int  # runtime address
-    role: str  # "exit-only", "before", "entry" or "exit"
-    rcx_after: int | None  # exit-only: rcx must equal this (the address after the syscall instruction)
-    accept_failed: bool  # exit-only at a call site: glibc's error path returns -1 with rcx reloaded
-    condition_nrs: tuple[int, ...] | None  # entry: the number register must hold one of these (None: known)
-    arg_regs: tuple[str, ...]  # where the six kernel arguments are read at this breakpoint
-    nr: int | None  # the syscall number when known statically
-    nr_reg: str | None  # register holding the number at an entry breakpoint
+    role: str  # "exit-only", "before", "entry", "exit" or "fail"
     site_address: int  # runtime address of the instruction that enters the kernel or calls syscall()
-    site_kind: str  # "syscall" or "call"
+    site_kind: str = "syscall"  # "syscall" or "call"
+    rcx_after: int | None = None  # exit-only: rcx must equal this (the address after the syscall instruction)
+    accept_failed: bool = False  # exit-only at a call site: glibc's error path returns -1 with rcx reloaded
+    condition_nrs: tuple[int, ...] | None = None  # entry: the number register must hold one of these (None: known)
+    arg_regs: tuple[str, ...] = ()  # where the six kernel arguments are read at this breakpoint
+    nr: int | None = None  # the syscall number when known statically
+    nr_reg: str | None = None  # register holding the number at an entry breakpoint
     synthetic_wrapper_frame: bool = False  # prepend libc's syscall() as frame 0 (call sites)
     return_address: int | None = None  # before, at a call: the caller's pc that frames name (after the call)
     sp_delta: int = 0  # entry: rsp at the paired exit minus rsp here (a probe before a syscall instruction)

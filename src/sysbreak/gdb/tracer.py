@@ -492,20 +492,8 @@ class Tracer:
             if probe.exit is None and not probe.before:
                 need_wrapper_exit = True
         if need_wrapper_exit and self.wrapper_return is not None and not self._has_wrapper_exit():
-            specs.append(
-                Breakpoint(
-                    address=self.wrapper_return,
-                    role="exit",
-                    rcx_after=None,
-                    accept_failed=False,
-                    condition_nrs=None,
-                    arg_regs=(),
-                    nr=None,
-                    nr_reg=None,
-                    site_address=self.wrapper_pc or self.wrapper_return,
-                    site_kind="syscall",
-                )
-            )
+            wrapper_site = self.wrapper_pc or self.wrapper_return
+            specs.append(Breakpoint(address=self.wrapper_return, role="exit", site_address=wrapper_site))
         for bp_spec in specs:
             self._place(armed, bp_spec)
         if self.writer is not None:
@@ -593,18 +581,7 @@ class Tracer:
         placed = self._fail_at.get(target)
         if placed is not None and placed.is_valid():
             return target
-        fail = Breakpoint(
-            address=target,
-            role="fail",
-            rcx_after=None,
-            accept_failed=False,
-            condition_nrs=None,
-            arg_regs=(),
-            nr=None,
-            nr_reg=None,
-            site_address=target,
-            site_kind="syscall",
-        )
+        fail = Breakpoint(address=target, role="fail", site_address=target)
         if not self._remember_original(target):
             return None
         bp = FailProbe(self, fail)
