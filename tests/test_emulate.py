@@ -288,3 +288,50 @@ def test_probes_at_one_address_share_one_breakpoint(tmp_path: Path) -> None:
     assert [int(x) for x in hits[:3]] == [5, 21, 5], res.stdout
     assert int(hits[3]) == 20  # 21 hits, the one that stopped stepped over by GDB
     assert "LEFT False" in res.stdout, res.stdout
+
+
+_PAGES = """
+import ctypes, mmap, time
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+pages = []
+for prot in (mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ, 0):  # 0: PROT_NONE
+    a = libc.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    ctypes.memmove(a, b"sysbreak", 8)
+    libc.mprotect(a, 4096, prot)
+    pages.append(a)
+print(*pages, flush=True)
+time.sleep(120)
+"""
+
+
+def test_emulated_loads_and_stores_honour_page_protections() -> None:
+    """The step-over emulation's data accesses go through process_vm_readv/writev, which fault where the CPU would
+    (a store to a read-only page, a load from a PROT_NONE one): GDB then steps the real instruction and the program
+    gets its SIGSEGV as without sysbreak. /proc/PID/mem (GDB's way, and the stack reader's) reads and writes them."""
+    from sysbreak.tracee import Tracee
+
+    proc = subprocess.Popen([sys.executable, "-c", _PAGES], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        rw, ro, none = (int(x) for x in proc.stdout.readline().split())
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        if libc.ptrace(PTRACE_ATTACH, proc.pid, None, None) != 0:
+            pytest.skip(f"cannot ptrace here: {os.strerror(ctypes.get_errno())}")
+        os.waitpid(proc.pid, 0)
+        tracee = Tracee(proc.pid)
+        assert tracee.regs(proc.pid) is not None and tracee.direct
+        assert tracee.read_as_cpu(rw, 8) == b"sysbreak"
+        assert tracee.write_as_cpu(rw, b"SYSBREAK") and tracee.read(rw, 8) == b"SYSBREAK"
+        assert tracee.read_as_cpu(ro, 8) == b"sysbreak"
+        assert not tracee.write_as_cpu(ro, b"SYSBREAK") and tracee.read(ro, 8) == b"sysbreak"
+        with pytest.raises(OSError):
+            tracee.read_as_cpu(none, 8)
+        assert tracee.read(none, 8) == b"sysbreak"  # what the emulation must not use for the program's loads
+        tracee.close()
+    finally:
+        proc.kill()
+        proc.wait()

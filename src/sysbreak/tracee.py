@@ -65,6 +65,23 @@ def _ptrace() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     return _libc.ptrace
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _iov(address: int, size: int) -> tuple[ctypes._Pointer[_IoVec], int]:
+    return ctypes.pointer(_IoVec(address, size)), 1
+
+
+def _vm(name: str) -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    _ptrace()  # loads _libc
+    assert _libc is not None
+    fn = getattr(_libc, name)
+    fn.restype = ctypes.c_ssize_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    return fn
+
+
 class Tracee:
     """Registers and memory of the threads of process ``pid``, which this thread traces."""
 
@@ -112,6 +129,26 @@ class Tracee:
         if self._fd is None:
             self._fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
         return os.pread(self._fd, size, address)
+
+    def read_as_cpu(self, address: int, size: int) -> bytes:
+        """``size`` bytes at ``address`` read as the thread's own load would: through ``process_vm_readv``,
+        which honours the page protections (``/proc/PID/mem`` reads a ``PROT_NONE`` page as GDB does); OSError
+        where the CPU would fault. For the step-over emulation's data accesses (:mod:`sysbreak.emulate`)."""
+        buf = ctypes.create_string_buffer(size)
+        done = _vm("process_vm_readv")(self.pid, *_iov(ctypes.addressof(buf), size), *_iov(address, size), 0)
+        if done != size:
+            raise OSError(ctypes.get_errno() or 14, f"{size} bytes at {address:#x} are not readable")
+        return buf.raw
+
+    def write_as_cpu(self, address: int, data: bytes) -> bool:
+        """Write ``data`` at ``address`` as the thread's own store would: through ``process_vm_writev``, which
+        refuses a read-only page (``/proc/PID/mem`` writes one, copy-on-write, as GDB's breakpoints do). False
+        where the CPU would fault (nothing written) or before :attr:`direct`."""
+        if not self.direct:
+            return False
+        buf = ctypes.create_string_buffer(data, len(data))
+        done = _vm("process_vm_writev")(self.pid, *_iov(ctypes.addressof(buf), len(data)), *_iov(address, len(data)), 0)
+        return bool(done == len(data))
 
     def close(self) -> None:
         """Forget the open memory file (after an exec it would read the old image: open it again)."""

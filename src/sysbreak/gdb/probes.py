@@ -133,13 +133,13 @@ class ProbeBreakpoint(gdb.Breakpoint):
         if regs["eflags"] & emulate.TF:
             return "gdb: single-stepping"
         try:
-            out, writes = emu.run(regs, tracee.read)
+            out, writes = emu.run(regs, tracee.read_as_cpu)  # loads honour the page protections, as the CPU's
         except OSError:
             return "gdb: memory unreadable"
         if tracee.read(out["rip"], 1) in (b"\xcc", b""):
             return "gdb: int3 at the next pc"  # another breakpoint (GDB would step over it unseen), or unreadable
         for address, data in writes:
-            if not tracee.write(address, data):
+            if not tracee.write_as_cpu(address, data):  # a store to a read-only page is the CPU's to fault on
                 return "gdb: memory unwritable"  # what was written is what the instruction writes: GDB's step would
         after = {**regs, **out}
         if not tracee.set_regs(tid, after):
