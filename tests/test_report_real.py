@@ -228,23 +228,23 @@ def test_watch_capture_reports_its_growth(grower: Callable[[], Grower], tmp_path
     )
 
 
-def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> None:
-    """numpy's arrays come through default_malloc and glibc's malloc: the label is the numpy function that made
-    the array, it is row #1 and the headline's stack, with the resident growth of the four 8 MiB arrays."""
-    pytest.importorskip("numpy")  # a dependency (pyproject: the scan of big modules); scripts/setup.sh installs it
-    script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "numpy_grow.py"
+def attach_while_growing(tmp_path: Path, script: str, warm: str, grow: str, seconds: int) -> str:
+    """Start fixtures/py/SCRIPT, send it ``warm`` (its code paged in), `sysbreak attach -d SECONDS -o tmp_path/cap`
+    to it, send ``grow`` once the first snapshot is written, and return the KEPT line it answers; the capture
+    must end by itself with status 0 and the program must still run then (it is killed afterwards)."""
+    path = Path(__file__).resolve().parent.parent / "fixtures" / "py" / script
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "READY"
-        proc.stdin.write("grow 1\n")  # page in the code first
+        proc.stdin.write(warm + "\n")
         proc.stdin.flush()
         assert proc.stdout.readline().startswith("KEPT")
         cap = tmp_path / "cap"
         attach = subprocess.Popen(
-            [*sysbreak_argv(), "attach", str(proc.pid), "-d", "4", "-o", str(cap), "-q"],
+            [*sysbreak_argv(), "attach", str(proc.pid), "-d", str(seconds), "-o", str(cap), "-q"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -254,15 +254,25 @@ def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> No
         while not (index.exists() and index.read_text().strip()):
             assert attach.poll() is None and time.monotonic() < deadline, attach.communicate()
             time.sleep(0.05)
-        proc.stdin.write("grow 4\n")
+        proc.stdin.write(grow + "\n")
         proc.stdin.flush()
-        assert proc.stdout.readline().strip() == f"KEPT {5 * 8 * MiB}"
+        kept = proc.stdout.readline().strip()
         _, err = attach.communicate(timeout=60)
         assert attach.returncode == 0, err
         assert proc.poll() is None
+        return kept
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_numpy_arrays_are_named_by_numpy_not_its_allocator(tmp_path: Path) -> None:
+    """numpy's arrays come through default_malloc and glibc's malloc: the label is the numpy function that made
+    the array, it is row #1 and the headline's stack, with the resident growth of the four 8 MiB arrays."""
+    pytest.importorskip("numpy")  # a dependency (pyproject: the scan of big modules); scripts/setup.sh installs it
+    kept = attach_while_growing(tmp_path, "numpy_grow.py", "grow 1", "grow 4", 4)
+    assert kept == f"KEPT {5 * 8 * MiB}"
+    cap = tmp_path / "cap"
     text, doc = report(cap)
     top = doc["stacks"][0]
     names = [f["function"] for f in top["frames"]]
@@ -359,36 +369,8 @@ def test_resident_bytes_are_exact_inside_a_merged_vma(tmp_path: Path, fixture_pa
 def test_hint_for_cpython_arenas(tmp_path: Path) -> None:
     """A Python program keeping 32 MiB of small objects: they live in pymalloc's 1 MiB arenas, mapped by
     _PyObject_ArenaMmap; the stacks that own the growth are CPython's, and the hint names PYTHONMALLOC."""
-    script = Path(__file__).resolve().parent.parent / "fixtures" / "py" / "py_grow.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == "READY"
-        proc.stdin.write("objects 1\n")  # page in the code first
-        proc.stdin.flush()
-        assert proc.stdout.readline().startswith("KEPT")
-        cap = tmp_path / "cap"
-        attach = subprocess.Popen(
-            [*sysbreak_argv(), "attach", str(proc.pid), "-d", "5", "-o", str(cap), "-q"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        index = cap / "snapshots" / "index.jsonl"
-        deadline = time.monotonic() + 60
-        while not (index.exists() and index.read_text().strip()):
-            assert attach.poll() is None and time.monotonic() < deadline, attach.communicate()
-            time.sleep(0.05)
-        proc.stdin.write("objects 32\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().startswith("KEPT")
-        _, err = attach.communicate(timeout=60)
-        assert attach.returncode == 0, err
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    assert attach_while_growing(tmp_path, "py_grow.py", "objects 1", "objects 32", 5).startswith("KEPT")
+    cap = tmp_path / "cap"
     text, doc = report(cap)
     hints = {h["culprit"]: h for h in doc["hints"]}
     assert "cpython-obmalloc" in hints, doc["headline"]
