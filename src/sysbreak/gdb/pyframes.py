@@ -663,17 +663,10 @@ def python_frames(eval_frames: list[Any]) -> list[dict[str, Any]]:
     if not eval_frames or gdb is None:
         return []
     try:
-        st = _state()
+        tid = gdb.selected_thread().ptid[1]
     except Exception:
         return []
-    out: list[dict[str, Any]] = []
-    try:
-        inf = gdb.selected_inferior()
-        tid = gdb.selected_thread().ptid[1]
-        _walk(st, inf, tid, out)
-    except Exception:
-        pass
-    return out
+    return thread_frames(tid)
 
 
 def thread_frames(tid: int) -> list[dict[str, Any]]:
