@@ -19,6 +19,8 @@ import ctypes
 import os
 import struct
 
+from sysbreak.libc import libc
+
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 #: ``struct user_regs_struct`` of x86-64 (sys/user.h), in order
@@ -53,16 +55,9 @@ USER_REGS = (
 )
 _LAYOUT = struct.Struct(f"<{len(USER_REGS)}Q")
 
-_libc: ctypes.CDLL | None = None
-
 
 def _ptrace() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.ptrace.restype = ctypes.c_long
-        _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    return _libc.ptrace
+    return libc().ptrace
 
 
 class _IoVec(ctypes.Structure):
@@ -74,9 +69,7 @@ def _iov(address: int, size: int) -> tuple[ctypes._Pointer[_IoVec], int]:
 
 
 def _vm(name: str) -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    _ptrace()  # loads _libc
-    assert _libc is not None
-    fn = getattr(_libc, name)
+    fn = getattr(libc(), name)
     fn.restype = ctypes.c_ssize_t
     fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     return fn

@@ -23,6 +23,8 @@ import mmap
 import os
 import time
 
+from sysbreak.libc import libc
+
 SIZE = 64  # bytes of shared memory: a pthread_mutex_t is 40 on x86-64 glibc
 _ATTR_SIZE = 16  # a pthread_mutexattr_t is 4
 _PTHREAD_PROCESS_SHARED = 1
@@ -39,7 +41,7 @@ class _Timespec(ctypes.Structure):
 def _lib() -> ctypes.CDLL:
     global _libc
     if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
+        lib = libc()
         for name in (
             "pthread_mutexattr_init",
             "pthread_mutexattr_setpshared",

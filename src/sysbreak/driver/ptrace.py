@@ -21,6 +21,8 @@ import os
 import signal
 import time
 
+from sysbreak.libc import libc
+
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
 PTRACE_SEIZE = 0x4206
@@ -30,16 +32,9 @@ PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000  # __WALL
 
-_libc: ctypes.CDLL | None = None
-
 
 def _ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.ptrace.restype = ctypes.c_long
-        _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    if _libc.ptrace(request, pid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) == -1:
+    if libc().ptrace(request, pid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) == -1:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
