@@ -45,17 +45,19 @@ class RestoreFile:
         self._partial = b""
         self._by_addr: dict[int, RestoreEntry] = {}
 
-    def refresh(self) -> RestoreFile:
+    def refresh(self) -> list[RestoreEntry]:
+        """Read what was appended since the last call; returns the entries it added or changed."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self._offset)
                 data = fh.read()
         except FileNotFoundError:
-            return self
+            return []
         if not data:
-            return self
+            return []
         self._offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
+        added: list[RestoreEntry] = []
         for line in lines:
             try:
                 rec = json.loads(line)
@@ -66,8 +68,9 @@ class RestoreFile:
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             if orig:
-                self._by_addr[addr] = RestoreEntry(addr, orig)
-        return self
+                entry = self._by_addr[addr] = RestoreEntry(addr, orig)
+                added.append(entry)
+        return added
 
     def entries(self) -> list[RestoreEntry]:
         return sorted(self._by_addr.values(), key=lambda e: e.addr)
@@ -75,7 +78,9 @@ class RestoreFile:
 
 def read_entries(path: str | os.PathLike[str], pid: int) -> list[RestoreEntry]:
     """The restore file's entries for ``pid``, last one per address wins; a cut-short last line is ignored."""
-    return RestoreFile(path, pid).refresh().entries()
+    known = RestoreFile(path, pid)
+    known.refresh()
+    return known.entries()
 
 
 def int3_addresses(pid: int, entries: list[RestoreEntry]) -> list[int]:

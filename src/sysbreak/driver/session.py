@@ -1367,9 +1367,9 @@ class CaptureSession:
             with self._restore_lock:
                 res = write_back(self.pid, known.entries())  # first what is known: every microsecond counts
                 t_first = time.monotonic()
-                late = write_back(self.pid, known.refresh().entries())  # then what was appended since
+                late = write_back(self.pid, known.refresh())  # then what was appended since
                 res.restored += late.restored
-                res.errors = res.errors if res.errors else late.errors
+                res.errors += late.errors
                 if res.errors and not process.alive(self.pid):
                     res.errors = []  # the target is gone (GDB ended with it): nothing was left to restore
                 self._merge_restore(res)
