@@ -133,20 +133,8 @@ def restore(pid: int, path: str | os.PathLike[str]) -> RestoreResult:
     try:
         if entries:
             _wait_stopped(pid, 1.0)
-            with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-                for entry in entries:
-                    try:
-                        mem.seek(entry.addr)
-                        current = mem.read(len(entry.orig))
-                        if not current or current[0] != INT3 or entry.orig[0] == INT3:
-                            continue
-                        mem.seek(entry.addr)
-                        mem.write(entry.orig[:1])  # only the first byte is ever replaced by int3
-                        result.restored += 1
-                    except OSError as exc:
-                        result.errors.append(f"{entry.addr:#x}: {exc.strerror}")
-    except OSError as exc:
-        result.errors.append(f"cannot open /proc/{pid}/mem: {exc.strerror}")
+            written = write_back(pid, entries)
+            result.restored, result.errors = written.restored, written.errors
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
