@@ -229,10 +229,6 @@ class ProcessTree:
                 return sp.where, sp.mi  # one still warming: the child's commands wait behind its prepare
             shutil.rmtree(sp.where, ignore_errors=True)
 
-    def spare_count(self) -> int:
-        with self._lock:
-            return len(self._pool)
-
     def lock_stopping(self) -> threading.Lock:
         """Marks the tree as ending (no new spare, no new member), under its lock."""
         self._stopping = True
