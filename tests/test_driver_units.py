@@ -12,6 +12,7 @@ import pytest
 
 from sysbreak.capture import directory as capdir
 from sysbreak.capture.follow import EventTail
+from sysbreak.capture.residency import partial_vmas
 from sysbreak.driver import process
 from sysbreak.driver.mi import mi_quote
 from sysbreak.driver.restore import INT3, int3_addresses, read_entries, restore
@@ -81,6 +82,21 @@ def test_snapshot_of_a_gone_process(tmp_path: Path) -> None:
     child.wait()
     snap = capdir.Snapshotter(capdir.create(tmp_path / "cap"), child.pid, 1)
     assert snap.take() is None and snap.seq == 0
+    snap.close()
+
+
+def test_smaps_of_a_process_gone_before_its_pagemap_is_no_snapshot(tmp_path: Path) -> None:
+    """smaps read while the process lived, pagemap after it had gone: no snapshot (its last RSS would be shared out
+    by bytes, an estimate), as for an exiting process whose smaps is empty. A live one keeps its resident pages."""
+    raw = Path("/proc/self/smaps").read_bytes()
+    assert partial_vmas(raw.decode()), "this test needs a partly resident anonymous VMA in its own smaps"
+    child = subprocess.Popen(["true"])
+    child.wait()
+    snap = capdir.Snapshotter(capdir.create(tmp_path / "cap"), child.pid, 1)
+    assert snap.write(raw, time.monotonic(), "now") is None and snap.seq == 0
+    assert snap.write(raw, time.monotonic(), "now", pid=os.getpid()) is not None
+    line = json.loads((snap.dir / "index.jsonl").read_text())
+    assert line["seq"] == 1 and line["resident"]
     snap.close()
 
 

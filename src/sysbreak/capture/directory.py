@@ -104,6 +104,15 @@ class Meta:
             atomic_write(self.path, text, fsync=True)
 
 
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` is gone or has no memory left (a zombie's statm is all zeros)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return fh.read().split()[:1] in ([], [b"0"])
+    except OSError:
+        return True
+
+
 class Snapshotter:
     """Copies /proc/PID/smaps into the capture every ``interval`` seconds from a thread (plus on demand)."""
 
@@ -140,6 +149,10 @@ class Snapshotter:
         rss = sum_rss_kb(text)
         vmas = partial_vmas(text)
         runs = read_resident(pid, vmas) if vmas else None
+        if runs is None and vmas and _exited(pid):
+            # The process went between its smaps and its pagemap: like an exiting one with no mappings left, this
+            # is no snapshot (one without its resident pages would make the last RSS an estimate, not exact).
+            return None
         with self._lock:
             if self._index.closed:
                 return None
